@@ -1,0 +1,67 @@
+"""The `dia` command (also `python -m dia`).
+
+    dia data check [--data-root DIR]        which datasets are present, counts, how to get the rest
+    dia data fetch pneumonia|breast         download a MedMNIST file (needs network)
+    dia config PROFILE [--dataset KEY]      print the resolved config of a profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dia", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect or fetch datasets")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    check = data_sub.add_parser("check", help="list datasets, counts and what is missing")
+    check.add_argument("--data-root", default=None, help="default: $DIA_DATA_ROOT, else data/")
+    check.add_argument("--results-root", default="results")
+    fetch = data_sub.add_parser("fetch", help="download a MedMNIST dataset")
+    fetch.add_argument("dataset", choices=["pneumonia", "breast"])
+    fetch.add_argument("--data-root", default=None)
+
+    config = sub.add_parser("config", help="print a resolved config")
+    config.add_argument("profile")
+    config.add_argument("--dataset", default="synthetic")
+    config.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from dia.config import ConfigError
+    from dia.data.registry import DataError
+
+    try:
+        if args.command == "data":
+            return _data(args)
+        if args.command == "config":
+            from dia.config import config_hash, load_config, to_yaml
+
+            cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed)
+            print(to_yaml(cfg) + f"# hash of all sections: {config_hash(cfg)}")
+            return 0
+    except (DataError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 1  # pragma: no cover
+
+
+def _data(args: argparse.Namespace) -> int:
+    from dia.data.registry import resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    if args.action == "check":
+        from dia.data.check import check_datasets, format_check
+
+        print(format_check(check_datasets(root, args.results_root), root))
+        return 0
+    from dia.data.medmnist_files import fetch_medmnist
+
+    path = fetch_medmnist(args.dataset, root)
+    print(f"{args.dataset}: {path}")
+    return 0

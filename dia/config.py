@@ -1,0 +1,302 @@
+"""Frozen, strict, hashed configuration.
+
+A config is resolved in this order: dataclass defaults -> `configs/<profile>.yaml` -> explicit
+overrides (dotted keys such as ``{"amplify.epochs": 3}``). Unknown keys, wrong types and unknown
+datasets are errors that list what is allowed. Each stage's run folder is named by a hash of the
+config sections that stage depends on (`config_hash`), so changing the DIA schedule does not
+invalidate a trained diffusion model.
+
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROFILES = ("smoke", "quick", "paper")
+DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos", "braintumor", "synthetic")
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is not valid; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are loaded (SPEC section 3)."""
+
+    large_image_size: int = 224  # size of the 224-pixel datasets; a CPU profile may shrink it
+    max_train: int | None = None  # seeded subsample of the training normals (smoke only)
+    max_test_per_class: int | None = None  # seeded subsample of each test class (smoke only)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The DDPM dissolver (SPEC section 4); `width` scales block_out_channels (1, 2, 4, 8)."""
+
+    width: int = 64
+    layers_per_block: int = 1
+    steps: int = 156_250  # optimiser steps; the reference's milestone 5
+    batch_size: int = 512
+    lr: float = 8e-5
+    ema_decay: float = 0.995
+    ema_every: int = 10
+    grad_clip: float = 1.0
+    ema_update_after_step: int = 100  # ema_pytorch default: the EMA copies the raw weights until then
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    cuda_bf16: bool = False  # bf16 autocast for training on CUDA; the reference trains in fp32
+
+
+@dataclass(frozen=True)
+class DissolveConfig:
+    """The dissolving transformation (SPEC section 5); defaults reproduce the reference code."""
+
+    dissolver: Literal["diffusion", "gaussian_blur", "median_blur"] = "diffusion"
+    t_min: int = 30  # reference: diffusion_offset 0.3 x step_scale 100
+    t_max: int = 100  # exclusive: t in {30..99}
+    value_range: Literal["reference", "normalized"] = "reference"
+    resolution: int = 32
+    cuda_bf16: bool = True  # bf16 autocast + channels_last for the frozen U-Net on CUDA; CPU is fp32
+
+
+@dataclass(frozen=True)
+class AmplifyConfig:
+    """Training of the amplifying encoder (DIA) and of the CSI baseline (SPEC section 6)."""
+
+    epochs: int = 1000
+    batch_size: int = 32
+    max_iters_per_epoch: int = 201  # the reference breaks after n >= 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    warmup_epochs: int = 10
+    warmup_multiplier: float = 10.0
+    temperature: float = 0.5
+    shift: Literal["rotation", "cutperm"] = "rotation"
+    exclude_own_dissolved: bool = True
+    crop_scale_min: float = 0.08
+    checkpoint_every_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """CSI scoring (SPEC section 7)."""
+
+    num_samples: int = 10
+    crop_scale: float = 0.54
+    batch_size: int = 100
+
+
+@dataclass(frozen=True)
+class DDADConfig:
+    """DDAD-ASR (SPEC section 8); defaults are the reference cfgs/*.yaml (algorithms.md B1-B5)."""
+
+    backbone: Literal["ae", "aeu", "memae"] = "aeu"
+    image_size: int = 64
+    num_models: int = 3  # K_A = K_B
+    anomaly_rate: float = 0.6  # of the unlabeled set D_u
+    unlabeled_size: int | None = None  # |D_u|; None = |D_n| (reference extra_data ~ |train/0|)
+    unlabeled_selection: Literal["seeded", "first"] = "seeded"  # reference: "first" (list order)
+    unlabeled_seed: int = 0  # fixed: every run seed sees the same D_u
+    epochs: int = 250
+    batch_size: int = 64
+    lr: float = 5e-4
+    beta1: float = 0.5  # Adam betas (beta1, 0.999)
+    weight_decay: float = 0.0
+    latent_size: int = 16
+    base_width: int = 16  # reference 16 x multiplier 1
+    mem_dim: int = 25  # MemAE memory slots (shrink_thres 0)
+    entropy_weight: float = 0.0002  # MemAE attention-entropy loss weight
+    refine_epochs: int = 100
+    refine_batch_size: int = 8
+    refine_lr: float = 1e-4
+    refine_weight_decay: float = 1e-4
+    refine_width: int = 128
+    refine_intra: bool = True  # also train the R_intra ASR-Net (input: intra map only)
+    eval_batch_size: int = 128  # inference only (BN in eval mode: batching changes nothing)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one (dataset, seed) of the suite depends on."""
+
+    profile: str = "quick"
+    dataset: str = "synthetic"
+    seed: int = 0
+    device: str = "auto"  # not part of any hash
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    dissolve: DissolveConfig = field(default_factory=DissolveConfig)
+    amplify: AmplifyConfig = field(default_factory=AmplifyConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    ddad: DDADConfig = field(default_factory=DDADConfig)
+
+
+SECTIONS = ("data", "diffusion", "dissolve", "amplify", "score", "ddad")
+NON_SEMANTIC = ("device", "profile")
+
+
+def load_config(
+    profile: str = "quick",
+    *,
+    dataset: str = "synthetic",
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+    configs_dir: str | Path | None = None,
+) -> ExperimentConfig:
+    """Resolve defaults -> `configs/<profile>.yaml` -> overrides into a frozen config.
+
+    Args:
+        profile: one of `PROFILES` (a YAML file of that name under `configs_dir`).
+        dataset: a key of `DATASETS`.
+        seed: the run's seed.
+        overrides: dotted keys (``"amplify.epochs"``) or nested dicts, applied last.
+        configs_dir: where the profile files live (default: the repository's `configs/`).
+    """
+    configs_dir = Path(configs_dir) if configs_dir else CONFIGS_DIR
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    path = configs_dir / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"profile file {path} is missing")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    merged = _deep_merge(raw, _expand_dotted(overrides or {}))
+    merged.update(profile=profile, dataset=dataset, seed=seed)
+    return build_config(merged, source=str(path))
+
+
+def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentConfig:
+    """Build an `ExperimentConfig` from nested plain data, checking every key and type."""
+    cfg = _build(ExperimentConfig, raw, source)
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    return cfg
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as nested plain data (tuples become lists), ready for YAML or JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=True)
+
+
+def config_hash(cfg: ExperimentConfig, sections: tuple[str, ...] = SECTIONS) -> str:
+    """First 8 hex digits of SHA-256 over the dataset, the seed and the given sections.
+
+    Non-semantic fields (device, profile name) never enter the hash: two profiles that resolve
+    to the same values share their runs.
+    """
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown config sections {sorted(unknown)}; sections are {SECTIONS}")
+    full = to_dict(cfg)
+    payload = {"dataset": cfg.dataset, "seed": cfg.seed}
+    payload.update({name: full[name] for name in sorted(sections)})
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def replace(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A copy of `cfg` with dotted-key overrides applied and validated."""
+    return build_config(_deep_merge(to_dict(cfg), _expand_dotted(overrides)), source="overrides")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _expand_dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} in {cls.__name__}; "
+            f"allowed: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw[name], f"{where}: {name}")
+        else:
+            kwargs[name] = _check_value(hint, raw[name], f"{where}: {cls.__name__}.{name}")
+    return cls(**kwargs)
+
+
+def _check_value(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} = {value!r}; allowed: {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(inner[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} = {value!r}; expected a list")
+        return tuple(_check_value(args[0], v, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}; expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} = {value!r}; expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} = {value!r}; expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} = {value!r}; expected a string")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint!r}")  # pragma: no cover

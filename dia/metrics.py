@@ -1,0 +1,104 @@
+"""AUC with label 1 = anomalous, bootstrap intervals, and the scores/metrics files of a run.
+
+Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and a tidy
+`metrics.csv`; the table is rebuilt from these files alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dia.results import Run, write_csv
+
+SCORE_COLUMNS = ["sample_id", "label", "anomaly_score"]
+METRIC_COLUMNS = [
+    "dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low", "ci_high",
+    "run_id",
+]
+
+
+class MetricError(ValueError):
+    """Scores or labels cannot give a meaningful metric (e.g. only one class)."""
+
+
+def _check(labels: np.ndarray, anomaly_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).astype(int).ravel()
+    anomaly_score = np.asarray(anomaly_score, dtype=float).ravel()
+    if labels.shape != anomaly_score.shape:
+        raise MetricError(f"{labels.size} labels but {anomaly_score.size} scores")
+    if not np.isfinite(anomaly_score).all():
+        raise MetricError(f"{int((~np.isfinite(anomaly_score)).sum())} scores are NaN or infinite")
+    present = set(np.unique(labels).tolist())
+    if present != {0, 1}:
+        raise MetricError(
+            f"the test set needs normal (0) and anomalous (1) images for an AUC; it has labels "
+            f"{sorted(present)} only"
+        )
+    return labels, anomaly_score
+
+
+def compute_auc(labels: Sequence[int], anomaly_score: Sequence[float]) -> float:
+    """ROC-AUC with label 1 = anomalous and higher `anomaly_score` = more anomalous."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, anomaly_score = _check(np.asarray(labels), np.asarray(anomaly_score))
+    return float(roc_auc_score(labels, anomaly_score))
+
+
+def bootstrap_auc_ci(
+    labels: Sequence[int],
+    anomaly_score: Sequence[float],
+    *,
+    num_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC, resampling within each class (stratified)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, anomaly_score = _check(np.asarray(labels), np.asarray(anomaly_score))
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    aucs = np.empty(num_resamples)
+    for i in range(num_resamples):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        aucs[i] = roc_auc_score(labels[idx], anomaly_score[idx])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(aucs, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def write_scores(
+    run: Run, sample_ids: Sequence[str], labels: Sequence[int], anomaly_score: Sequence[float],
+    *, name: str = "scores.csv",
+) -> None:
+    """Per-image scores of one method (label 1 = anomalous)."""
+    labels_arr, scores_arr = np.asarray(labels).astype(int), np.asarray(anomaly_score, float)
+    if len(sample_ids) != labels_arr.size:
+        raise MetricError(f"{len(sample_ids)} sample ids but {labels_arr.size} labels")
+    rows = (
+        {"sample_id": sid, "label": int(lab), "anomaly_score": repr(float(s))}
+        for sid, lab, s in zip(sample_ids, labels_arr, scores_arr)
+    )
+    write_csv(run.file(name), rows, SCORE_COLUMNS)
+
+
+def auc_rows(
+    run: Run, *, method: str, profile: str, image_size: int,
+    labels: Sequence[int], anomaly_score: Sequence[float],
+) -> list[dict[str, Any]]:
+    """Tidy metric rows (AUC with its bootstrap interval) for one method of a run."""
+    auc = compute_auc(labels, anomaly_score)
+    low, high = bootstrap_auc_ci(labels, anomaly_score)
+    return [{
+        "dataset": run.dataset, "method": method, "seed": run.seed, "profile": profile,
+        "image_size": image_size, "metric": "auc", "value": round(auc, 6),
+        "ci_low": round(low, 6), "ci_high": round(high, 6), "run_id": run.run_id,
+    }]
+
+
+def write_metrics(run: Run, rows: Sequence[dict[str, Any]]) -> None:
+    write_csv(run.file("metrics.csv"), rows, METRIC_COLUMNS)

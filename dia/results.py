@@ -1,0 +1,212 @@
+"""Run folders: where every stage writes, atomically, with a DONE marker written last.
+
+Layout (SPEC section 10)::
+
+    <results_root>/runs/<stage>/<dataset>/<method>/s<seed>-<hash8>/
+        config.yaml  env.json  train_log.jsonl  scores.csv  metrics.csv  checkpoints/  DONE
+
+A run whose DONE marker exists is complete and is skipped; a run folder without it is resumed.
+A folder written for another config cannot share a path, because the hash names the folder.
+
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dia.config import SECTIONS, ExperimentConfig, config_hash, to_dict
+
+DONE = "DONE"
+
+
+class RunError(RuntimeError):
+    """A run folder is missing, incomplete or belongs to another config."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename: readers see all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
+    """Write rows (dicts) as CSV, atomically, with the given column order."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row[key] for key in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder. Create with `open_run`; all writes go through its methods."""
+
+    path: Path
+    stage: str
+    dataset: str
+    method: str
+    seed: int
+    hash: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.stage}/{self.dataset}/{self.method}/{self.path.name}"
+
+    def file(self, name: str) -> Path:
+        """Path of a file inside the run folder (parents created)."""
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.file("checkpoints/.keep").parent
+
+    def is_done(self) -> bool:
+        return (self.path / DONE).is_file()
+
+    def require_done(self, what: str = "") -> None:
+        """Raise a clear error when this run has not finished."""
+        if not self.is_done():
+            hint = f" ({what})" if what else ""
+            raise RunError(
+                f"run {self.path} is not finished{hint}: it has no {DONE} marker. "
+                "Run its stage first (or let ./run_all.sh do it)."
+            )
+
+    def mark_done(self, summary: Mapping[str, Any] | None = None) -> None:
+        """Write the DONE marker last; it holds an optional JSON summary."""
+        atomic_write_text(self.path / DONE, json.dumps(dict(summary or {}), indent=2) + "\n")
+
+    def clear_done(self) -> None:
+        (self.path / DONE).unlink(missing_ok=True)
+
+    def append_log(self, record: Mapping[str, Any]) -> None:
+        """Append one JSON line to train_log.jsonl (append-only, flushed per line)."""
+        with open(self.file("train_log.jsonl"), "a") as handle:
+            handle.write(json.dumps(dict(record), sort_keys=True) + "\n")
+            handle.flush()
+
+    def read_log(self) -> list[dict[str, Any]]:
+        path = self.path / "train_log.jsonl"
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: the rest is still good
+                continue
+        return records
+
+    def truncate_log(self, *, after_step: int, key: str = "step") -> None:
+        """Drop log records past `after_step` (used when resuming from an older checkpoint)."""
+        kept = [r for r in self.read_log() if r.get(key, -1) <= after_step]
+        atomic_write_text(
+            self.path / "train_log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        )
+
+    def write_json(self, name: str, data: Any) -> Path:
+        target = self.file(name)
+        atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return target
+
+
+def run_dir(
+    results_root: str | Path, stage: str, dataset: str, method: str, seed: int, hash8: str
+) -> Path:
+    return Path(results_root) / "runs" / stage / dataset / method / f"s{seed}-{hash8}"
+
+
+def open_run(
+    cfg: ExperimentConfig,
+    *,
+    stage: str,
+    method: str,
+    results_root: str | Path = "results",
+    sections: tuple[str, ...] = SECTIONS,
+    extra: Mapping[str, Any] | None = None,
+) -> Run:
+    """Create (or reopen) the run folder of `cfg` for one stage and method.
+
+    The folder name holds the hash of `sections` (plus `extra`, e.g. the hash of an upstream
+    run). `config.yaml` is written on creation; on reopening it must match, else the folder
+    belongs to another config and we refuse to mix them.
+    """
+    hash8 = config_hash(cfg, sections)
+    if extra:
+        hash8 = _combine_hash(hash8, extra)
+    path = run_dir(results_root, stage, cfg.dataset, method, cfg.seed, hash8)
+    record = {"stage": stage, "method": method, "hash": hash8, "sections": list(sections)}
+    record.update(extra or {})
+    content = yaml.safe_dump({"run": record, "config": to_dict(cfg)}, sort_keys=True)
+    config_file = path / "config.yaml"
+    if config_file.is_file():
+        existing = yaml.safe_load(config_file.read_text()) or {}
+        if _semantic(existing, sections) != _semantic(yaml.safe_load(content), sections):
+            raise RunError(
+                f"{path} holds a run of another config (its config.yaml differs); "
+                "delete the folder or use another results root."
+            )
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_file, content)
+    run = Run(path=path, stage=stage, dataset=cfg.dataset, method=method, seed=cfg.seed, hash=hash8)
+    if not (path / "env.json").is_file():
+        from dia.runtime import capture_env
+
+        run.write_json("env.json", capture_env(cfg.device))
+    return run
+
+
+def find_runs(results_root: str | Path, stage: str | None = None) -> list[Path]:
+    """All run folders under `results_root/runs` (optionally of one stage), sorted."""
+    base = Path(results_root) / "runs"
+    pattern = f"{stage or '*'}/*/*/s*-*"
+    return sorted(p for p in base.glob(pattern) if p.is_dir())
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    return yaml.safe_load((Path(path) / "config.yaml").read_text())
+
+
+def _combine_hash(hash8: str, extra: Mapping[str, Any]) -> str:
+    import hashlib
+
+    blob = json.dumps({"base": hash8, **dict(extra)}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
+    cfg = record.get("config", {})
+    keep = {name: cfg.get(name) for name in sections}
+    keep.update(dataset=cfg.get("dataset"), seed=cfg.get("seed"))
+    run = {k: v for k, v in record.get("run", {}).items()}
+    return {"config": keep, "run": run}

@@ -1,0 +1,79 @@
+"""Seeds, devices and the environment record written into every run folder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "diffusers", "kornia", "numpy", "scikit-learn", "pandas", "papermill")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) global generators."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(preference: str = "auto") -> "torch.device":  # noqa: F821
+    """`auto` picks CUDA when available, else CPU; `cpu` / `cuda` / `cuda:N` are taken as is."""
+    import torch
+
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {preference!r} was asked for, but CUDA is not available")
+    return device
+
+
+def git_commit(repo: str | Path | None = None) -> str | None:
+    repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def describe_device(preference: str = "auto") -> str:
+    import torch
+
+    device = resolve_device(preference)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def capture_env(device: str = "auto") -> dict[str, Any]:
+    """Git commit, package versions, device and time: the provenance of a run."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "device": describe_device(device),
+        "hostname_hash": hex(hash(platform.node()) & 0xFFFF),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

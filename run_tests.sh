@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: set up .venv if needed, then run pytest (GPU tests skip without CUDA).
+# Extra arguments go to pytest, e.g. ./run_tests.sh tests/test_config.py -x
+set -euo pipefail
+cd "$(dirname "$0")"
+source tools/bootstrap.sh
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DIFFUSERS_VERBOSITY=error MPLBACKEND=Agg TQDM_DISABLE=1
+set +e
+.venv/bin/python -m pytest -q -m "not gpu" "$@"
+code=$?
+set -e
+# pytest exits 5 when nothing was collected: that is a failure of the suite, say so.
+if [ "$code" -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi
+exit "$code"

@@ -1,0 +1,92 @@
+"""Config: strict loading, profiles, overrides, round trip and hash stability."""
+
+from __future__ import annotations
+
+import pytest
+
+from dia.config import (
+    PROFILES, ConfigError, build_config, config_hash, load_config, replace, to_dict, to_yaml,
+)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_loads(profile):
+    cfg = load_config(profile, dataset="pneumonia", seed=1)
+    assert cfg.profile == profile and cfg.dataset == "pneumonia" and cfg.seed == 1
+
+
+def test_profile_values_override_defaults():
+    smoke = load_config("smoke")
+    paper = load_config("paper")
+    assert smoke.diffusion.steps < paper.diffusion.steps
+    assert paper.amplify.epochs == 1000 and paper.diffusion.steps == 156_250
+
+
+def test_dotted_and_nested_overrides():
+    cfg = load_config("smoke", overrides={"amplify.epochs": 7, "score": {"num_samples": 3}})
+    assert cfg.amplify.epochs == 7 and cfg.score.num_samples == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"amplify.epochz": 1}, "epochz"),
+        ({"amplfy.epochs": 1}, "amplfy"),
+        ({"amplify.epochs": "ten"}, "expected an integer"),
+        ({"amplify.epochs": 2.5}, "expected an integer"),
+        ({"amplify.lr": "fast"}, "expected a number"),
+        ({"amplify.exclude_own_dissolved": 1}, "true or false"),
+        ({"dissolve.value_range": "other"}, "'reference'"),
+    ],
+)
+def test_bad_keys_and_types_list_what_is_allowed(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config("smoke", overrides=overrides)
+
+
+def test_unknown_key_message_lists_allowed_keys():
+    with pytest.raises(ConfigError, match="allowed: .*epochs"):
+        load_config("smoke", overrides={"amplify.nope": 1})
+
+
+def test_unknown_profile_and_dataset():
+    with pytest.raises(ConfigError, match="smoke, quick, paper"):
+        load_config("fast")
+    with pytest.raises(ConfigError, match="pneumonia"):
+        load_config("smoke", dataset="mnist")
+
+
+def test_yaml_round_trip_and_hash_stability():
+    import yaml
+
+    cfg = load_config("quick", dataset="braintumor", seed=2)
+    again = build_config(yaml.safe_load(to_yaml(cfg)))
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+    assert len(config_hash(cfg)) == 8
+
+
+def test_hash_depends_only_on_named_sections():
+    cfg = load_config("smoke")
+    longer = replace(cfg, {"amplify.epochs": cfg.amplify.epochs + 1})
+    assert config_hash(cfg, ("data", "diffusion")) == config_hash(longer, ("data", "diffusion"))
+    assert config_hash(cfg, ("data", "amplify")) != config_hash(longer, ("data", "amplify"))
+    assert config_hash(cfg) != config_hash(replace(cfg, {"seed": 1}))
+
+
+def test_device_is_not_semantic():
+    cfg = load_config("smoke")
+    assert config_hash(cfg) == config_hash(replace(cfg, {"device": "cpu"}))
+
+
+def test_to_dict_is_plain_data():
+    data = to_dict(load_config("smoke"))
+    assert isinstance(data["amplify"], dict) and data["dataset"] == "synthetic"
+
+
+def test_config_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, dia.config, dia.results; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,255 @@
+"""The data layer against real files (../shared/data) and generated fixtures of every format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dia.config import load_config
+from dia.data import DataError, load_dataset, load_for_config
+from dia.data.check import check_datasets, format_check
+from dia.data.synthetic import load_synthetic
+
+
+def _png(path: Path, value: int, size: tuple[int, int] = (40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+
+
+# -- real data ---------------------------------------------------------------------------------
+
+
+def test_pneumonia_counts(shared_data, results_root):
+    splits = load_dataset("pneumonia", data_root=shared_data, results_root=results_root)
+    assert splits.train.shape == (1214, 3, 28, 28) and splits.train.dtype == torch.uint8
+    assert int((splits.test_labels == 0).sum()) == 234
+    assert int((splits.test_labels == 1).sum()) == 390
+    assert splits.pool.shape[0] == 3494 and bool((splits.pool_labels == 1).all())
+    assert not any(results_root.iterdir())  # an official split writes nothing
+
+
+def test_braintumor_ddad_split_with_missing_files(shared_data, results_root):
+    with pytest.warns(UserWarning, match="4 of 3200 images"):
+        splits = load_dataset("braintumor", data_root=shared_data, results_root=results_root,
+                              image_size=32)
+    counts = splits.counts()
+    assert counts == {"train_normal": 998, "test_normal": 599, "test_anomalous": 600,
+                      "pool_normal": 399, "pool_anomalous": 600}
+    assert splits.train.shape[1:] == (3, 32, 32)
+    assert not set(splits.pool_ids) & set(splits.test_ids)
+
+
+def test_oct_sample_through_the_folder_loader(shared_data, tmp_path, results_root):
+    root = tmp_path / "root"
+    for name in ("CNV", "DME", "DRUSEN", "NORMAL"):
+        files = sorted((shared_data / "oct2017_sample" / name).iterdir())
+        for split, part in (("train", files[:8]), ("test", files[8:])):
+            (root / "OCT2017" / split / name).mkdir(parents=True)
+            for f in part:
+                shutil.copy(f, root / "OCT2017" / split / name / f.name)
+    splits = load_dataset("oct", data_root=root, results_root=results_root, image_size=64)
+    assert splits.counts()["train_normal"] == 8
+    assert splits.counts()["test_normal"] == 4 and splits.counts()["test_anomalous"] == 12
+    assert splits.counts()["pool_anomalous"] == 24
+    assert splits.train.shape == (8, 3, 64, 64)
+
+
+def test_kvasir_seeded_split_written_once_and_reused(shared_data, tmp_path, results_root):
+    root = tmp_path / "root"
+    polyps = sorted((shared_data / "kvasir_seg_polyps_subset" / "polyps").iterdir())[:6]
+    (root / "kvasir" / "polyps").mkdir(parents=True)
+    for f in polyps:
+        shutil.copy(f, root / "kvasir" / "polyps" / f.name)
+    for g, name in enumerate(("normal-cecum", "normal-pylorus", "normal-z-line")):
+        for i in range(10):
+            _png(root / "kvasir" / name / f"{i}.jpg", 20 * g + i)
+    first = load_dataset("kvasir", data_root=root, results_root=results_root, image_size=32)
+    csv_path = results_root / "splits" / "kvasir.csv"
+    assert csv_path.is_file()
+    assert first.counts()["test_normal"] == 6  # 20 % of 10, per normal class
+    assert first.counts()["test_anomalous"] == 6 and first.counts()["train_normal"] == 24
+    stamp = csv_path.stat().st_mtime_ns
+    _png(root / "kvasir" / "normal-cecum" / "new.jpg", 99)  # a new file does not move the split
+    second = load_dataset("kvasir", data_root=root, results_root=results_root, image_size=32)
+    assert second.test_ids == first.test_ids and second.train_ids == first.train_ids
+    assert csv_path.stat().st_mtime_ns == stamp
+
+
+# -- generated fixtures of the other formats ---------------------------------------------------
+
+
+def test_sars_cov2_and_split_stability(tmp_path, results_root):
+    root = tmp_path / "root"
+    for i in range(10):
+        _png(root / "sars_cov2" / "non-COVID" / f"Non-Covid ({i}).png", i)
+        _png(root / "sars_cov2" / "COVID" / f"Covid ({i}).png", 100 + i)
+    a = load_dataset("sars_cov2", data_root=root, results_root=results_root, image_size=16)
+    assert a.counts()["train_normal"] == 8 and a.counts()["test_anomalous"] == 10
+    assert all(i.startswith("non-COVID/") for i in a.train_ids)
+    (results_root / "splits" / "sars_cov2.csv").unlink()
+    b = load_dataset("sars_cov2", data_root=root, results_root=results_root, image_size=16)
+    assert a.test_ids == b.test_ids  # the same seed gives the same split
+
+
+def test_aptos_grades(tmp_path, results_root):
+    base = tmp_path / "root" / "aptos2019"
+    grades = [0] * 10 + [1, 2, 3, 4]
+    lines = ["id_code,diagnosis"] + [f"img{i},{g}" for i, g in enumerate(grades)]
+    (base).mkdir(parents=True)
+    (base / "train.csv").write_text("\n".join(lines) + "\n")
+    for i in range(len(grades)):
+        _png(base / "train_images" / f"img{i}.png", i)
+    splits = load_dataset("aptos", data_root=tmp_path / "root", results_root=results_root,
+                          image_size=16)
+    assert splits.counts()["train_normal"] == 8
+    assert splits.counts()["test_normal"] == 2 and splits.counts()["test_anomalous"] == 4
+
+
+def test_breast_normal_is_label_one(tmp_path, results_root):
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_images": rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+              for s, n in (("train", 10), ("val", 2), ("test", 6))}
+    arrays["train_labels"] = np.array([[1]] * 7 + [[0]] * 3, np.uint8)
+    arrays["val_labels"] = np.array([[1], [0]], np.uint8)
+    arrays["test_labels"] = np.array([[1]] * 4 + [[0]] * 2, np.uint8)
+    (tmp_path / "medmnist").mkdir()
+    np.savez(tmp_path / "medmnist" / "breastmnist.npz", **arrays)
+    splits = load_dataset("breast", data_root=tmp_path, results_root=results_root)
+    assert splits.train.shape[0] == 7
+    assert splits.test_labels.tolist() == [0, 0, 0, 0, 1, 1]  # malignant = anomalous
+    assert torch.equal(splits.train[0, 0], torch.from_numpy(arrays["train_images"][0]))
+
+
+def test_synthetic_is_seeded_and_fine_grained():
+    a, b = load_synthetic(28), load_synthetic(28)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
+    big = load_synthetic(224)
+    assert big.train.shape[-1] == 224 and big.test_labels.sum() == 150
+    normal = a.test[a.test_labels == 0].float()
+    anomalous = a.test[a.test_labels == 1].float()
+    # the lesions are faint: the class means differ by far less than the texture's spread
+    assert (normal.mean() - anomalous.mean()).abs() < 0.25 * normal.std()
+
+
+def test_load_for_config_applies_size_and_caps():
+    cfg = load_config("smoke", dataset="synthetic")
+    splits = load_for_config(cfg)
+    assert splits.train.shape[0] == cfg.data.max_train
+    assert int((splits.test_labels == 1).sum()) == cfg.data.max_test_per_class
+    again = load_for_config(cfg)
+    assert again.test_ids == splits.test_ids
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_unknown_key():
+    with pytest.raises(DataError, match="known datasets: pneumonia"):
+        load_dataset("cifar10")
+
+
+def test_missing_root_and_folder(tmp_path, results_root):
+    with pytest.raises(DataError, match="does not exist; set DIA_DATA_ROOT"):
+        load_dataset("kvasir", data_root=tmp_path / "nowhere", results_root=results_root)
+    with pytest.raises(DataError, match="missing folder .*kvasir"):
+        load_dataset("kvasir", data_root=tmp_path, results_root=results_root)
+    with pytest.raises(DataError, match="pneumoniamnist.npz"):
+        load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+    assert not any(results_root.iterdir())
+
+
+def test_empty_class_folder(tmp_path, results_root):
+    _png(tmp_path / "sars_cov2" / "non-COVID" / "a.png", 1)
+    (tmp_path / "sars_cov2" / "COVID").mkdir(parents=True)
+    with pytest.raises(DataError, match="COVID holds no images"):
+        load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root)
+    assert not (results_root / "splits").exists()
+
+
+def test_corrupt_image_names_the_file_and_writes_nothing(tmp_path, results_root):
+    for i in range(5):
+        _png(tmp_path / "sars_cov2" / "non-COVID" / f"{i}.png", i)
+        _png(tmp_path / "sars_cov2" / "COVID" / f"{i}.png", i)
+    (tmp_path / "sars_cov2" / "COVID" / "3.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot decode image .*COVID/3.png"):
+        load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root, image_size=8)
+    assert not (results_root / "splits").exists()
+
+
+def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
+    (tmp_path / "medmnist").mkdir()
+    (tmp_path / "medmnist" / "pneumoniamnist.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="cannot read .*pneumoniamnist.npz"):
+        load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+    np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", images=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="lacks the key"):
+        load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+
+
+def test_split_csv_naming_missing_files(tmp_path, results_root):
+    for i in range(5):
+        _png(tmp_path / "sars_cov2" / "non-COVID" / f"{i}.png", i)
+        _png(tmp_path / "sars_cov2" / "COVID" / f"{i}.png", i)
+    load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root, image_size=8)
+    (tmp_path / "sars_cov2" / "COVID" / "2.png").unlink()
+    with pytest.raises(DataError, match="names 1 file"):
+        load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root, image_size=8)
+
+
+def test_aptos_csv_naming_missing_images(tmp_path, results_root):
+    base = tmp_path / "aptos2019"
+    base.mkdir()
+    (base / "train.csv").write_text("id_code,diagnosis\na,0\nb,1\n")
+    _png(base / "train_images" / "a.png", 1)
+    with pytest.raises(DataError, match="names 1 image"):
+        load_dataset("aptos", data_root=tmp_path, results_root=results_root)
+
+
+def test_braintumor_bad_json(tmp_path, results_root):
+    (tmp_path / "ddad" / "BrainTumor").mkdir(parents=True)
+    (tmp_path / "ddad" / "BrainTumor" / "data.json").write_text(json.dumps({"train": []}))
+    with pytest.raises(DataError, match="expected DDAD's layout"):
+        load_dataset("braintumor", data_root=tmp_path, results_root=results_root)
+
+
+# -- dia data check ----------------------------------------------------------------------------
+
+
+def test_data_check_against_shared_data(shared_data, results_root):
+    rows = {r["dataset"]: r for r in check_datasets(shared_data, results_root)}
+    assert rows["pneumonia"]["present"] and rows["pneumonia"]["train_normal"] == 1214
+    assert rows["braintumor"]["present"] and rows["braintumor"]["test_anomalous"] == 600
+    assert rows["synthetic"]["present"]
+    for key in ("breast", "sars_cov2", "kvasir", "oct", "aptos"):
+        assert not rows[key]["present"]
+    text = format_check(list(rows.values()), shared_data)
+    assert "OCT2017/{train,test}/{CNV,DME,DRUSEN,NORMAL}" in text and "dia data fetch breast" in text
+
+
+def test_cli_data_check_and_offline_fetch(shared_data, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "dia", "data", "check", "--data-root",
+                          str(shared_data), "--results-root", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "| pneumonia" in out.stdout and "MISSING" in out.stdout
+
+
+def test_fetch_says_clearly_when_offline(tmp_path, monkeypatch):
+    import urllib.request
+
+    from dia.data.medmnist_files import fetch_medmnist
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match="offline"):
+        fetch_medmnist("breast", tmp_path)
+    assert not list((tmp_path / "medmnist").glob("*.part"))

@@ -1,0 +1,96 @@
+"""Run folders: paths, atomic writes, DONE semantics, refusal to mix configs."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from dia.config import load_config, replace
+from dia.results import (
+    RunError, atomic_write_text, find_runs, open_run, read_run_config,
+)
+
+
+def test_run_folder_layout(results_root):
+    cfg = load_config("smoke", dataset="synthetic", seed=3)
+    run = open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root,
+                   sections=("data", "diffusion"))
+    assert run.path.parent == results_root / "runs" / "diffusion" / "synthetic" / "ddpm"
+    assert run.path.name.startswith("s3-") and len(run.path.name) == 3 + 8
+    assert (run.path / "config.yaml").is_file() and (run.path / "env.json").is_file()
+    assert read_run_config(run.path)["config"]["seed"] == 3
+    assert find_runs(results_root, "diffusion") == [run.path]
+
+
+def test_done_marker_and_reopen(results_root):
+    cfg = load_config("smoke")
+    run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    assert not run.is_done()
+    with pytest.raises(RunError, match="not finished"):
+        run.require_done()
+    run.mark_done({"auc": 0.5})
+    again = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    assert again.path == run.path and again.is_done()
+
+
+def test_changed_config_gets_a_new_folder(results_root):
+    cfg = load_config("smoke")
+    first = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    second = open_run(replace(cfg, {"amplify.epochs": 9}), stage="amplify", method="csi",
+                      results_root=results_root)
+    assert first.path != second.path
+
+
+def test_foreign_config_in_folder_is_refused(results_root):
+    cfg = load_config("smoke")
+    run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    text = (run.path / "config.yaml").read_text().replace("epochs: 2", "epochs: 99")
+    (run.path / "config.yaml").write_text(text)
+    with pytest.raises(RunError, match="another config"):
+        open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+
+
+def test_log_is_append_only_and_survives_a_cut_line(results_root):
+    run = open_run(load_config("smoke"), stage="amplify", method="csi", results_root=results_root)
+    run.append_log({"step": 1, "loss": 2.0})
+    run.append_log({"step": 2, "loss": 1.0})
+    with open(run.path / "train_log.jsonl", "a") as handle:
+        handle.write('{"step": 3, "lo')  # a writer killed mid-line
+    assert [r["step"] for r in run.read_log()] == [1, 2]
+    run.truncate_log(after_step=1)
+    assert [r["step"] for r in run.read_log()] == [1]
+
+
+def _slow_writer(path: str) -> None:
+    from dia import results
+
+    real = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(30)
+        real(fd)
+
+    results.os.fsync = slow_fsync
+    results.atomic_write_text(path, "x" * 1000)
+
+
+def test_killed_writer_leaves_no_file_and_no_done(tmp_path):
+    target = tmp_path / "DONE"
+    proc = mp.get_context("fork").Process(target=_slow_writer, args=(str(target),))
+    proc.start()
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert not target.exists()
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
