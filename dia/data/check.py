@@ -1,0 +1,60 @@
+"""`dia data check`: which datasets are present, their counts, and how to get the missing ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dia.data.registry import SPECS, DataError, resolve_data_root
+
+COUNT_COLUMNS = ("train_normal", "test_normal", "test_anomalous", "pool_anomalous")
+
+
+def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
+    """Counts per split and class without decoding images (raises DataError when missing)."""
+    from dia.data.folders import count_folder_dataset
+    from dia.data.medmnist_files import FLAGS, count_medmnist
+    from dia.data.synthetic import COUNTS
+
+    if key == "synthetic":
+        return {"train_normal": COUNTS["train"], "test_normal": COUNTS["test_normal"],
+                "test_anomalous": COUNTS["test_anomalous"], "pool_anomalous": COUNTS["pool_anomalous"]}
+    if key in FLAGS:
+        return count_medmnist(key, root)
+    return count_folder_dataset(key, root, results_root)
+
+
+def check_datasets(
+    data_root: str | Path | None = None, results_root: str | Path = "results"
+) -> list[dict[str, object]]:
+    """One row per dataset: present or not, counts, and for a missing one what to do."""
+    root = resolve_data_root(data_root)
+    rows = []
+    for key, spec in SPECS.items():
+        row: dict[str, object] = {"dataset": key, "title": spec.title}
+        try:
+            row.update(count_dataset(key, root, Path(results_root)), present=True, problem="")
+        except DataError as err:
+            row.update({c: "" for c in COUNT_COLUMNS}, present=False, problem=str(err))
+        rows.append(row)
+    return rows
+
+
+def format_check(rows: list[dict[str, object]], data_root: Path) -> str:
+    """The table `dia data check` prints, then instructions for each missing dataset."""
+    from tabulate import tabulate
+
+    table = [[r["dataset"], r["title"], "yes" if r["present"] else "MISSING",
+              *[r[c] for c in COUNT_COLUMNS]] for r in rows]
+    headers = ["dataset", "name", "present", "train normal", "test normal", "test anomalous",
+               "train anomalous/pool"]
+    lines = [f"data root: {data_root}  (set DIA_DATA_ROOT to change it)", "",
+             tabulate(table, headers=headers, tablefmt="github"), ""]
+    for r in rows:
+        if not r["present"]:
+            spec = SPECS[str(r["dataset"])]
+            lines.append(f"{r['dataset']}: {r['problem']}")
+            if spec.layout not in str(r["problem"]):
+                lines += [f"    expected under the data root: {spec.layout}",
+                          f"    where to get it: {spec.source}"]
+            lines.append("")
+    return "\n".join(lines)

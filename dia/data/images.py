@@ -1,0 +1,66 @@
+"""Decode image files into uint8 RGB tensors, with errors that name the file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dia.data.registry import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name; an error if none."""
+    if not folder.is_dir():
+        raise DataError(f"missing folder {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_image(path: Path, size: int) -> np.ndarray:
+    """One file as uint8 (3, size, size): RGB, bilinear resize, aspect ratio not kept."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError as err:
+        raise DataError(f"image {path} does not exist") from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(f"cannot decode image {path}: {err}; expected a PNG or JPEG file") from err
+    return array.transpose(2, 0, 1)
+
+
+def read_images(paths: Sequence[Path], size: int, *, desc: str = "images") -> torch.Tensor:
+    """Many files as uint8 (N, 3, size, size), with a progress bar."""
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    for i, path in enumerate(tqdm(paths, desc=f"decode {desc}", unit="img", leave=False)):
+        out[i] = read_image(path, size)
+    return torch.from_numpy(out)
+
+
+def to_rgb_uint8(images: np.ndarray, size: int, source: str) -> torch.Tensor:
+    """MedMNIST-style arrays (N, H, W) or (N, H, W, 3) as uint8 (N, 3, size, size)."""
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise DataError(
+            f"{source}: expected uint8 images of shape (N, H, W) or (N, H, W, 3), "
+            f"got {images.dtype} {images.shape}"
+        )
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    tensor = tensor.unsqueeze(1).expand(-1, 3, -1, -1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
+    if tensor.shape[-1] != size:
+        resized = torch.nn.functional.interpolate(
+            tensor.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        tensor = resized.round().clamp(0, 255).to(torch.uint8)
+    return tensor.contiguous()

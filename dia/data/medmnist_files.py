@@ -1,0 +1,132 @@
+"""MedMNIST `.npz` files (PneumoniaMNIST, BreastMNIST): read with numpy, fetched on request.
+
+Reading never needs the medmnist package. `fetch_medmnist` takes the file's URL and MD5 from
+`medmnist.INFO` and downloads it itself (medmnist's own downloader needs torchvision).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dia.data.images import to_rgb_uint8
+from dia.data.registry import DataError, get_spec
+from dia.data.splits import DatasetSplits
+
+FLAGS = {"pneumonia": "pneumoniamnist", "breast": "breastmnist"}
+NORMAL_LABEL = {"pneumonia": 0, "breast": 1}  # BreastMNIST: 0 = malignant, 1 = normal + benign
+KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def npz_path(key: str, root: Path) -> Path:
+    return root / "medmnist" / f"{FLAGS[key]}.npz"
+
+
+def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
+    """The arrays of one MedMNIST file, checked for the expected keys."""
+    path = npz_path(key, root)
+    if not path.is_file():
+        spec = get_spec(key)
+        raise DataError(f"missing {path}; expected {spec.layout} under {root}. Get it: {spec.source}")
+    try:
+        with np.load(path) as npz:
+            missing = [name for name in KEYS if name not in npz.files]
+            if missing:
+                raise DataError(
+                    f"{path} lacks the key(s) {', '.join(missing)}; a MedMNIST file has "
+                    f"{', '.join(KEYS)} (and val_*); it holds {', '.join(npz.files)}"
+                )
+            return {name: npz[name] for name in KEYS}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}; expected a MedMNIST .npz file") from err
+
+
+def load_medmnist(key: str, root: Path, size: int = 28) -> DatasetSplits:
+    """Official train/test split; train = training-split normals, pool = training anomalies."""
+    arrays = read_npz(key, root)
+    path = npz_path(key, root)
+    normal = NORMAL_LABEL[key]
+    train_labels = arrays["train_labels"].reshape(-1).astype(np.int64)
+    test_labels = arrays["test_labels"].reshape(-1).astype(np.int64)
+    train_images = to_rgb_uint8(arrays["train_images"], size, f"{path}: train_images")
+    test_images = to_rgb_uint8(arrays["test_images"], size, f"{path}: test_images")
+    if len(train_labels) != len(train_images) or len(test_labels) != len(test_images):
+        raise DataError(f"{path}: image and label counts differ")
+    is_normal = train_labels == normal
+    anomalous_test = (test_labels != normal).astype(np.int64)
+    train_idx, pool_idx = np.flatnonzero(is_normal), np.flatnonzero(~is_normal)
+    import torch
+
+    return DatasetSplits(
+        key=key,
+        image_size=size,
+        train=train_images[train_idx],
+        train_ids=[f"train_{i}" for i in train_idx],
+        test=test_images,
+        test_labels=torch.from_numpy(anomalous_test),
+        test_ids=[f"test_{i}" for i in range(len(test_labels))],
+        pool=train_images[pool_idx],
+        pool_labels=torch.ones(len(pool_idx), dtype=torch.int64),
+        pool_ids=[f"train_{i}" for i in pool_idx],
+    )
+
+
+def count_medmnist(key: str, root: Path) -> dict[str, int]:
+    arrays = read_npz(key, root)
+    normal = NORMAL_LABEL[key]
+    train = arrays["train_labels"].reshape(-1)
+    test = arrays["test_labels"].reshape(-1)
+    return {
+        "train_normal": int((train == normal).sum()),
+        "test_normal": int((test == normal).sum()),
+        "test_anomalous": int((test != normal).sum()),
+        "pool_anomalous": int((train != normal).sum()),
+    }
+
+
+def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
+    """Download the 28x28 `.npz` of `key` into `<root>/medmnist/` unless present, checking its MD5.
+
+    Raises:
+        DataError: when medmnist is not installed, the machine is offline, or the MD5 differs.
+    """
+    if key not in FLAGS:
+        raise DataError(f"only {', '.join(FLAGS)} can be downloaded; {key!r} cannot (see `dia data check`)")
+    try:
+        from medmnist import INFO
+    except ImportError as err:
+        raise DataError("medmnist is not installed: pip install --no-deps medmnist==3.0.2") from err
+    info = INFO[FLAGS[key]]
+    target = npz_path(key, root)
+    if target.is_file():  # never overwrite a file the user put there (it may be a rebuilt copy)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".npz.part")
+    try:
+        with urllib.request.urlopen(info["url"], timeout=timeout) as response, open(tmp, "wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"cannot download {info['url']} ({err}); this machine looks offline. Copy "
+            f"{FLAGS[key]}.npz (MD5 {info['MD5']}) to {target} by hand."
+        ) from err
+    if _md5(tmp) != info["MD5"]:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"the download of {info['url']} has the wrong MD5; try again")
+    tmp.replace(target)
+    return target
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,180 @@
+"""The suite as a list of jobs with dependencies, built from the same arguments as `run_all.sh`.
+
+Each job renders one notebook through papermill. A job is finished when every run folder it
+completes has its DONE marker (same config hash) and its rendered notebook exists with a stamp
+of the same config; finished jobs are skipped, interrupted ones resume (the library resumes
+from checkpoints), and deleting one DONE re-runs only that stage and what depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dia.config import ExperimentConfig, config_hash, load_config, replace
+from dia.stages import stage_run_dir
+
+METHODS = ("dia", "csi", "ddad")
+NOTEBOOKS = {
+    "diffusion": "10_train_diffusion",
+    "gallery": "15_dissolving_gallery",
+    "amplify": "20_train_amplifier",
+    "evaluate": "30_evaluate",
+    "ddad": "40_ddad",
+    "ablations": "50_ablations",
+    "table": "90_auc_table",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One notebook execution."""
+
+    key: str  # unique, e.g. "amplify/pneumonia/dia/s0"
+    notebook: str  # file stem under notebooks/
+    output_name: str  # rendered notebook file name under <results_root>/notebooks/
+    parameters: dict[str, Any]
+    runs: tuple[tuple[str, str], ...] = ()  # (stage, method) run folders the job completes
+    depends_on: tuple[str, ...] = ()
+    dataset: str | None = None
+    method: str | None = None
+    seed: int | None = None
+    config_hash: str = ""
+    always: bool = False  # the table is rebuilt on every call
+
+    @property
+    def stage(self) -> str:
+        return self.key.split("/")[0]
+
+
+@dataclass
+class PlanRequest:
+    """What `run_all.sh` was asked for."""
+
+    profile: str = "quick"
+    datasets: list[str] = field(default_factory=list)
+    seeds: int = 1
+    methods: tuple[str, ...] = METHODS
+    results_root: str = "results"
+    data_root: str = ""
+    ablations: bool = False
+    ddad_datasets: frozenset[str] = frozenset()  # datasets whose training split has anomalies
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _cfg(req: PlanRequest, dataset: str, seed: int) -> ExperimentConfig:
+    return load_config(req.profile, dataset=dataset, seed=seed, overrides=req.overrides or None)
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
+
+
+def build_plan(req: PlanRequest) -> list[Job]:
+    """Jobs in an order that respects their dependencies (datasets one after another)."""
+    common = {"profile": req.profile, "results_root": req.results_root, "data_root": req.data_root}
+    jobs: list[Job] = []
+    for dataset in req.datasets:
+        base = _cfg(req, dataset, 0)
+        ddpm_seed_cfg = replace(base, {"seed": base.diffusion.seed})
+        diffusion_key = f"diffusion/{dataset}/ddpm/s{base.diffusion.seed}"
+        if "dia" in req.methods:
+            jobs.append(Job(
+                key=diffusion_key, notebook=NOTEBOOKS["diffusion"],
+                output_name=f"10_train_diffusion-{dataset}.ipynb",
+                parameters={**common, "dataset": dataset, "seed": base.diffusion.seed},
+                runs=(("diffusion", "ddpm"),), dataset=dataset, method="ddpm",
+                seed=base.diffusion.seed,
+                config_hash=config_hash(ddpm_seed_cfg, ("data", "diffusion")),
+            ))
+            jobs.append(Job(
+                key=f"gallery/{dataset}", notebook=NOTEBOOKS["gallery"],
+                output_name=f"15_dissolving_gallery-{dataset}.ipynb",
+                parameters={**common, "dataset": dataset, "seed": base.diffusion.seed},
+                depends_on=(diffusion_key,), dataset=dataset,
+                config_hash=config_hash(ddpm_seed_cfg, ("data", "diffusion", "dissolve")),
+            ))
+        for seed in range(req.seeds):
+            cfg = _cfg(req, dataset, seed)
+            for method in ("dia", "csi"):
+                if method not in req.methods:
+                    continue
+                train_key = f"amplify/{dataset}/{method}/s{seed}"
+                stem = f"{dataset}-{method}-s{seed}"
+                jobs.append(Job(
+                    key=train_key, notebook=NOTEBOOKS["amplify"],
+                    output_name=f"20_train_amplifier-{stem}.ipynb",
+                    parameters={**common, "dataset": dataset, "method": method, "seed": seed},
+                    runs=(("amplify", method),),
+                    depends_on=(diffusion_key,) if method == "dia" else (),
+                    dataset=dataset, method=method, seed=seed,
+                    config_hash=_run_hash(cfg, "amplify", method),
+                ))
+                jobs.append(Job(
+                    key=f"evaluate/{dataset}/{method}/s{seed}", notebook=NOTEBOOKS["evaluate"],
+                    output_name=f"30_evaluate-{stem}.ipynb",
+                    parameters={**common, "dataset": dataset, "method": method, "seed": seed},
+                    runs=(("evaluate", method),), depends_on=(train_key,),
+                    dataset=dataset, method=method, seed=seed,
+                    config_hash=_run_hash(cfg, "evaluate", method),
+                ))
+            if "ddad" in req.methods and dataset in req.ddad_datasets:
+                method = f"ddad-{cfg.ddad.backbone}"
+                jobs.append(Job(
+                    key=f"ddad/{dataset}/{method}/s{seed}", notebook=NOTEBOOKS["ddad"],
+                    output_name=f"40_ddad-{dataset}-{method}-s{seed}.ipynb",
+                    parameters={**common, "dataset": dataset, "seed": seed,
+                                "backbone": cfg.ddad.backbone},
+                    runs=(("ddad", method),), dataset=dataset, method=method, seed=seed,
+                    config_hash=_run_hash(cfg, "ddad", method),
+                ))
+    before_table = tuple(job.key for job in jobs)
+    if req.ablations:
+        for dataset in req.datasets:
+            jobs.append(Job(
+                key=f"ablations/{dataset}", notebook=NOTEBOOKS["ablations"],
+                output_name=f"50_ablations-{dataset}.ipynb",
+                parameters={**common, "dataset": dataset, "seeds": req.seeds},
+                dataset=dataset, config_hash=_hash("ablations", dataset, req.profile, str(req.seeds)),
+            ))
+    jobs.append(Job(
+        key="table", notebook=NOTEBOOKS["table"], output_name="90_auc_table.ipynb",
+        parameters={"results_root": req.results_root}, depends_on=(), always=True,
+    ))
+    del before_table  # the table is built from whatever finished: it depends on nothing
+    return jobs
+
+
+def _run_hash(cfg: ExperimentConfig, stage: str, method: str) -> str:
+    return stage_run_dir(cfg, stage, method, "").name.split("-", 1)[1]
+
+
+def job_config(job: Job, req: PlanRequest) -> ExperimentConfig | None:
+    if job.dataset is None:
+        return None
+    return _cfg(req, job.dataset, job.seed if job.seed is not None else 0)
+
+
+def stamp_path(results_root: str | Path, job: Job) -> Path:
+    return Path(results_root) / "notebooks" / ".stamps" / (job.key.replace("/", "__") + ".json")
+
+
+def is_job_done(job: Job, req: PlanRequest) -> bool:
+    """Finished: run folders DONE (same hash), rendered notebook present, stamp of the same config."""
+    if job.always:
+        return False
+    root = Path(req.results_root)
+    if not (root / "notebooks" / job.output_name).is_file():
+        return False
+    stamp = stamp_path(root, job)
+    if not stamp.is_file() or json.loads(stamp.read_text()).get("config_hash") != job.config_hash:
+        return False
+    cfg = job_config(job, req)
+    for stage, method in job.runs:
+        run_cfg = replace(cfg, {"seed": job.seed}) if cfg is not None else None
+        if run_cfg is None or not (stage_run_dir(run_cfg, stage, method, root) / "DONE").is_file():
+            return False
+    return True

@@ -1,0 +1,206 @@
+"""The AUC table, rebuilt from `results/runs` alone, beside the paper's numbers.
+
+Every DONE run's `metrics.csv` is read; nothing is typed in except the paper's table
+(`dia/reference_data/paper_auc.csv`, transcribed once from the DIA poster). Outputs:
+
+    results/tables/auc.csv         tidy: dataset, method, seed, profile, image_size, auc, ..., source
+    results/tables/auc.md, .tex    rows = methods, columns = datasets; ours (mean ± std, n, profile)
+                                   beside the paper's value; rows we do not run say so
+    results/tables/paper_table.csv the transcription, for readers
+    results/figures/auc_vs_paper.png
+
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dia.results import atomic_write_text, find_runs
+
+PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
+PAPER_DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos")
+TABLE_DATASETS = PAPER_DATASETS + ("braintumor", "synthetic")
+DATASET_TITLES = {
+    "pneumonia": "PneumoniaMNIST", "breast": "BreastMNIST", "sars_cov2": "SARS-COV-2",
+    "kvasir": "Kvasir", "oct": "Retinal OCT", "aptos": "APTOS 2019", "braintumor": "BrainTumor",
+    "synthetic": "Synthetic",
+}
+NATIVE_SIZE = {"pneumonia": 28, "breast": 28, "synthetic": 28}
+# Our method keys (as written in metrics.csv) -> the row they belong to.
+METHOD_ROWS = {
+    "dia": "DIA", "csi": "CSI", "ganomaly": "GANomaly", "patchcore": "PatchCore (MobileNetV2)",
+    "ddad-rec": "DDAD-rec", "ddad-intra": "DDAD-intra", "ddad-inter": "DDAD-inter",
+    "ddad-asr": "DDAD-ASR",
+}
+EXTRA_DATA = {
+    "DIA": "no", "CSI": "no", "Meanshift": "no", "GANomaly": "no",
+    "PatchCore (MobileNetV2)": "ImageNet weights",
+    **{f"DDAD-{s}": "unlabeled train images" for s in ("rec", "intra", "inter", "ASR")},
+}
+PROFILE_ORDER = {"paper": 0, "quick": 1, "smoke": 2}
+NO_DATA = "no data (see `dia data check`)"
+
+
+def load_paper_table() -> pd.DataFrame:
+    return pd.read_csv(PAPER_CSV, keep_default_na=False)
+
+
+def collect_metrics(results_root: str | Path) -> pd.DataFrame:
+    """Rows of every finished run's metrics.csv (runs without DONE are ignored)."""
+    frames = []
+    for path in find_runs(results_root):
+        if (path / "DONE").is_file() and (path / "metrics.csv").is_file():
+            frames.append(pd.read_csv(path / "metrics.csv"))
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "method", "seed", "profile", "image_size", "metric",
+                                     "value", "ci_low", "ci_high", "run_id"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def tidy_auc(results_root: str | Path) -> pd.DataFrame:
+    """Our AUCs (one row per run and method) and the paper's (one row per cell), tidy."""
+    ours = collect_metrics(results_root)
+    ours = ours[ours["metric"] == "auc"].copy()
+    ours["method"] = ours["method"].map(lambda m: METHOD_ROWS.get(str(m).lower(), str(m)))
+    ours = ours.rename(columns={"value": "auc"})
+    ours["auc_std"] = float("nan")
+    ours["source"] = "re-run"
+    paper = load_paper_table().rename(columns={"auc": "auc"})
+    paper = paper.assign(seed=pd.NA, profile="paper (published)", image_size=pd.NA, ci_low=pd.NA,
+                         ci_high=pd.NA, run_id="", source="paper")
+    columns = ["dataset", "method", "seed", "profile", "image_size", "auc", "auc_std", "ci_low",
+               "ci_high", "source", "run_id"]
+    frames = [f[columns] for f in (ours, paper) if len(f)]
+    return pd.concat(frames, ignore_index=True).sort_values(["source", "dataset", "method", "seed"],
+                                                            ignore_index=True)
+
+
+def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per (dataset, method, profile, image size) of our runs."""
+    ours = tidy[tidy["source"] == "re-run"]
+    if ours.empty:
+        return pd.DataFrame(columns=["dataset", "method", "profile", "image_size", "mean", "std", "n"])
+    grouped = ours.groupby(["dataset", "method", "profile", "image_size"], dropna=False)["auc"]
+    out = grouped.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _ours_cell(rows: pd.DataFrame, dataset: str) -> str:
+    best = rows.sort_values("profile", key=lambda s: s.map(lambda p: PROFILE_ORDER.get(p, 9))).iloc[0]
+    size = int(best["image_size"]) if pd.notna(best["image_size"]) else None
+    native = NATIVE_SIZE.get(dataset, 224)
+    at = f", {size}px" if size and size != native else ""
+    return f"{best['mean']:.3f} ± {best['std']:.3f} (n={int(best['n'])}, {best['profile']}{at})"
+
+
+def build_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods, columns = datasets, plus `source` and `extra data` columns."""
+    summary = summarise(tidy)
+    paper = tidy[tidy["source"] == "paper"]
+    paper_methods = list(dict.fromkeys(load_paper_table()["method"]))  # the poster's order
+    ours_methods = [m for m in dict.fromkeys(summary["method"]) if m not in paper_methods]
+    datasets_with_runs = set(summary["dataset"])
+    records = []
+    for method in paper_methods + sorted(ours_methods):
+        mine = summary[summary["method"] == method]
+        theirs = paper[paper["method"] == method]
+        row = {"method": method}
+        for dataset in TABLE_DATASETS:
+            cell_paper = theirs[theirs["dataset"] == dataset]
+            paper_text = (f"{cell_paper['auc'].iloc[0]:.3f} ± {cell_paper['auc_std'].iloc[0]:.2f}"
+                          if len(cell_paper) else "")
+            cell_ours = mine[mine["dataset"] == dataset]
+            if len(cell_ours):
+                text = _ours_cell(cell_ours, dataset)
+                row[dataset] = f"{text}; paper {paper_text}" if paper_text else text
+            elif method in paper_methods and not len(mine) and paper_text:
+                row[dataset] = paper_text
+            elif dataset not in datasets_with_runs and (len(mine) or method in ("DIA", "CSI")):
+                row[dataset] = NO_DATA + (f"; paper {paper_text}" if paper_text else "")
+            else:
+                row[dataset] = f"paper {paper_text}" if paper_text else "–"
+        row["source"] = ("re-run + paper" if len(mine) and len(theirs) else
+                         "re-run" if len(mine) else "paper, not re-run")
+        row["extra data"] = EXTRA_DATA.get(method, "see paper")
+        records.append(row)
+    table = pd.DataFrame.from_records(records)
+    return table.rename(columns=DATASET_TITLES)
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    def esc(text: object) -> str:
+        return (str(text).replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("_", r"\_")
+                .replace("±", r"$\pm$").replace("`", "").replace("#", r"\#").replace("%", r"\%"))
+
+    lines = [r"\begin{tabular}{" + "l" * len(table.columns) + "}", r"\toprule",
+             " & ".join(esc(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
+    """Per dataset: our AUC per seed (dots) and mean, beside the paper's mean ± std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ours = tidy[tidy["source"] == "re-run"]
+    if ours.empty:
+        return None
+    methods = sorted(set(ours["method"]))
+    datasets = [d for d in TABLE_DATASETS if d in set(ours["dataset"])]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets) + 1, 3.6),
+                             squeeze=False, sharey=True)
+    paper = tidy[tidy["source"] == "paper"]
+    for ax, dataset in zip(axes[0], datasets):
+        data = ours[ours["dataset"] == dataset]
+        sns.stripplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
+                      size=6, jitter=0.1)
+        sns.pointplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
+                      linestyle="none", marker="_", markersize=18, errorbar=None)
+        for i, method in enumerate(methods):
+            cell = paper[(paper["dataset"] == dataset) & (paper["method"] == method)]
+            if len(cell):
+                ax.errorbar(i + 0.25, cell["auc"].iloc[0], yerr=cell["auc_std"].iloc[0],
+                            fmt="s", color="tab:red", capsize=3,
+                            label="paper" if i == 0 else None)
+        ax.set_title(DATASET_TITLES[dataset])
+        ax.set_xlabel("")
+        ax.set_ylim(0.3, 1.02)
+        ax.axhline(0.5, color="grey", lw=0.5, ls=":")
+        ax.tick_params(axis="x", rotation=45)
+    axes[0][0].set_ylabel("AUC (ours: blue dots = seeds; red = paper mean ± std)")
+    profiles = ", ".join(sorted(set(ours["profile"])))
+    fig.suptitle(f"Ours vs paper, profile(s): {profiles}. Built by `./run_all.sh` (notebooks/90_auc_table)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_tables(results_root: str | Path = "results") -> dict[str, Path]:
+    """Rebuild every table and the comparison figure from `results_root/runs`."""
+    root = Path(results_root)
+    tidy = tidy_auc(root)
+    table = build_table(tidy)
+    tables = root / "tables"
+    paths = {"csv": tables / "auc.csv", "md": tables / "auc.md", "tex": tables / "auc.tex",
+             "paper": tables / "paper_table.csv"}
+    atomic_write_text(paths["csv"], tidy.to_csv(index=False))
+    header = ("AUC, image level, label 1 = anomalous. Ours: mean ± std over seeds (n, profile); "
+              "the paper's value beside it. Rebuilt from results/runs by notebooks/90_auc_table.\n\n")
+    atomic_write_text(paths["md"], header + table.to_markdown(index=False) + "\n")
+    atomic_write_text(paths["tex"], to_latex(table))
+    atomic_write_text(paths["paper"], load_paper_table().to_csv(index=False))
+    figure = plot_ours_vs_paper(tidy, root / "figures" / "auc_vs_paper.png")
+    if figure:
+        paths["figure"] = figure
+    return paths

@@ -1,0 +1,229 @@
+"""The driver behind `./run_all.sh`: plan, then render each notebook through papermill.
+
+    python -m dia.suite [--profile smoke|quick|paper] [--datasets a,b] [--seeds N]
+                        [--methods dia,csi,ddad] [--results-root DIR] [--data-root DIR]
+
+One line per job with its elapsed time; finished jobs are skipped; a failing job is reported
+with its notebook and cell and does not stop the other datasets; the exit code is non-zero when
+anything failed. One driver at a time per results folder (a lock file); a second one refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dia.config import DATASETS, PROFILES, ConfigError
+from dia.plan import METHODS, Job, PlanRequest, build_plan, is_job_done, stamp_path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+
+# Rough cost per job in seconds on the project's 2-core CPU (smoke) and one H100 (quick, paper),
+# used only for the plan's estimate; README gives measured figures with their commands.
+ESTIMATE_S = {
+    "smoke": {"diffusion": 15, "gallery": 10, "amplify": 20, "evaluate": 15, "ddad": 25,
+              "ablations": 120, "table": 10},
+    "quick": {"diffusion": 900, "gallery": 20, "amplify": 900, "evaluate": 120, "ddad": 600,
+              "ablations": 7200, "table": 10},
+    "paper": {"diffusion": 40000, "gallery": 20, "amplify": 60000, "evaluate": 300, "ddad": 7200,
+              "ablations": 100000, "table": 10},
+}
+
+
+class LockedError(RuntimeError):
+    """Another driver holds the results folder."""
+
+
+@dataclass
+class Outcome:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
+    parser.add_argument("--datasets", default="", help="comma list; default: every dataset present")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 3 for paper, else 1)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad")
+    parser.add_argument("--results-root", default="results")
+    parser.add_argument("--data-root", default="", help="default: $DIA_DATA_ROOT, else data/")
+    parser.add_argument("--ablations", action="store_true", help="also run the ablation notebook")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    return parser.parse_args(argv)
+
+
+def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
+    if args.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
+    datasets = [d for d in args.datasets.split(",") if d]
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise ConfigError(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+    methods = tuple(m for m in args.methods.split(",") if m)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METHODS)}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    return datasets, methods
+
+
+def _available(requested: list[str], data_root: str, results_root: str, *, fetch: bool,
+               log) -> tuple[list[str], dict[str, str], set[str]]:
+    """Datasets to run, the missing ones with the reason, and those DDAD applies to."""
+    from dia.data.check import check_datasets
+    from dia.data.registry import DataError
+
+    if fetch:
+        from dia.data.medmnist_files import fetch_medmnist
+        from dia.data.registry import resolve_data_root
+
+        for key in ("pneumonia", "breast"):
+            try:
+                fetch_medmnist(key, resolve_data_root(data_root or None), timeout=10)
+            except DataError:
+                log("[fetch] offline: MedMNIST files were not downloaded; using what is on disk")
+                break
+    rows = {r["dataset"]: r for r in check_datasets(data_root or None, results_root)}
+    keys = requested or [k for k, r in rows.items() if r["present"]]
+    present = [k for k in keys if rows[k]["present"]]
+    missing = {k: str(rows[k]["problem"]) for k in keys if not rows[k]["present"]}
+    ddad = {k for k in present if int(rows[k]["pool_anomalous"] or 0) > 0}
+    return present, missing, ddad
+
+
+def _lock(results_root: Path):
+    results_root.mkdir(parents=True, exist_ok=True)
+    handle = open(results_root / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        handle.close()
+        raise LockedError(
+            f"another run_all.sh is using {results_root} (it holds {results_root / '.lock'}); "
+            "wait for it to finish, or use --results-root for a separate folder"
+        ) from err
+    return handle
+
+
+def run_job(job: Job, req: PlanRequest) -> None:
+    """Render one notebook; raises papermill's PapermillExecutionError on a failing cell."""
+    import papermill
+
+    out_dir = Path(req.results_root) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = NOTEBOOK_DIR / f"{job.notebook}.ipynb"
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {source} does not exist")
+    papermill.execute_notebook(
+        str(source), str(out_dir / job.output_name), parameters=job.parameters,
+        kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=False,
+    )
+    stamp = stamp_path(req.results_root, job)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"config_hash": job.config_hash, "parameters": job.parameters}))
+
+
+def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
+    where = Path(req.results_root) / "notebooks" / job.output_name
+    cell = getattr(err, "cell_index", None)
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    at = f" cell {cell}" if cell is not None else ""
+    return f"{job.notebook}.ipynb{at}: {ename}: {str(evalue).strip().splitlines()[-1] if evalue else ''} (see {where})"
+
+
+def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:
+    """Run the plan in order; dependents of a failed job are not run."""
+    outcome = Outcome()
+    failed_keys: set[str] = set()
+    start_all = time.monotonic()
+    for number, job in enumerate(jobs, 1):
+        prefix = f"[{number}/{len(jobs)}] {job.key}"
+        blocked = [d for d in job.depends_on if d in failed_keys]
+        if blocked:
+            failed_keys.add(job.key)
+            outcome.failed[job.key] = f"not run: {blocked[0]} failed"
+            log(f"{prefix}: not run ({blocked[0]} failed)")
+            continue
+        if is_job_done(job, req):
+            outcome.skipped.append(job.key)
+            log(f"{prefix}: done already, skipped")
+            continue
+        log(f"{prefix}: running {job.notebook} ...")
+        start = time.monotonic()
+        try:
+            run_job(job, req)
+        except Exception as err:  # noqa: BLE001 - any notebook failure is reported, not raised
+            failed_keys.add(job.key)
+            outcome.failed[job.key] = _describe_failure(job, err, req)
+            log(f"{prefix}: FAILED after {time.monotonic() - start:.0f}s: {outcome.failed[job.key]}")
+            continue
+        outcome.done.append(job.key)
+        log(f"{prefix}: ok in {time.monotonic() - start:.0f}s (total {time.monotonic() - start_all:.0f}s)")
+    return outcome
+
+
+def _estimate(jobs: list[Job], profile: str) -> float:
+    return sum(ESTIMATE_S[profile].get(job.stage, 60) for job in jobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    try:
+        requested, methods = _validate(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results_root = Path(args.results_root).resolve()
+    try:
+        lock = _lock(results_root)
+    except LockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    try:
+        present, missing, ddad = _available(
+            requested, args.data_root, str(results_root), fetch=not requested, log=log)
+        seeds = args.seeds or (3 if args.profile == "paper" else 1)
+        req = PlanRequest(
+            profile=args.profile, datasets=present, seeds=seeds, methods=methods,
+            results_root=str(results_root), data_root=args.data_root, ablations=args.ablations,
+            ddad_datasets=frozenset(ddad),
+        )
+        jobs = build_plan(req)
+        todo = [j for j in jobs if not is_job_done(j, req)]
+        log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
+            f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
+            f"rough estimate {_estimate(todo, args.profile) / 60:.0f} min")
+        for key, why in missing.items():
+            log(f"missing dataset {key}: {why.split(';')[0]} (see `dia data check`)")
+        if args.plan_only:
+            for job in jobs:
+                log(f"  {job.key} -> notebooks/{job.output_name}"
+                    + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
+            return 0
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        outcome = execute(jobs, req, log)
+    finally:
+        lock.close()
+    log(f"finished: {len(outcome.done)} ran, {len(outcome.skipped)} skipped, "
+        f"{len(outcome.failed)} failed, {len(missing)} dataset(s) missing")
+    for key, why in outcome.failed.items():
+        log(f"  FAILED {key}: {why}")
+    for key in missing:
+        log(f"  MISSING {key}")
+    return 1 if outcome.failed or (requested and missing) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole suite: set up .venv if needed, then every notebook on every dataset present, then the
+# AUC table. Arguments go to the driver (python -m dia.suite --help):
+#   ./run_all.sh [--profile smoke|quick|paper] [--datasets a,b] [--seeds N] [--methods dia,csi,ddad]
+#                [--results-root DIR] [--data-root DIR] [--ablations] [--plan-only]
+set -euo pipefail
+cd "$(dirname "$0")"
+source tools/bootstrap.sh
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DIFFUSERS_VERBOSITY=error MPLBACKEND=Agg
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} PYTHONUNBUFFERED=1
+exec .venv/bin/python -m dia.suite "$@"

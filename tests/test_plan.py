@@ -1,0 +1,62 @@
+"""The suite plan: jobs, dependencies, names, and what counts as finished."""
+
+from __future__ import annotations
+
+from dia.plan import PlanRequest, build_plan, is_job_done, stamp_path
+from dia.stages import stage_run_dir
+from dia.config import load_config
+
+
+def _req(tmp_path, **kw):
+    base = dict(profile="smoke", datasets=["synthetic", "pneumonia"], seeds=2,
+                results_root=str(tmp_path), ddad_datasets=frozenset({"pneumonia"}))
+    base.update(kw)
+    return PlanRequest(**base)
+
+
+def test_plan_has_the_expected_jobs_and_dependencies(tmp_path):
+    jobs = {j.key: j for j in build_plan(_req(tmp_path))}
+    assert "diffusion/synthetic/ddpm/s0" in jobs and "gallery/pneumonia" in jobs
+    for ds in ("synthetic", "pneumonia"):
+        for seed in (0, 1):
+            assert jobs[f"amplify/{ds}/dia/s{seed}"].depends_on == (f"diffusion/{ds}/ddpm/s0",)
+            assert jobs[f"amplify/{ds}/csi/s{seed}"].depends_on == ()
+            assert jobs[f"evaluate/{ds}/dia/s{seed}"].depends_on == (f"amplify/{ds}/dia/s{seed}",)
+    assert "ddad/pneumonia/ddad-aeu/s1" in jobs and not any(k.startswith("ddad/synthetic") for k in jobs)
+    assert list(jobs)[-1] == "table"
+    names = [j.output_name for j in jobs.values()]
+    assert "20_train_amplifier-pneumonia-dia-s1.ipynb" in names and len(set(names)) == len(names)
+    order = list(jobs)
+    for key, job in jobs.items():  # every dependency comes first
+        assert all(order.index(dep) < order.index(key) for dep in job.depends_on)
+
+
+def test_methods_filter(tmp_path):
+    keys = [j.key for j in build_plan(_req(tmp_path, methods=("csi",)))]
+    assert not any("dia" in k or "diffusion" in k or "ddad" in k for k in keys)
+
+
+def test_one_ddpm_serves_every_seed(tmp_path):
+    cfg0, cfg1 = load_config("smoke", seed=0), load_config("smoke", seed=1)
+    assert stage_run_dir(cfg0, "diffusion", "ddpm") == stage_run_dir(cfg1, "diffusion", "ddpm")
+    assert stage_run_dir(cfg0, "amplify", "dia") != stage_run_dir(cfg1, "amplify", "dia")
+
+
+def test_job_done_needs_done_marker_notebook_and_stamp(tmp_path):
+    import json
+
+    req = _req(tmp_path, datasets=["synthetic"], seeds=1)
+    job = next(j for j in build_plan(req) if j.key == "amplify/synthetic/csi/s0")
+    assert not is_job_done(job, req)
+    run = stage_run_dir(load_config("smoke", dataset="synthetic"), "amplify", "csi", tmp_path)
+    run.mkdir(parents=True)
+    (run / "DONE").write_text("{}")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / job.output_name).write_text("{}")
+    assert not is_job_done(job, req)  # no stamp yet
+    stamp = stamp_path(tmp_path, job)
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(json.dumps({"config_hash": job.config_hash}))
+    assert is_job_done(job, req)
+    stamp.write_text(json.dumps({"config_hash": "00000000"}))  # another config: not done
+    assert not is_job_done(job, req)

@@ -1,0 +1,103 @@
+"""The run_all.sh driver on fake notebooks: skipping, failures, missing data, the lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dia import suite
+
+STAGES = {"10_train_diffusion": ("diffusion", "ddpm"), "20_train_amplifier": ("amplify", None),
+          "30_evaluate": ("evaluate", None), "40_ddad": ("ddad", "ddad-aeu")}
+
+
+def _notebook(path: Path, body: str) -> None:
+    params = nbformat.v4.new_code_cell(
+        'dataset = "synthetic"\nprofile = "smoke"\nseed = 0\nmethod = "dia"\n'
+        'results_root = "results"\ndata_root = ""\nbackbone = "aeu"')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name, (stage, method) in STAGES.items():
+        method_expr = repr(method) if method else "method"
+        _notebook(folder / f"{name}.ipynb", (
+            "from dia.config import load_config\nfrom dia.stages import open_stage_run\n"
+            "cfg = load_config(profile, dataset=dataset, seed=seed)\n"
+            f"open_stage_run(cfg, {stage!r}, {method_expr}, results_root).mark_done()\n"
+            "import pathlib; log = pathlib.Path(results_root) / 'calls.txt'\n"
+            f"log.open('a').write({name!r} + '\\n')"))
+    _notebook(folder / "15_dissolving_gallery.ipynb", "pass")
+    _notebook(folder / "90_auc_table.ipynb", "pass")
+    monkeypatch.setattr(suite, "NOTEBOOK_DIR", folder)
+    return folder
+
+
+def _calls(results_root: Path) -> list[str]:
+    path = results_root / "calls.txt"
+    return path.read_text().split() if path.is_file() else []
+
+
+def test_bad_arguments_are_refused(tmp_path, capsys):
+    for argv, fragment in ((["--profile", "fast"], "smoke, quick, paper"),
+                           (["--datasets", "mnist"], "unknown dataset"),
+                           (["--methods", "dia,gan"], "unknown method")):
+        assert suite.main(argv + ["--results-root", str(tmp_path)]) == 2
+        assert fragment in capsys.readouterr().err
+
+
+def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
+    root = tmp_path / "results"
+    argv = ["--profile", "smoke", "--datasets", "synthetic", "--results-root", str(root),
+            "--data-root", str(tmp_path)]
+    assert suite.main(argv) == 0
+    first = _calls(root)
+    assert sorted(first) == sorted(["10_train_diffusion", "20_train_amplifier", "20_train_amplifier",
+                                    "30_evaluate", "30_evaluate", "40_ddad"])
+    assert (root / "notebooks" / "20_train_amplifier-synthetic-dia-s0.ipynb").is_file()
+    assert suite.main(argv) == 0
+    assert _calls(root) == first  # a second call skips everything
+    done = next((root / "runs" / "evaluate" / "synthetic" / "csi").glob("s0-*/DONE"))
+    done.unlink()
+    assert suite.main(argv) == 0
+    assert _calls(root)[len(first):] == ["30_evaluate"]  # only that stage again
+
+
+def test_failing_notebook_names_notebook_and_cell(fake_notebooks, tmp_path, capsys):
+    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "raise ValueError('boom')")
+    root = tmp_path / "results"
+    code = suite.main(["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
+                       "--results-root", str(root), "--data-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED amplify/synthetic/csi/s0: 20_train_amplifier.ipynb cell" in out
+    assert "ValueError: boom" in out
+    assert "evaluate/synthetic/csi/s0: not run" in out  # its dependent is not run
+
+
+def test_missing_dataset_does_not_stop_the_others(fake_notebooks, tmp_path, capsys):
+    root = tmp_path / "results"
+    code = suite.main(["--profile", "smoke", "--datasets", "kvasir,synthetic", "--methods", "csi",
+                       "--results-root", str(root), "--data-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1 and "MISSING kvasir" in out
+    assert "20_train_amplifier" in _calls(root)
+
+
+def test_second_driver_on_the_same_results_refuses(tmp_path, capsys):
+    root = tmp_path / "results"
+    handle = suite._lock(root)
+    try:
+        assert suite.main(["--profile", "smoke", "--datasets", "synthetic",
+                           "--results-root", str(root)]) == 3
+        assert "another run_all.sh" in capsys.readouterr().err
+    finally:
+        handle.close()
