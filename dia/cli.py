@@ -3,6 +3,8 @@
     dia data check [--data-root DIR]        which datasets are present, counts, how to get the rest
     dia data fetch pneumonia|breast         download a MedMNIST file (needs network)
     dia config PROFILE [--dataset KEY]      print the resolved config of a profile
+    dia table [--results-root DIR] [--readme README.md]
+                                            rebuild the AUC table (and copy it into the README)
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("profile")
     config.add_argument("--dataset", default="synthetic")
     config.add_argument("--seed", type=int, default=0)
+
+    table = sub.add_parser("table", help="rebuild the AUC table from results/runs")
+    table.add_argument("--results-root", default="results")
+    table.add_argument("--readme", default=None, help="also copy auc.md into this README")
     return parser
 
 
@@ -45,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed)
             print(to_yaml(cfg) + f"# hash of all sections: {config_hash(cfg)}")
             return 0
-    except (DataError, ConfigError) as err:
+        if args.command == "table":
+            from dia.report import splice_into_readme, write_tables
+
+            paths = write_tables(args.results_root)
+            if args.readme:
+                splice_into_readme(args.readme, paths["md"])
+            print("\n".join(f"{name}: {path}" for name, path in paths.items()))
+            return 0
+    except (DataError, ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 1  # pragma: no cover

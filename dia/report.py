@@ -204,3 +204,18 @@ def write_tables(results_root: str | Path = "results") -> dict[str, Path]:
     if figure:
         paths["figure"] = figure
     return paths
+
+
+README_START = "<!-- auc-table:start (written by `dia table --readme README.md`; do not edit) -->"
+README_END = "<!-- auc-table:end -->"
+
+
+def splice_into_readme(readme: str | Path, table_md: str | Path) -> None:
+    """Copy `auc.md` into the README between the two markers (never by hand)."""
+    readme, text = Path(readme), Path(table_md).read_text()
+    content = readme.read_text()
+    if README_START not in content or README_END not in content:
+        raise ValueError(f"{readme} lacks the markers {README_START!r} and {README_END!r}")
+    head, rest = content.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_START}\n{text.strip()}\n{README_END}{tail}")

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dia.config import DATASETS, PROFILES, ConfigError
+from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import METHODS, Job, PlanRequest, build_plan, is_job_done, stamp_path
+from dia.status import format_status, plan_status
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -59,6 +61,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", default="", help="default: $DIA_DATA_ROOT, else data/")
     parser.add_argument("--ablations", action="store_true", help="also run the ablation notebook")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    parser.add_argument("--status", action="store_true",
+                        help="print each job's state (done, running, failed, pending) and stop")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="sequential (default), local-parallel (--jobs at once, one process "
+                             "each) or slurm (submit job arrays and return)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="jobs at once for local-parallel; more than 1 implies it")
+    parser.add_argument("--slurm-partition", default=None, help="slurm: partition")
+    parser.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per job")
+    parser.add_argument("--slurm-time", type=int, default=24 * 60, help="slurm: minutes per job")
+    parser.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPUs per job")
     return parser.parse_args(argv)
 
 
@@ -75,6 +88,10 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
         raise ConfigError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METHODS)}")
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    if args.executor == "sequential" and args.jobs > 1:
+        raise ConfigError("--jobs > 1 needs --executor local-parallel")
     return datasets, methods
 
 
@@ -177,6 +194,16 @@ def _estimate(jobs: list[Job], profile: str) -> float:
     return sum(ESTIMATE_S[profile].get(job.stage, 60) for job in jobs)
 
 
+def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, ...],
+             results_root: Path, ddad: set[str]) -> PlanRequest:
+    return PlanRequest(
+        profile=args.profile, datasets=present,
+        seeds=args.seeds or (3 if args.profile == "paper" else 1), methods=methods,
+        results_root=str(results_root), data_root=args.data_root, ablations=args.ablations,
+        ddad_datasets=frozenset(ddad),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -186,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results_root = Path(args.results_root).resolve()
+    if args.status:  # read-only: no lock, no download
+        present, _, ddad = _available(requested, args.data_root, str(results_root), fetch=False,
+                                      log=log)
+        req = _request(args, present, methods, results_root, ddad)
+        print(format_status(plan_status(build_plan(req), req)))
+        return 0
+    executor = args.executor or ("local-parallel" if args.jobs > 1 else "sequential")
     try:
         lock = _lock(results_root)
     except LockedError as err:
@@ -194,12 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         present, missing, ddad = _available(
             requested, args.data_root, str(results_root), fetch=not requested, log=log)
-        seeds = args.seeds or (3 if args.profile == "paper" else 1)
-        req = PlanRequest(
-            profile=args.profile, datasets=present, seeds=seeds, methods=methods,
-            results_root=str(results_root), data_root=args.data_root, ablations=args.ablations,
-            ddad_datasets=frozenset(ddad),
-        )
+        req = _request(args, present, methods, results_root, ddad)
+        seeds = req.seeds
         jobs = build_plan(req)
         todo = [j for j in jobs if not is_job_done(j, req)]
         log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
@@ -213,9 +243,16 @@ def main(argv: list[str] | None = None) -> int:
                     + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
             return 0
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        outcome = execute(jobs, req, log)
+        slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+                             time_min=args.slurm_time, cpus_per_job=args.cpus_per_job)
+        outcome = run_plan(jobs, req, executor=executor, jobs_at_once=args.jobs, slurm=slurm,
+                           log=log)
     finally:
         lock.close()
+    if executor == "slurm":
+        log(f"submitted {len(outcome.submitted)} job(s), {len(outcome.skipped)} done already; "
+            "not waiting (see `run_all.sh --status` with the same arguments)")
+        return 0
     log(f"finished: {len(outcome.done)} ran, {len(outcome.skipped)} skipped, "
         f"{len(outcome.failed)} failed, {len(missing)} dataset(s) missing")
     for key, why in outcome.failed.items():

@@ -1,0 +1,167 @@
+"""Where the suite stands, read from the results folder alone: `run_all.sh --status`.
+
+Each job of the plan is in one of four states, checked in this order:
+
+1. ``done``: `dia.plan.is_job_done` (DONE markers of the same config, rendered notebook, stamp).
+   The table job (always rebuilt) counts as done when its notebook rendered without error.
+2. ``running``: its marker ``<results_root>/notebooks/.running/<key>.json`` is fresh. The
+   executors in `dia.executors` write it around every job (`running_marker`) and touch it every
+   minute; on the host that wrote it, its process must also be alive.
+3. ``failed``: its rendered notebook holds papermill's error (``metadata.papermill.exception``;
+   papermill rewrites the notebook as soon as a rerun starts, so the flag is the last attempt's).
+4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
+   10 minutes, or its rendered notebook is still being written by papermill (no end time) and
+   changed in the last 10 minutes (this covers the sequential driver, which writes no marker).
+5. ``pending``: anything else (not started, or stopped without an error, e.g. killed; the next
+   call resumes it).
+
+Nothing here writes to the results folder except the running marker (`running_marker`), and
+nothing imports torch or papermill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from dia.plan import Job, PlanRequest, is_job_done, job_config, stamp_path
+from dia.results import atomic_write_text
+from dia.stages import stage_run_dir
+
+STATES = ("done", "running", "failed", "pending")
+FRESH_S = 600.0  # a log or marker touched within this many seconds means "running"
+HEARTBEAT_S = 60.0  # how often a running job touches its marker
+
+
+def marker_path(results_root: str | Path, job: Job) -> Path:
+    return Path(results_root) / "notebooks" / ".running" / (job.key.replace("/", "__") + ".json")
+
+
+@contextlib.contextmanager
+def running_marker(job: Job, req: PlanRequest, *,
+                   heartbeat_s: float = HEARTBEAT_S) -> Iterator[Path]:
+    """Mark `job` as running while the block runs: a JSON file (host, pid, start) touched every
+    `heartbeat_s` by a daemon thread, removed at the end whatever happens."""
+    path = marker_path(req.results_root, job)
+    atomic_write_text(path, json.dumps({
+        "key": job.key, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }) + "\n")
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_s):
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    thread = threading.Thread(target=beat, name=f"dia-heartbeat-{job.key}", daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _fresh(path: Path, now: float, fresh_s: float) -> bool:
+    try:
+        return now - path.stat().st_mtime < fresh_s
+    except OSError:
+        return False
+
+
+def _marker_alive(path: Path, now: float, fresh_s: float) -> bool:
+    if not _fresh(path, now, fresh_s):
+        return False
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return True  # being written: fresh is enough
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        return _pid_alive(info["pid"])
+    return True
+
+
+def _run_dirs(job: Job, req: PlanRequest) -> list[Path]:
+    cfg = job_config(job, req)
+    if cfg is None:
+        return []
+    from dia.config import replace
+
+    run_cfg = replace(cfg, {"seed": job.seed}) if job.seed is not None else cfg
+    return [stage_run_dir(run_cfg, stage, method, req.results_root) for stage, method in job.runs]
+
+
+def _papermill_meta(path: Path) -> dict | None:
+    """The notebook-level papermill metadata of a rendered notebook (None: unreadable/missing)."""
+    try:
+        nb = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    meta = dict(nb.get("metadata", {}).get("papermill") or {})
+    if not meta.get("exception"):
+        meta["exception"] = any(
+            (cell.get("metadata", {}).get("papermill") or {}).get("exception") is True
+            for cell in nb.get("cells", [])
+        )
+    return meta
+
+
+def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
+              fresh_s: float = FRESH_S) -> tuple[str, str]:
+    """(state, detail) of one job; state is one of `STATES`."""
+    now = time.time() if now is None else now
+    root = Path(req.results_root)
+    rendered = root / "notebooks" / job.output_name
+    if is_job_done(job, req):
+        return "done", ""
+    marker = marker_path(root, job)
+    if marker.is_file() and _marker_alive(marker, now, fresh_s):
+        return "running", f"marker {marker}"
+    meta = _papermill_meta(rendered) if rendered.is_file() else None
+    if meta is not None and meta.get("exception"):  # papermill rewrites it when a rerun starts
+        return "failed", f"error in {rendered}"
+    for run in _run_dirs(job, req):
+        log = run / "train_log.jsonl"
+        if not (run / "DONE").is_file() and _fresh(log, now, fresh_s):
+            return "running", f"{log} changed {now - log.stat().st_mtime:.0f}s ago"
+    if meta is not None:
+        in_progress = meta.get("end_time") is None and meta.get("start_time")
+        if in_progress and _fresh(rendered, now, fresh_s):
+            return "running", f"{rendered} being rendered"
+        if job.always and meta.get("end_time") and stamp_path(root, job).is_file():
+            return "done", ""
+    return "pending", ""
+
+
+def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str]]:
+    """[(job.key, state)] in plan order; state is one of done, running, failed, pending."""
+    now = time.time()
+    return [(job.key, job_state(job, req, now=now)[0]) for job in jobs]
+
+
+def format_status(rows: list[tuple[str, str]], *, show_done: bool = True) -> str:
+    """One line per job (state, key) and a summary line with the counts."""
+    width = max((len(s) for s in STATES), default=7)
+    lines = [f"  {state:<{width}}  {key}" for key, state in rows if show_done or state != "done"]
+    counts = Counter(state for _, state in rows)
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
+    lines.append(f"{len(rows)} jobs: {summary}")
+    return "\n".join(lines)

@@ -1,0 +1,460 @@
+"""Executors of the suite plan (local-parallel, slurm) and `dia.status`, on tiny fake notebooks.
+
+The fake notebooks (written with nbformat into a tmp folder that replaces `dia.suite.NOTEBOOK_DIR`)
+take the suite's parameters, log their call, wait for each other when a BARRIER file names
+them (to prove that they run at the same time), fail once when a FAIL_<key> file
+exists (after writing a partial train log, as a job killed half way), and otherwise write the
+DONE marker of the job's run folder (evaluate: also a metrics.csv), so the plan logic runs end to
+end in a few seconds without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+
+import dia.executors as ex
+import dia.suite as suite
+from dia.plan import PlanRequest, build_plan, is_job_done, stamp_path
+from dia.status import format_status, job_state, marker_path, plan_status, running_marker
+
+BODY = '''
+import json, os, time
+from pathlib import Path
+from dia.config import load_config
+from dia.stages import stage_run_dir
+root = Path(results_root)
+key = f"{STAGE}/{dataset}/{method}/s{seed}"
+start = time.time()
+with open(root / "calls.log", "a") as fh:
+    fh.write(key + "\\n")
+barrier = root / "BARRIER"  # wait (up to 30 s) until every job named in it has started
+if barrier.is_file() and key in barrier.read_text().split():
+    (root / "started").mkdir(exist_ok=True)
+    (root / "started" / key.replace("/", "_")).write_text("")
+    others = [k.replace("/", "_") for k in barrier.read_text().split()]
+    while time.time() - start < 30 and not all((root / "started" / k).exists() for k in others):
+        time.sleep(0.05)
+cfg = load_config(profile, dataset=dataset, seed=seed)
+run = stage_run_dir(cfg, STAGE, method, root)
+run.mkdir(parents=True, exist_ok=True)
+(root / "intervals").mkdir(exist_ok=True)
+(root / "intervals" / f"{key.replace('/', '_')}-{os.getpid()}.json").write_text(
+    json.dumps({"key": key, "start": start, "end": time.time(),
+                "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+fail = root / ("FAIL_" + key.replace("/", "_"))
+if fail.exists():
+    fail.unlink()
+    (run / "train_log.jsonl").write_text('{"step": 1}\\n')
+    raise RuntimeError("killed half way: " + key)
+if STAGE == "evaluate":
+    auc = 0.6 + 0.1 * seed
+    (run / "metrics.csv").write_text(
+        "dataset,method,seed,profile,image_size,metric,value,ci_low,ci_high,run_id\\n"
+        f"{dataset},{method},{seed},{profile},28,auc,{auc},{auc - 0.05},{auc + 0.05},"
+        f"{STAGE}/{dataset}/{method}/{run.name}\\n")
+(run / "DONE").write_text("{}")
+'''
+
+
+def _notebook(path: Path, stage: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = nbformat.v4.new_code_cell(
+        'profile = "smoke"\ndataset = "synthetic"\nmethod = "csi"\nseed = 0\n'
+        'results_root = "results"\ndata_root = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("fake"), params,
+                nbformat.v4.new_code_cell(f"STAGE = {stage!r}\n" + BODY)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "fake_notebooks"
+    folder.mkdir()
+    _notebook(folder / "20_train_amplifier.ipynb", "amplify")
+    _notebook(folder / "30_evaluate.ipynb", "evaluate")
+    monkeypatch.setattr(suite, "NOTEBOOK_DIR", folder)
+    return folder
+
+
+def _req(root: Path, **kw) -> PlanRequest:
+    base = dict(profile="smoke", datasets=["synthetic"], seeds=2, methods=("csi",),
+                results_root=str(root))
+    base.update(kw)
+    return PlanRequest(**base)
+
+
+def _calls(root: Path) -> list[str]:
+    path = root / "calls.log"
+    return path.read_text().split() if path.is_file() else []
+
+
+def _intervals(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / "intervals").glob("*.json"))]
+
+
+def _table(root: Path):
+    from dia.report import build_table, tidy_auc
+
+    return build_table(tidy_auc(root))
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_local_parallel_matches_sequential_overlaps_and_resumes(tmp_path, fake_notebooks,
+                                                                monkeypatch):
+    seq_root, par_root = tmp_path / "seq", tmp_path / "par"
+    seq_req, par_req = _req(seq_root), _req(par_root)
+    seq_jobs = [j for j in build_plan(seq_req) if not j.always]  # the real table notebook is slow
+    par_jobs = [j for j in build_plan(par_req) if not j.always]
+    keys = [j.key for j in seq_jobs]
+    assert keys == ["amplify/synthetic/csi/s0", "evaluate/synthetic/csi/s0",
+                    "amplify/synthetic/csi/s1", "evaluate/synthetic/csi/s1"]
+
+    seq = ex.run_plan(seq_jobs, seq_req, executor="sequential", log=lambda m: None)
+    assert sorted(seq.done) == sorted(keys) and not seq.failed
+
+    # Parallel, 2 at once, two (pretend) GPUs; evaluate s1 is killed half way the first time.
+    monkeypatch.setattr(ex, "visible_gpus", lambda: ["0", "1"])
+    par_root.mkdir()
+    (par_root / "FAIL_evaluate_synthetic_csi_s1").write_text("")
+    (par_root / "BARRIER").write_text("amplify/synthetic/csi/s0 amplify/synthetic/csi/s1")
+    lines: list[str] = []
+    first = ex.run_plan(par_jobs, par_req, executor="local-parallel", jobs_at_once=2,
+                        log=lines.append)
+    assert sorted(first.done) == [k for k in sorted(keys) if k != "evaluate/synthetic/csi/s1"], \
+        lines
+    assert "killed half way" in first.failed["evaluate/synthetic/csi/s1"]
+    assert "30_evaluate.ipynb" in first.failed["evaluate/synthetic/csi/s1"]
+
+    # The two amplifiers ran at the same time (each waited for the other), each on its own GPU.
+    amps = [i for i in _intervals(par_root) if i["key"].startswith("amplify/")]
+    assert len(amps) == 2
+    assert max(a["start"] for a in amps) < min(a["end"] for a in amps), amps
+    assert sorted(a["cuda"] for a in amps) == ["0", "1"]
+    (par_root / "BARRIER").unlink()
+
+    # Status after the first call: done / failed (papermill's error cell).
+    rows = plan_status(par_jobs, par_req)
+    assert dict(rows) == {k: "failed" if k == "evaluate/synthetic/csi/s1" else "done" for k in keys}
+    assert "4 jobs: 3 done, 0 running, 1 failed, 0 pending" in format_status(rows)
+
+    # Resubmission: only the killed job runs again; finished jobs are not resubmitted.
+    second = ex.run_plan(par_jobs, par_req, executor="local-parallel", jobs_at_once=2,
+                         log=lines.append)
+    assert sorted(second.skipped) == [k for k in sorted(keys) if k != "evaluate/synthetic/csi/s1"]
+    assert second.done == ["evaluate/synthetic/csi/s1"] and not second.failed
+    calls = _calls(par_root)
+    assert {k: calls.count(k) for k in keys} == {k: 2 if k.endswith("s1") and "evaluate" in k else 1
+                                                 for k in keys}
+    assert all(is_job_done(j, par_req) for j in par_jobs)
+    assert {k for k, s in plan_status(par_jobs, par_req) if s == "done"} == set(keys)
+    assert not list((par_root / "notebooks" / ".running").glob("*.json"))  # markers removed
+
+    # Same set of finished jobs, same AUC table as the sequential run.
+    assert {j.key for j in seq_jobs if is_job_done(j, seq_req)} == set(keys)
+    assert _table(seq_root).equals(_table(par_root))
+    assert "0.650 ± 0.071 (n=2, smoke)" in _table(par_root).to_string()
+
+    # A third call submits nothing.
+    third = ex.run_plan(par_jobs, par_req, executor="local-parallel", jobs_at_once=2,
+                        log=lines.append)
+    assert sorted(third.skipped) == sorted(keys) and not third.done
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduling of local-parallel, with an in-process fake of submitit's executor (no processes)
+
+
+class _FakeHandle:
+    def __init__(self, folder: Path, number: int, result: dict, duration: float, log: list):
+        self.job_id = str(number)
+        self.paths = SimpleNamespace(stdout=folder / f"{number}.out",
+                                     stderr=folder / f"{number}.err",
+                                     result_pickle=folder / f"{number}.result")
+        self._result, self._end, self._log = result, time.monotonic() + duration, log
+
+    def done(self) -> bool:
+        if time.monotonic() >= self._end and not self.paths.result_pickle.exists():
+            self._log.append(("end", self.job_id))
+            self.paths.result_pickle.write_text("")
+        return self.paths.result_pickle.exists()
+
+    def result(self) -> dict:
+        return self._result
+
+    def cancel(self, check: bool = True) -> None:
+        pass
+
+
+class _FakeExecutor:
+    """Records what `run_local_parallel` submits; each job 'runs' for 50 ms."""
+
+    def __init__(self, tmp: Path, fail: set[str]):
+        self.tmp, self.fail, self.submitted, self.events = tmp, fail, [], []
+
+    def __call__(self, folder: Path):
+        assert folder.name == "%j" and folder.parent.name == "submitit"
+        return self
+
+    def submit(self, fn, job, req, notebook_dir, env):
+        assert fn is ex._job_entry and notebook_dir == str(suite.NOTEBOOK_DIR)
+        gpu = env["CUDA_VISIBLE_DEVICES"] if env["CUDA_VISIBLE_DEVICES"] in ("3", "5") else None
+        self.submitted.append((job.key, gpu))
+        self.events.append(("start", str(len(self.submitted))))
+        running = sum(1 if e == "start" else -1 for e, _ in self.events)
+        self.max_running = max(getattr(self, "max_running", 0), running)
+        ok = job.key not in self.fail
+        return _FakeHandle(self.tmp, len(self.submitted), {"ok": ok, "error": "" if ok else "boom"},
+                           0.05, self.events)
+
+
+def _mark_done(job, req):
+    """Make `is_job_done(job, req)` true without running anything."""
+    from dia.plan import job_config
+    from dia.config import replace
+    from dia.stages import stage_run_dir
+
+    root = Path(req.results_root)
+    for stage, method in job.runs:
+        run = stage_run_dir(replace(job_config(job, req), {"seed": job.seed}), stage, method, root)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "DONE").write_text("{}")
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    (root / "notebooks" / job.output_name).write_text("{}")
+    stamp = stamp_path(root, job)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"config_hash": job.config_hash}))
+
+
+def test_local_parallel_scheduling_with_a_fake_executor(tmp_path):
+    req = _req(tmp_path / "results", methods=("dia", "csi"))
+    jobs = build_plan(req)
+    already = next(j for j in jobs if j.key == "amplify/synthetic/csi/s1")
+    _mark_done(already, req)
+    fake = _FakeExecutor(tmp_path, fail={"diffusion/synthetic/ddpm/s0"})
+    out = ex.run_local_parallel(jobs, req, jobs_at_once=3, log=lambda m: None, poll_s=0.01,
+                                gpus=["3", "5"], executor_factory=fake)
+    submitted = [key for key, _ in fake.submitted]
+    assert already.key not in submitted and out.skipped == [already.key]  # never resubmitted
+    assert out.failed["diffusion/synthetic/ddpm/s0"] == "boom"
+    blocked = {"gallery/synthetic", "amplify/synthetic/dia/s0", "amplify/synthetic/dia/s1",
+               "evaluate/synthetic/dia/s0", "evaluate/synthetic/dia/s1"}
+    assert blocked.isdisjoint(submitted)  # dependents of the failed DDPM are not run
+    assert all(out.failed[k].startswith("not run: ") for k in blocked)
+    assert sorted(out.done) == sorted(["amplify/synthetic/csi/s0", "evaluate/synthetic/csi/s0",
+                                       "evaluate/synthetic/csi/s1", "table"])
+    assert fake.max_running == 3
+    order = submitted.index
+    assert order("evaluate/synthetic/csi/s0") > order("amplify/synthetic/csi/s0")
+    assert submitted[-1] == "table"  # the table starts after every other job has ended
+    starts = [i for i, (e, _) in enumerate(fake.events) if e == "start"]
+    assert fake.events[starts[-1] - 1][0] == "end" and sum(e == "end" for e, _ in
+                                                        fake.events[:starts[-1]]) == len(starts) - 1
+    gpus = [gpu for _, gpu in fake.submitted]
+    assert set(gpus) == {"3", "5"} and gpus[:2] == ["3", "5"]  # spread over the GPUs
+
+    one_gpu = _FakeExecutor(tmp_path, fail=set())
+    ex.run_local_parallel(jobs[:1], _req(tmp_path / "other"), jobs_at_once=2, log=lambda m: None,
+                          poll_s=0.01, gpus=["0"], executor_factory=one_gpu)
+    assert one_gpu.submitted == [(jobs[0].key, None)]  # one GPU: the environment is left alone
+
+
+def test_run_plan_rejects_bad_arguments(tmp_path):
+    req = _req(tmp_path)
+    with pytest.raises(ValueError, match="unknown executor"):
+        ex.run_plan([], req, executor="threads")
+    with pytest.raises(ValueError, match="at least 1"):
+        ex.run_plan([], req, executor="local-parallel", jobs_at_once=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# slurm, without a cluster
+
+
+def _big_req(root: Path) -> PlanRequest:
+    return PlanRequest(profile="smoke", datasets=["synthetic", "pneumonia"], seeds=2,
+                       results_root=str(root), ddad_datasets=frozenset({"pneumonia"}))
+
+
+def test_slurm_arrays_group_by_stage_and_level(tmp_path):
+    req = _big_req(tmp_path)
+    jobs = build_plan(req)
+    opts = ex.SlurmOptions(partition="gpu", gpus_per_job=1, time_min=600, cpus_per_job=6, mem_gb=32)
+    arrays = ex.slurm_arrays(jobs, req, opts)
+    names = [a.name for a in arrays]
+    assert names == ["dia-diffusion", "dia-amplify-L0", "dia-ddad", "dia-gallery", "dia-amplify-L1",
+                     "dia-evaluate-L1", "dia-evaluate-L2", "dia-table"]
+    by = {a.name: a for a in arrays}
+    assert sorted(k for a in arrays for k in a.keys) == sorted(j.key for j in jobs)
+    assert by["dia-amplify-L0"].keys == [f"amplify/{d}/csi/s{s}" for d in ("synthetic", "pneumonia")
+                                         for s in (0, 1)]
+    assert by["dia-amplify-L1"].keys == [f"amplify/{d}/dia/s{s}" for d in ("synthetic", "pneumonia")
+                                         for s in (0, 1)]
+    idx = {a.name: i for i, a in enumerate(arrays)}
+    assert by["dia-diffusion"].after == [] and by["dia-ddad"].after == []
+    assert by["dia-gallery"].after == [idx["dia-diffusion"]]
+    assert by["dia-amplify-L1"].after == [idx["dia-diffusion"]]
+    assert by["dia-evaluate-L1"].after == [idx["dia-amplify-L0"]]  # csi: after the csi array only
+    assert by["dia-evaluate-L2"].after == [idx["dia-amplify-L1"]]
+    ids = [str(100 + i) for i in range(len(arrays))]
+    assert by["dia-evaluate-L2"].dependency(ids) == f"afterok:{100 + idx['dia-amplify-L1']}"
+    assert by["dia-diffusion"].dependency(ids) is None
+    assert by["dia-table"].dependency(ids) == "afterany:" + ":".join(ids[:-1])
+    params = by["dia-amplify-L1"].parameters
+    assert params["partition"] == "gpu" and params["gpus_per_node"] == 1 and params["time"] == 600
+    assert params["cpus_per_task"] == 6 and params["mem"] == "32GB"
+    assert params["array_parallelism"] == 4
+    assert params["additional_parameters"]["kill_on_invalid_dep"] == "yes"
+    assert "gpus_per_node" not in by["dia-table"].parameters  # the table needs no GPU
+
+    # Finished jobs are not submitted; dependencies on them disappear.
+    for job in jobs:
+        if job.stage == "diffusion":
+            _mark_done(job, req)
+    arrays = ex.slurm_arrays(jobs, req, opts)
+    assert "dia-diffusion" not in [a.name for a in arrays]
+    amp_dia = next(a for a in arrays if "amplify/synthetic/dia/s0" in a.keys)
+    assert amp_dia.after == [] and amp_dia.name == "dia-amplify"  # now one amplify array
+
+
+def test_submit_slurm_writes_the_right_sbatch_files(tmp_path, fake_notebooks):
+    from submitit.core.utils import DelayedSubmission
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    req = PlanRequest(profile="smoke", datasets=["synthetic"], seeds=2, methods=("dia",),
+                      results_root=str(tmp_path / "results"))
+    jobs = build_plan(req)
+    _mark_done(next(j for j in jobs if j.key == "gallery/synthetic"), req)
+    opts = ex.SlurmOptions(partition="a100", gpus_per_job=2, time_min=90, cpus_per_job=4)
+    lines: list[str] = []
+    with mocked_slurm():  # submitit's own fake sbatch: job ids 12, 13, ...
+        out = ex.run_plan(jobs, req, executor="slurm", slurm=opts, log=lines.append)
+    # diffusion (12), amplify array (13), evaluate array (14), table (15)
+    assert out.skipped == ["gallery/synthetic"]
+    assert out.submitted == {
+        "diffusion/synthetic/ddpm/s0": "12",
+        "amplify/synthetic/dia/s0": "13_0", "amplify/synthetic/dia/s1": "13_1",
+        "evaluate/synthetic/dia/s0": "14_0", "evaluate/synthetic/dia/s1": "14_1",
+        "table": "15"}
+    text = "\n".join(lines)
+    assert "job 13" in text and str(tmp_path / "results" / "slurm") in text
+
+    slurm_dir = tmp_path / "results" / "slurm"
+    sbatch = {p.parent.name: p.read_text() for p in slurm_dir.glob("*/*_submission.sh")}
+    assert set(sbatch) == {"12", "13", "14", "15"}
+    assert "--dependency" not in sbatch["12"] and "--array" not in sbatch["12"]
+    for jid in ("12", "13", "14"):
+        assert "#SBATCH --partition=a100" in sbatch[jid]
+        assert "#SBATCH --gpus-per-node=2" in sbatch[jid]
+        assert "#SBATCH --time=90" in sbatch[jid] and "#SBATCH --cpus-per-task=4" in sbatch[jid]
+    assert "#SBATCH --array=0-1%2" in sbatch["13"]
+    assert "#SBATCH --dependency=afterok:12" in sbatch["13"]
+    assert "#SBATCH --dependency=afterok:13" in sbatch["14"]
+    assert "#SBATCH --kill-on-invalid-dep=yes" in sbatch["14"]
+    assert "#SBATCH --dependency=afterany:12:13:14" in sbatch["15"]
+    assert "gpus-per-node" not in sbatch["15"]
+    assert f"#SBATCH --output={slurm_dir}/%A_%a/%A_%a_0_log.out" in sbatch["13"]
+
+    # Each array task calls `_job_entry` on its own job.
+    for key, jid in out.submitted.items():
+        delayed = DelayedSubmission.load(slurm_dir / jid / f"{jid}_submitted.pkl")
+        assert delayed.function is ex._job_entry and delayed.args[0].key == key
+        assert delayed.args[2] == str(fake_notebooks)
+        assert delayed.args[3] == {}  # Slurm sets the GPUs
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+def _rendered(path: Path, *, exception: bool, end: bool = True) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("1/0" if exception else "1")
+    cell.metadata["papermill"] = {"exception": exception}
+    nb.cells = [cell]
+    nb.metadata["papermill"] = {"exception": exception or None, "start_time": "2024-01-01T00:00:00",
+                                "end_time": "2024-01-01T00:01:00" if end else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_status_states(tmp_path):
+    from dia.config import replace
+    from dia.plan import job_config
+    from dia.stages import stage_run_dir
+
+    req = _req(tmp_path, methods=("dia", "csi"))
+    jobs = build_plan(req)
+    job = {j.key: j for j in jobs}
+    root = tmp_path / "notebooks"
+    assert {s for _, s in plan_status(jobs, req)} == {"pending"}
+
+    _mark_done(job["diffusion/synthetic/ddpm/s0"], req)
+    _rendered(root / job["amplify/synthetic/csi/s0"].output_name, exception=True)
+    _rendered(root / job["amplify/synthetic/csi/s1"].output_name, exception=False, end=False)
+    csi1 = job["amplify/synthetic/csi/s1"]
+    old = time.time() - 3600
+    os.utime(root / csi1.output_name, (old, old))  # a rendering abandoned an hour ago: killed
+    dia0 = job["amplify/synthetic/dia/s0"]
+    run = stage_run_dir(replace(job_config(dia0, req), {"seed": 0}), "amplify", "dia", tmp_path)
+    run.mkdir(parents=True)
+    (run / "train_log.jsonl").write_text('{"step": 10}\n')  # training right now
+    _rendered(root / "90_auc_table.ipynb", exception=False)
+    stamp_path(tmp_path, job["table"]).write_text("{}")
+
+    rows = dict(plan_status(jobs, req))
+    assert rows["diffusion/synthetic/ddpm/s0"] == "done"
+    assert rows["amplify/synthetic/csi/s0"] == "failed"
+    assert rows["amplify/synthetic/csi/s1"] == "pending"
+    assert rows["amplify/synthetic/dia/s0"] == "running"
+    assert rows["evaluate/synthetic/dia/s0"] == "pending" and rows["gallery/synthetic"] == "pending"
+    assert rows["table"] == "done"
+    os.utime(run / "train_log.jsonl", (old, old))  # the log stopped an hour ago: not running
+    assert job_state(dia0, req)[0] == "pending"
+
+    # The marker written around a job by the executors: running while held, gone afterwards.
+    with running_marker(csi1, req) as marker:
+        assert marker == marker_path(tmp_path, csi1) and marker.is_file()
+        assert job_state(csi1, req)[0] == "running"
+    assert not marker.exists() and job_state(csi1, req)[0] == "pending"
+    # A marker left by a dead process on this host does not count.
+    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345}))
+    assert job_state(csi1, req)[0] == "pending"
+
+    text = format_status(plan_status(jobs, req))
+    pending = len(jobs) - 3
+    summary = f"{len(jobs)} jobs: 2 done, 0 running, 1 failed, {pending} pending"
+    assert text.splitlines()[-1] == summary
+    assert "failed   amplify/synthetic/csi/s0" in text
+
+
+def test_local_result_of_a_killed_or_crashed_process(tmp_path):
+    from submitit.core.utils import FailedJobError
+
+    paths = SimpleNamespace(result_pickle=tmp_path / "none.pkl", stderr=tmp_path / "e.err")
+    killed = SimpleNamespace(paths=paths)
+    ok, why = ex._local_result(killed, grace_s=0)
+    assert not ok and "without a result" in why and "e.err" in why
+
+    (tmp_path / "r.pkl").write_text("")
+
+    def crash():
+        raise FailedJobError("Job failed with trace:\n---\nTraceback...\n  File x\n"
+                             "ModuleNotFoundError: No module named 'dia'\n---\nlogs at ...")
+
+    crashed = SimpleNamespace(paths=SimpleNamespace(result_pickle=tmp_path / "r.pkl",
+                                                    stderr=tmp_path / "e.err"), result=crash)
+    ok, why = ex._local_result(crashed)
+    assert not ok and why.startswith("ModuleNotFoundError: No module named 'dia'")
