@@ -92,7 +92,16 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) ->
     The reference's HorizontalFlipLayer does this with `affine_grid`/`grid_sample` at pixel
     centres (align_corners=False), which is an exact mirror; `torch.flip` gives the same values.
     """
-    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < p
+    return apply_hflip(x, hflip_mask(x.shape[0], generator, p=p, device=x.device))
+
+
+def hflip_mask(n: int, generator: torch.Generator, *, p: float = 0.5, device=None) -> torch.Tensor:
+    """bool (n,): which samples `random_hflip` flips (the same draws)."""
+    return torch.rand(n, generator=generator, device=device) < p
+
+
+def apply_hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the images where `flip` (bool (n,)) is True."""
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -100,7 +109,7 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) ->
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
-    """The reference's RGB→HSV with an atan2 hue in [0, 1) (differs from the table method by ≤1.2°)."""
+    """The reference's RGB→HSV; the atan2 hue in [0, 1) differs from the table hue by ≤ 1.2°."""
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     cmax = rgb.max(1)[0]
     cmin = rgb.min(1)[0]
@@ -135,7 +144,9 @@ class AugmentParams:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
 
-def color_jitter(x: torch.Tensor, generator: torch.Generator, params: AugmentParams) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, generator: torch.Generator, params: AugmentParams
+) -> torch.Tensor:
     """Colour jitter with probability p per sample, per-sample factors, the reference's semantics.
 
     brightness: V·U[1−b, 1+b]; contrast: (x − mean_c)·U[1−c, 1+c] + mean_c then clamp [0, 1];
@@ -147,8 +158,9 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, params: AugmentPar
     contrast_first = bool(torch.rand((), generator=generator, device=dev) > 0.5)
     f_c = _uniform((n, 1, 1, 1), generator, dev, 1 - params.contrast, 1 + params.contrast)
     f_h = _uniform((n, 1, 1), generator, dev, -params.hue, params.hue)
-    f_s = _uniform((n, 1, 1), generator, dev, max(0.0, 1 - params.saturation), 1 + params.saturation)
-    f_v = _uniform((n, 1, 1), generator, dev, max(0.0, 1 - params.brightness), 1 + params.brightness)
+    s, v = params.saturation, params.brightness
+    f_s = _uniform((n, 1, 1), generator, dev, max(0.0, 1 - s), 1 + s)
+    f_v = _uniform((n, 1, 1), generator, dev, max(0.0, 1 - v), 1 + v)
 
     def contrast(y):
         means = y.mean(dim=(2, 3), keepdim=True)

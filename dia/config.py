@@ -44,6 +44,7 @@ class DataConfig:
 class DiffusionConfig:
     """The DDPM dissolver (SPEC section 4); `width` scales block_out_channels (1, 2, 4, 8)."""
 
+    seed: int = 0  # one DDPM per dataset, seeded 0 whatever the run's seed (reference: _seed_all(0))
     width: int = 64
     layers_per_block: int = 1
     steps: int = 156_250  # optimiser steps; the reference's milestone 5
@@ -87,6 +88,12 @@ class AmplifyConfig:
     exclude_own_dissolved: bool = True
     crop_scale_min: float = 0.08
     checkpoint_every_epochs: int = 1
+    lars_trust_coef: float = 1e-3  # torchlars default
+    lars_eps: float = 1e-8
+    shift_weight: float = 1.0  # weight of the shift cross-entropy (reference sim_lambda = 1)
+    encoder_width: int = 64  # ResNet-18 first-stage channels; < 64 only for tests
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast + channels_last, CUDA only
+    dissolve_cache_gib: float = 0.0  # memoise dissolved (image, flip, t); 0 = off (reference)
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,8 @@ class ScoreConfig:
 
     num_samples: int = 10
     crop_scale: float = 0.54
-    batch_size: int = 100
+    batch_size: int = 100  # test loader batch of the reference
+    train_batch_size: int = 128  # train-feature loader batch of the reference
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,33 @@ class DDADConfig:
 
 
 @dataclass(frozen=True)
+class PeersConfig:
+    """The peer baselines GANomaly and PatchCore (issue 9); defaults follow the originals.
+
+    GANomaly (Akcay et al. 2018, reference code samet-akcay/ganomaly): DCGAN encoder-decoder-
+    encoder, niter 15, batch 64, nz 100, ngf = ndf 64, Adam 2e-4 (0.5, 0.999), w_adv/con/enc
+    1/50/1. PatchCore (Roth et al. 2022) with an ImageNet MobileNetV2: blocks 6 and 13 (strides 8
+    and 16, the analogue of WideResNet layer2 + layer3), coreset 10 %, projection to 128 dims.
+    """
+
+    ganomaly_epochs: int = 15
+    ganomaly_batch_size: int = 64
+    ganomaly_image_size: int | None = None  # None = native: 28 padded to 32, 224 datasets at 64
+    ganomaly_width: int = 64  # ngf = ndf
+    nz: int = 100
+    ganomaly_lr: float = 2e-4
+    ganomaly_beta1: float = 0.5
+    w_adv: float = 1.0
+    w_con: float = 50.0
+    w_enc: float = 1.0
+    patchcore_image_size: int = 224  # bilinear resize before the ImageNet-normalised backbone
+    patchcore_layers: tuple[int, ...] = (6, 13)  # MobileNetV2 `features` indices
+    patchcore_coreset_ratio: float = 0.1
+    patchcore_projection_dim: int = 128  # random projection used only to select the coreset
+    patchcore_batch_size: int = 32
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one (dataset, seed) of the suite depends on."""
 
@@ -141,9 +176,10 @@ class ExperimentConfig:
     amplify: AmplifyConfig = field(default_factory=AmplifyConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     ddad: DDADConfig = field(default_factory=DDADConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
 
 
-SECTIONS = ("data", "diffusion", "dissolve", "amplify", "score", "ddad")
+SECTIONS = ("data", "diffusion", "dissolve", "amplify", "score", "ddad", "peers")
 NON_SEMANTIC = ("device", "profile")
 
 

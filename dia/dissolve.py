@@ -37,7 +37,7 @@ VALUE_RANGES = ("reference", "normalized")
 
 
 class DissolveError(ValueError):
-    """Images, timesteps or options that dissolving cannot take; the message says what is expected."""
+    """Images, timesteps or options dissolving cannot take; the message says what is expected."""
 
 
 def predict_x0(
@@ -51,11 +51,12 @@ def predict_x0(
         t: int, 0-d tensor or int64 tensor (B,) of 0-indexed timesteps.
         alphas_cumprod: ᾱ of the schedule, shape (T,).
     """
-    ac = alphas_cumprod.to(device=x_t.device, dtype=torch.float32)
-    t = torch.as_tensor(t, device=x_t.device, dtype=torch.long)
-    a = ac[t].reshape(-1, *([1] * (x_t.dim() - 1)))  # (B or 1, 1, 1, 1)
-    x_t32, eps32 = x_t.float(), eps.float()
-    return (1.0 / a).sqrt() * x_t32 - (1.0 / a - 1.0).sqrt() * eps32
+    t = torch.as_tensor(t, device=alphas_cumprod.device, dtype=torch.long)
+    a = alphas_cumprod[t].double()  # coefficients in float64: 1/ᾱ − 1 cancels for small t
+    shape = (-1, *([1] * (x_t.dim() - 1)))  # (B or 1, 1, 1, 1)
+    c_x = (1.0 / a).sqrt().float().to(x_t.device).reshape(shape)
+    c_eps = (1.0 / a - 1.0).sqrt().float().to(x_t.device).reshape(shape)
+    return c_x * x_t.float() - c_eps * eps.float()
 
 
 def sample_t(
@@ -95,13 +96,15 @@ def _check_images(images: torch.Tensor) -> None:
         )
     if images.numel() == 0:
         raise DissolveError("images is empty")
-    lo, hi = torch.aminmax(images)
+    lo, hi = torch.aminmax(images.detach())
     lo, hi = float(lo), float(hi)
     if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
         raise DissolveError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
 
 
-def _check_t(t: torch.Tensor | int, batch: int, num_steps: int, device: torch.device) -> torch.Tensor:
+def _check_t(
+    t: torch.Tensor | int, batch: int, num_steps: int, device: torch.device
+) -> torch.Tensor:
     t = torch.as_tensor(t, device=device)
     if t.is_floating_point() or t.dtype == torch.bool:
         raise DissolveError(f"t must be integer timesteps, got dtype {t.dtype}")

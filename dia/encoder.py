@@ -66,7 +66,8 @@ class AmplifyEncoder(nn.Module):
         layers, in_planes = [], width
         for i, planes in enumerate(widths):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes)))
+            blocks = [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes)]
+            layers.append(nn.Sequential(*blocks))
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)

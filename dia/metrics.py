@@ -56,16 +56,21 @@ def bootstrap_auc_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC, resampling within each class (stratified)."""
-    from sklearn.metrics import roc_auc_score
+    """Percentile bootstrap interval of the AUC, resampling within each class (stratified).
+
+    Vectorised: each resample's AUC is the Mann-Whitney statistic from average ranks (ties
+    count one half), which equals `roc_auc_score` on that resample.
+    """
+    from scipy.stats import rankdata
 
     labels, anomaly_score = _check(np.asarray(labels), np.asarray(anomaly_score))
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    aucs = np.empty(num_resamples)
-    for i in range(num_resamples):
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-        aucs[i] = roc_auc_score(labels[idx], anomaly_score[idx])
+    pos, neg = anomaly_score[labels == 1], anomaly_score[labels == 0]
+    pos_draw = pos[rng.integers(0, pos.size, (num_resamples, pos.size))]
+    neg_draw = neg[rng.integers(0, neg.size, (num_resamples, neg.size))]
+    ranks = rankdata(np.concatenate([pos_draw, neg_draw], axis=1), axis=1)
+    rank_sum = ranks[:, : pos.size].sum(axis=1)
+    aucs = (rank_sum - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size)
     alpha = (1 - level) / 2
     low, high = np.quantile(aucs, [alpha, 1 - alpha])
     return float(low), float(high)

@@ -121,7 +121,8 @@ def build_ddad_data(splits, cfg) -> DDADData:
         labels += pool_labels[split.unlabeled_pool].tolist()
     overlap = set(ids) & set(splits.test_ids)
     if overlap:  # guards a loader bug: the test split must never be trained on
-        raise RunError(f"{len(overlap)} unlabeled images are also test images, e.g. {sorted(overlap)[:3]}")
+        raise RunError(f"{len(overlap)} unlabeled images are also test images, "
+                       f"e.g. {sorted(overlap)[:3]}")
     return DDADData(
         known=known, unlabeled=torch.cat(parts), test=to_ddad_gray(splits.test, size),
         test_labels=np.asarray(splits.test_labels).astype(int), test_ids=list(splits.test_ids),
@@ -196,3 +197,309 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor
     return [perm[i:i + bs] for i in range(0, n - bs + 1, bs)]
 
 
+
+def _fit(run: Run, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: int,
+         num_items: int, batch_size: int, loss_fn, device: torch.device) -> nn.Module:
+    """Train `model` for `epochs` over `num_items` in shuffled batches; resume from and
+    checkpoint to ``checkpoints/<name>.pt`` after every epoch (atomic write).
+
+    `loss_fn(index_tensor, generator) -> loss` computes one batch's loss.
+    """
+    path = run.checkpoint_dir / f"{name}.pt"
+    gen = torch.Generator().manual_seed(_net_seed(run.seed, name + ":data"))
+    state = _load_checkpoint(path, run, name)
+    start = 0
+    model.to(device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])  # moves its state to the params' device
+        gen.set_state(state["generator"])
+        start = state["epoch"]
+    if start >= epochs:
+        return model.eval()
+    model.train()
+    bar = tqdm(range(start, epochs), desc=f"ddad {name}", initial=start, total=epochs)
+    for epoch in bar:
+        t0, losses = time.perf_counter(), []
+        for idx in _batches(num_items, batch_size, gen):
+            loss = loss_fn(idx, gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        _save_checkpoint(path, {
+            "name": name, "run_hash": run.hash, "epoch": epoch + 1,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+        })
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        run.append_log({"net": name, "epoch": epoch + 1, "loss": round(mean_loss, 6),
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        bar.set_postfix(loss=f"{mean_loss:.4f}")
+    bar.close()
+    return model.eval()
+
+
+def train_backbone(run: Run, cfg, name: str, images: torch.Tensor,
+                   device: torch.device) -> nn.Module:
+    """One reconstruction net (AE / AE-U / MemAE) on `images`: Adam(lr, betas (beta1, 0.999))."""
+    d = cfg.ddad
+    if images.shape[0] < 2:
+        raise RunError(f"{name}: {images.shape[0]} training image(s); BatchNorm needs at least 2")
+    model = _make_backbone(cfg, name).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=d.lr, betas=(d.beta1, 0.999),
+                                 weight_decay=d.weight_decay)
+    data = images.to(device)
+
+    def loss_fn(idx, _gen):
+        x = data[idx.to(device)]
+        return reconstruction_loss(model(x), x, d.entropy_weight)
+
+    return _fit(run, name, model, optimizer, epochs=d.epochs, num_items=data.shape[0],
+                batch_size=d.batch_size, loss_fn=loss_fn, device=device)
+
+
+def train_refiner(run: Run, cfg, mode: str, known: torch.Tensor, nets_a: list[nn.Module],
+                  nets_b: list[nn.Module], device: torch.device) -> nn.Module:
+    """The ASR-Net for `mode` ("dual" or "intra") on pasted-patch anomalies of the known normals.
+
+    The frozen UDM/NDM (eval mode) give the discrepancy maps of each synthetic batch on the fly;
+    the target is the binary patch mask; focal loss on the softmax.
+    """
+    d = cfg.ddad
+    model = _make_refiner(cfg, mode).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=d.refine_lr, betas=(d.beta1, 0.999),
+                                 weight_decay=d.refine_weight_decay)
+    data = known.to(device)
+
+    def loss_fn(idx, gen):
+        pasted, mask = paste_patches(data[idx.to(device)], gen)
+        maps = ensemble_maps(pasted, nets_a, nets_b)
+        return focal_loss(model(refine_inputs(maps, mode)), mask)
+
+    return _fit(run, f"refine_{mode}", model, optimizer, epochs=d.refine_epochs,
+                num_items=data.shape[0], batch_size=d.refine_batch_size, loss_fn=loss_fn,
+                device=device)
+
+
+@torch.no_grad()
+def score_images(images: torch.Tensor, nets_a: list[nn.Module], nets_b: list[nn.Module],
+                 refiners: dict[str, nn.Module], *, batch_size: int = 128,
+                 device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Image scores (mean over pixels of each map) of every kind in `SCORE_KINDS` present."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start:start + batch_size].to(device)
+        maps = ensemble_maps(x, nets_a, nets_b)
+        for kind, value in maps.image_scores().items():
+            out.setdefault(kind, []).append(value.cpu())
+        for mode, net in refiners.items():
+            prob = anomaly_probability(net(refine_inputs(maps, mode)))
+            kind = "asr" if mode == "dual" else f"asr_{mode}"
+            out.setdefault(kind, []).append(prob.mean(dim=(1, 2, 3)).cpu())
+    return {k: torch.cat(v).double().numpy() for k, v in out.items()}
+
+
+# -- the public entry ---------------------------------------------------------------------------
+
+
+def _check_config(cfg) -> None:
+    from dia.config import ConfigError
+
+    d = cfg.ddad
+    if d.image_size < 16 or d.image_size % 16:
+        raise ConfigError(f"ddad.image_size = {d.image_size}; the DDAD autoencoder needs a "
+                          "multiple of 16 (reference: 64)")
+    if d.num_models < 2:
+        raise ConfigError(f"ddad.num_models = {d.num_models}; the intra-discrepancy (a std over "
+                          "the NDM members) needs at least 2 (reference: 3)")
+
+
+def open_ddad_run(cfg, *, results_root="results") -> Run:
+    return open_run(cfg, stage=STAGE, method=method_name(cfg), results_root=results_root,
+                    sections=SECTIONS)
+
+
+def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> Run:
+    """Train (or resume) the 2K reconstruction nets and the ASR-Net(s), then score the test set.
+
+    Args:
+        cfg: an `ExperimentConfig`; `cfg.ddad` holds every setting.
+        results_root: where `runs/ddad/<dataset>/ddad-<backbone>/...` is written.
+        data_root: dataset root; None or "" = `$DIA_DATA_ROOT`, else `data/`.
+        device: torch device or name; default `cfg.device` ("auto").
+
+    Returns the `Run` (already DONE runs are returned untouched).
+
+    Raises:
+        NotApplicable: the training split has no anomalous image for the unlabeled set (raised
+            before anything is written under `results_root/runs`).
+    """
+    from dia.config import config_hash
+    from dia.metrics import auc_rows, compute_auc, write_metrics, write_scores
+    from dia.results import DONE, run_dir
+    from dia.runtime import resolve_device, seed_everything
+
+    _check_config(cfg)
+    done = run_dir(results_root, STAGE, cfg.dataset, method_name(cfg), cfg.seed,
+                   config_hash(cfg, SECTIONS)) / DONE
+    if done.is_file():
+        return open_ddad_run(cfg, results_root=results_root)
+    data = prepare_data(cfg, data_root=data_root, results_root=results_root)
+    run = open_ddad_run(cfg, results_root=results_root)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    run.write_json("unlabeled.json", {**data.describe(), "unlabeled_ids": data.unlabeled_ids})
+    plan = ensemble_plan(cfg)
+    run.write_json("ensemble.json", plan)
+    run.append_log({"event": "start", "device": str(device), **data.describe()})
+
+    t0 = time.perf_counter()
+    unknown_set = torch.cat([data.known, data.unlabeled])
+    nets_a = [train_backbone(run, cfg, Path(p).stem, unknown_set, device) for p in plan["udm"]]
+    nets_b = [train_backbone(run, cfg, Path(p).stem, data.known, device) for p in plan["ndm"]]
+    for net in nets_a + nets_b:
+        net.requires_grad_(False)
+    refiners = {mode: train_refiner(run, cfg, mode, data.known, nets_a, nets_b, device)
+                for mode in plan["refine"]}
+    train_seconds = time.perf_counter() - t0
+
+    scores = score_images(data.test, nets_a, nets_b, refiners,
+                          batch_size=cfg.ddad.eval_batch_size, device=device)
+    for kind, values in scores.items():
+        write_scores(run, data.test_ids, data.test_labels, values, name=f"scores_{kind}.csv")
+    write_scores(run, data.test_ids, data.test_labels, scores["asr"])
+    rows = []
+    for kind, method in METHOD_NAMES.items():
+        rows += auc_rows(run, method=method, profile=cfg.profile, image_size=cfg.ddad.image_size,
+                         labels=data.test_labels, anomaly_score=scores[kind])
+    write_metrics(run, rows)
+    summary = {row["method"]: row["value"] for row in rows}
+    if "asr_intra" in scores:
+        summary["DDAD-ASR-intra"] = round(compute_auc(data.test_labels, scores["asr_intra"]), 6)
+    epoch_seconds = sum(r.get("seconds", 0.0) for r in run.read_log() if "net" in r)
+    summary.update(train_seconds_this_session=round(train_seconds, 1),
+                   train_seconds_all_epochs=round(epoch_seconds, 1), device=str(device),
+                   **data.describe())
+    run.append_log({"event": "done", **summary})
+    run.mark_done(summary)
+    return run
+
+
+# -- loading a finished run and looking at it ---------------------------------------------------
+
+
+def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The networks of a run, from the files listed in its ensemble.json only (eval mode)."""
+    plan = ensemble_plan(cfg)
+    recorded = _read_json(run.path / "ensemble.json")
+    if recorded != plan:
+        raise RunError(f"{run.path}/ensemble.json does not list the networks this config expects")
+
+    def load(rel: str, model: nn.Module) -> nn.Module:
+        state = _load_checkpoint(run.path / rel, run, Path(rel).stem)
+        if state is None:
+            raise RunError(f"{run.path / rel} is missing; train the run first (train_ddad)")
+        model.load_state_dict(state["model"])
+        return model.to(device).eval().requires_grad_(False)
+
+    return {
+        "udm": [load(p, _make_backbone(cfg, Path(p).stem)) for p in plan["udm"]],
+        "ndm": [load(p, _make_backbone(cfg, Path(p).stem)) for p in plan["ndm"]],
+        "refine": {m: load(p, _make_refiner(cfg, m)) for m, p in plan["refine"].items()},
+    }
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    if not path.is_file():
+        raise RunError(f"{path} is missing; train the run first (train_ddad)")
+    return json.loads(path.read_text())
+
+
+def read_metrics(run: Run):
+    """metrics.csv of a finished run as a DataFrame (method, AUC and its 95 % interval)."""
+    import pandas as pd
+
+    run.require_done("DDAD-ASR")
+    frame = pd.read_csv(run.path / "metrics.csv")
+    columns = ["dataset", "method", "seed", "profile", "image_size", "value", "ci_low", "ci_high"]
+    return frame[columns]
+
+
+def pick_examples(labels: np.ndarray, per_class: int = 3) -> list[int]:
+    """The first `per_class` normal then the first `per_class` anomalous test indices."""
+    labels = np.asarray(labels)
+    return [int(i) for c in (0, 1) for i in np.flatnonzero(labels == c)[:per_class]]
+
+
+@torch.no_grad()
+def example_maps(run: Run, cfg, *, data_root=None, results_root="results", per_class: int = 3,
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Inputs, reconstructions and score maps of a few normal and anomalous test images."""
+    data = prepare_data(cfg, data_root=data_root, results_root=results_root)
+    nets = load_ensemble(run, cfg, device)
+    idx = pick_examples(data.test_labels, per_class)
+    x = data.test[idx].to(device)
+    maps = ensemble_maps(x, nets["udm"], nets["ndm"])
+    asr = anomaly_probability(nets["refine"]["dual"](refine_inputs(maps, "dual")))
+    return {
+        "image": x.cpu(), "ndm_mean": maps.mean_b.cpu(), "udm_mean": maps.mean_a.cpu(),
+        "rec": maps.rec.cpu(), "intra": maps.intra.cpu(), "inter": maps.inter.cpu(),
+        "asr": asr.cpu(), "labels": data.test_labels[idx], "ids": [data.test_ids[i] for i in idx],
+    }
+
+
+def plot_examples(run: Run, cfg, *, data_root=None, results_root="results", per_class: int = 3):
+    """One row per test image (normal first): input, NDM and UDM mean reconstructions,
+    A_intra, A_inter and the ASR probability map."""
+    import matplotlib.pyplot as plt
+
+    ex = example_maps(run, cfg, data_root=data_root, results_root=results_root,
+                      per_class=per_class)
+    columns = [("image", "input", "gray"), ("ndm_mean", "NDM mean μ_B", "gray"),
+               ("udm_mean", "UDM mean μ_A", "gray"), ("intra", "A_intra (NDM std)", "magma"),
+               ("inter", "A_inter |μ_A − μ_B|", "magma"), ("asr", "ASR probability", "magma")]
+    rows = len(ex["ids"])
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.1 * len(columns), 2.1 * rows),
+                             squeeze=False)
+    for r in range(rows):
+        for c, (key, title, cmap) in enumerate(columns):
+            ax = axes[r, c]
+            img = ex[key][r, 0].numpy()
+            if cmap == "gray":
+                ax.imshow(img, cmap="gray", vmin=-1, vmax=1)
+            elif key == "asr":
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+            else:  # discrepancy maps share one scale per column, so rows compare
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=float(ex[key].max()) or 1.0)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0:
+                kind = "anomalous" if ex["labels"][r] else "normal"
+                ax.set_ylabel(f"{kind}\n{ex['ids'][r][-20:]}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_histograms(run: Run):
+    """Normal vs anomalous histograms of every score kind (min-max normalised, as the reference)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    run.require_done("DDAD-ASR")
+    kinds = [k for k in SCORE_KINDS if (run.path / f"scores_{k}.csv").is_file()]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3 * len(kinds), 2.6), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        frame = pd.read_csv(run.path / f"scores_{kind}.csv")
+        s = frame["anomaly_score"].to_numpy()
+        s = (s - s.min()) / (s.max() - s.min() + 1e-12)
+        for label, name in ((0, "normal"), (1, "anomalous")):
+            ax.hist(s[frame["label"].to_numpy() == label], bins=30, range=(0, 1), alpha=0.6,
+                    label=name)
+        ax.set_title(METHOD_NAMES.get(kind, "DDAD-ASR-intra"), fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -80,9 +80,11 @@ class AutoEncoder(nn.Module):
         flat = w3 * self.fm * self.fm
         self.encoder = nn.Sequential(*_down(1, w1), *_down(w1, w2), *_down(w2, w3), *_down(w3, w3))
         self.linear_enc = nn.Sequential(
-            nn.Linear(flat, 2048), nn.BatchNorm1d(2048), nn.ReLU(True), nn.Linear(2048, latent_size))
+            nn.Linear(flat, 2048), nn.BatchNorm1d(2048), nn.ReLU(True),
+            nn.Linear(2048, latent_size))
         self.linear_dec = nn.Sequential(
-            nn.Linear(latent_size, 2048), nn.BatchNorm1d(2048), nn.ReLU(True), nn.Linear(2048, flat))
+            nn.Linear(latent_size, 2048), nn.BatchNorm1d(2048), nn.ReLU(True),
+            nn.Linear(2048, flat))
         self.decoder = nn.Sequential(
             *_up(w3, w3), *_up(w3, w2), *_up(w2, w1),
             nn.ConvTranspose2d(w1, 2 if uncertainty else 1, 4, 2, 1, bias=False))
@@ -103,7 +105,7 @@ class AutoEncoder(nn.Module):
 
 
 class MemAE(AutoEncoder):
-    """AE with a memory of `mem_dim` slots on the latent; attention = softmax(z M^T), no shrinkage."""
+    """AE with `mem_dim` memory slots on the latent; attention = softmax(z M^T), no shrinkage."""
 
     def __init__(self, image_size: int = 64, latent_size: int = 16, base_width: int = 16,
                  mem_dim: int = 25):
@@ -130,7 +132,7 @@ def build_backbone(backbone: str, *, image_size: int, latent_size: int = 16,
 
 def reconstruction_loss(out: dict[str, torch.Tensor], x: torch.Tensor,
                         entropy_weight: float = 0.0002) -> torch.Tensor:
-    """B3: AE mean (x̂-x)²; AE-U mean(exp(-s)(μ-x)²) + mean(s); MemAE adds the attention entropy."""
+    """B3: AE mean (x̂-x)²; AE-U mean(exp(-s)(μ-x)²) + mean(s); MemAE adds attention entropy."""
     err = (out["rec"] - x) ** 2
     if "log_var" in out:
         s = out["log_var"]
@@ -192,7 +194,7 @@ def score_maps(x: torch.Tensor, recs_a: torch.Tensor, recs_b: torch.Tensor,
 
 @torch.no_grad()
 def ensemble_maps(x: torch.Tensor, nets_a: list[nn.Module], nets_b: list[nn.Module]) -> ScoreMaps:
-    """Run frozen UDM (`nets_a`) and NDM (`nets_b`) members (eval mode) on `x` and build the maps."""
+    """Run frozen UDM (`nets_a`) and NDM (`nets_b`) members (eval mode) on `x`; build the maps."""
     outs_a = [net(x) for net in nets_a]
     outs_b = [net(x) for net in nets_b]
     recs_a = torch.stack([o["rec"] for o in outs_a])
@@ -313,7 +315,8 @@ def paste_patches(x: torch.Tensor, generator: torch.Generator, *, clean_prob: fl
         alpha = float(torch.rand((), generator=generator))
         y0, y1 = max(cy - half, 0), min(cy + half, h)
         x0, x1 = max(cx - half, 0), min(cx + half, w_img)
-        out[i, :, y0:y1, x0:x1] = (1 - alpha) * x[i, :, y0:y1, x0:x1] + alpha * x[j, :, y0:y1, x0:x1]
+        region = (slice(None), slice(y0, y1), slice(x0, x1))
+        out[i][region] = (1 - alpha) * x[i][region] + alpha * x[j][region]
         mask[i, :, y0:y1, x0:x1] = 1.0
     return out, mask
 

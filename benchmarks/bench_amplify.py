@@ -1,0 +1,164 @@
+"""Throughput of the amplify stage: DIA and CSI training iterations and CSI scoring.
+
+    .venv/bin/python benchmarks/bench_amplify.py [--iters 5] [--size 28] [--batch 32] [--device cpu]
+
+Prints one JSON object: per device, DIA and CSI iterations/s and encoder images/s (an iteration
+feeds 3·4·B images for DIA, 2·4·B for CSI), the share of a DIA iteration spent dissolving, DIA
+with a warm `DissolveCache` (every (image, flip, t) already stored, as late in a long run), and
+scoring throughput (test images/s with 4 rotations × S draws). The dissolver is a randomly
+initialised width-32 DDPM U-Net (speed does not depend on the weights). On CUDA the encoder runs
+under bf16 autocast with channels_last (the U-Net too). Reference figures on the project's 2-core
+CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval 1,838 images in 23.8 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+REFERENCE_CPU = {"dia_s_per_it": 2.76, "csi_s_per_it": 0.253, "score_images_per_s": 1838 / 23.8}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, warm_cache=False):
+    from dia.amplify import DissolveCache, amplify_forward
+    from dia.augment import make_generator
+
+    gen = make_generator(0, device)
+    timed = {"dissolve": 0.0}
+    indices, t_range = None, (30, 100)
+    if warm_cache:  # one t and a filled cache: every (image, flip, t) is a hit, as late in a run
+        dissolver = DissolveCache(dissolver, 2**34)
+        indices, t_range = torch.arange(images.shape[0], device=device), (50, 51)
+
+    def dissolve(x, t):
+        _sync(device)
+        tic = time.perf_counter()
+        out = dissolver(x, t)
+        _sync(device)
+        timed["dissolve"] += time.perf_counter() - tic
+        return out
+
+    if warm_cache:
+        dissolve = dissolver  # timed as part of the iteration
+
+    def step():
+        terms = amplify_forward(model, images, gen, dissolve=dissolve if dissolver else None,
+                                channels_last=bf16, autocast_dtype=torch.bfloat16 if bf16 else None,
+                                t_min=t_range[0], t_max=t_range[1], indices=indices)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+
+    for _ in range(3 if warm_cache else 1):  # warm-up (and cache filling)
+        step()
+    _sync(device)
+    timed["dissolve"] = 0.0
+    tic, cpu_tic = time.perf_counter(), time.process_time()
+    for _ in range(iters):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - tic) / iters
+    cpu_seconds = (time.process_time() - cpu_tic) / iters
+    return seconds, timed["dissolve"] / iters, cpu_seconds
+
+
+def bench(device: torch.device, *, iters: int, size: int, batch: int, score_images: int,
+          num_samples: int) -> dict:
+    from dia.config import DiffusionConfig
+    from dia.diffusion import build_scheduler, build_unet
+    from dia.dissolve import Dissolver
+    from dia.encoder import AmplifyEncoder
+    from dia.optim import LARS
+    from dia.scoring import extract_features
+
+    torch.manual_seed(0)
+    bf16 = device.type == "cuda"
+    unet = build_unet(DiffusionConfig(width=32)).to(device)
+    dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=bf16)
+    images = torch.rand(batch, 3, size, size, device=device)
+    out = {"device": str(device), "torch_threads": torch.get_num_threads(), "image_size": size,
+           "batch": batch, "bf16_channels_last": bf16, "dissolver": "ddpm width 32 (random init)"}
+    for method, diss in (("csi", None), ("dia", dissolver), ("dia_warm_cache", dissolver)):
+        model = AmplifyEncoder().to(device)
+        if bf16:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = LARS(model.parameters())
+        s_per_it, s_dissolve, cpu_s = _time_training(
+            model, optimizer, images, diss, device, iters, bf16,
+            warm_cache=method == "dia_warm_cache",
+        )
+        views = 3 if diss else 2
+        out[method] = {
+            "s_per_it": round(s_per_it, 4), "it_per_s": round(1 / s_per_it, 3),
+            "images_per_s": round(views * 4 * batch / s_per_it, 1),
+            "process_cpu_s_per_it": round(cpu_s, 4),
+        }
+        if method == "dia":
+            out[method]["dissolve_share"] = round(s_dissolve / s_per_it, 3)
+    model.eval()
+    test = (torch.rand(score_images, 3, size, size) * 255).to(torch.uint8)
+    extract_features(model, test[:8], num_samples=1, batch_size=8, device=device)  # warm-up
+    _sync(device)
+    tic = time.perf_counter()
+    cpu_tic = time.process_time()
+    extract_features(model, test, num_samples=num_samples, batch_size=100, device=device,
+                     autocast_dtype=torch.bfloat16 if bf16 else None)
+    _sync(device)
+    seconds = time.perf_counter() - tic
+    out["score"] = {"images": score_images, "num_samples": num_samples,
+                    "images_per_s": round(score_images / seconds, 1),
+                    "forward_images_per_s": round(score_images * 4 * num_samples / seconds, 1),
+                    "process_cpu_s": round(time.process_time() - cpu_tic, 3)}
+    if device.type == "cpu":
+        out["vs_reference_cpu"] = {
+            "dia_speedup": round(REFERENCE_CPU["dia_s_per_it"] / out["dia"]["s_per_it"], 2),
+            "csi_speedup": round(REFERENCE_CPU["csi_s_per_it"] / out["csi"]["s_per_it"], 2),
+            "score_speedup": round(
+                out["score"]["images_per_s"] / REFERENCE_CPU["score_images_per_s"], 2),
+            "dia_over_csi": round(out["dia"]["s_per_it"] / out["csi"]["s_per_it"], 2),
+            "dia_warm_cache_over_csi": round(
+                out["dia_warm_cache"]["s_per_it"] / out["csi"]["s_per_it"], 2),
+        }
+    if device.type == "cuda":
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--score-images", type=int, default=200)
+    parser.add_argument("--num-samples", type=int, default=10)
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = []
+    if args.device in ("all", "cpu"):
+        devices.append(torch.device("cpu"))
+    if args.device in ("all", "cuda") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    result = {"load_average_1min": round(os.getloadavg()[0], 2), "results": []}
+    for device in devices:
+        result["results"].append(bench(
+            device, iters=args.iters, size=args.size, batch=args.batch,
+            score_images=args.score_images, num_samples=args.num_samples,
+        ))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Score the test images with the CSI score of a trained DIA/CSI encoder: the `evaluate` stage.
+
+    run = evaluate_amplifier(cfg, "dia", results_root="results")
+
+Scores the LAST checkpoint of a finished amplify run (no test-set model selection), writes
+`scores.csv` (sample_id, label, anomaly_score; label 1 = anomalous) and `metrics.csv` (AUC with a
+bootstrap interval) through `dia.metrics`, then `DONE`. Plotting helpers for the notebook (ROC,
+score histograms, most/least anomalous images) read those files back.
+
+Reference: shijianjian/DIA README `eval.py --mode ood_pre --ood_score CSI --shift_trans_type
+rotation --ood_samples 10 --resize_factor 0.54 --resize_fix` (see `dia.scoring`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dia.config import ExperimentConfig
+from dia.metrics import auc_rows, write_metrics, write_scores
+from dia.results import Run, RunError
+from dia.runtime import resolve_device
+from dia.scoring import csi_normality_score, csi_statistics, extract_features
+from dia.stages import is_stage_done, open_stage_run, stage_run_dir
+from dia.train_encoder import _check_method, load_encoder
+
+
+def finished_amplify_run(
+    cfg: ExperimentConfig, method: str, results_root: str | Path = "results"
+) -> Run:
+    """The DONE amplify run of `cfg`, or a RunError saying how to produce it (creates nothing)."""
+    _check_method(method)
+    path = stage_run_dir(cfg, "amplify", method, results_root)
+    if not (path / "DONE").is_file():
+        state = "is not finished (no DONE marker)" if path.is_dir() else "does not exist"
+        raise RunError(
+            f"amplify run {path} {state}: train the {method.upper()} encoder first with "
+            f"dia.train_encoder.train_amplifier(cfg, {method!r}) "
+            "(notebooks/20_train_amplifier.ipynb)"
+        )
+    return open_stage_run(cfg, "amplify", method, results_root)
+
+
+def evaluate_amplifier(
+    cfg: ExperimentConfig,
+    method: str = "dia",
+    *,
+    results_root: str | Path = "results",
+    data_root: str | Path | None = None,
+    device: torch.device | str | None = None,
+) -> Run:
+    """CSI-score the test split with the last checkpoint of the amplify run of (cfg, method).
+
+    Returns:
+        the finished evaluate `Run` (scores.csv, metrics.csv, csi_statistics.json, DONE).
+    """
+    amplify = finished_amplify_run(cfg, method, results_root)
+    if is_stage_done(cfg, "evaluate", method, results_root):
+        return open_stage_run(cfg, "evaluate", method, results_root)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    from dia.data import load_for_config
+
+    model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written
+    splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
+    run = open_stage_run(cfg, "evaluate", method, results_root)
+    s = cfg.score
+    use_bf16 = cfg.amplify.precision == "bf16" and device.type == "cuda"
+    autocast = torch.bfloat16 if use_bf16 else None
+    common = dict(num_samples=s.num_samples, crop_scale=s.crop_scale, shift=cfg.amplify.shift,
+                  device=device, autocast_dtype=autocast, progress=True)
+    train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
+    test_feats = extract_features(model, splits.test, batch_size=s.batch_size, **common)
+    stats = csi_statistics(train_feats)
+    anomaly_score = (-csi_normality_score(stats, test_feats)).numpy()
+    labels = splits.test_labels.numpy().astype(int)
+    write_scores(run, splits.test_ids, labels, anomaly_score)
+    rows = auc_rows(run, method=method, profile=cfg.profile, image_size=splits.image_size,
+                    labels=labels, anomaly_score=anomaly_score)
+    write_metrics(run, rows)
+    run.write_json("csi_statistics.json", {
+        "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
+        "num_train": int(splits.train.shape[0]), "num_test": int(splits.test.shape[0]),
+    })
+    summary = {key: rows[0][key] for key in ("ci_low", "ci_high")}
+    run.mark_done({"auc": rows[0]["value"], **summary, "amplify_run": amplify.run_id,
+                   "epoch": meta["epoch"]})
+    return run
+
+
+# -- reading results back and plotting (for notebooks/30_evaluate) -------------------------------
+
+
+def read_scores(run: Run):
+    """scores.csv of an evaluate run as a DataFrame (sample_id, label, anomaly_score)."""
+    import pandas as pd
+
+    run.require_done("evaluate")
+    return pd.read_csv(run.path / "scores.csv", dtype={"sample_id": str})
+
+
+def read_metrics(run: Run):
+    import pandas as pd
+
+    run.require_done("evaluate")
+    return pd.read_csv(run.path / "metrics.csv")
+
+
+def plot_roc(runs: Run | list[Run], ax=None):
+    """ROC curves of one or more evaluate runs, AUC in the legend; returns the figure."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    for run in runs:
+        df = read_scores(run)
+        fpr, tpr, _ = roc_curve(df["label"], df["anomaly_score"])
+        auc = roc_auc_score(df["label"], df["anomaly_score"])
+        ax.plot(fpr, tpr, label=f"{run.method.upper()} s{run.seed} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate",
+           title=f"ROC, {runs[0].dataset} (label 1 = anomalous)")
+    ax.legend(loc="lower right")
+    return ax.figure
+
+
+def plot_score_histograms(run: Run, ax=None, bins: int = 30):
+    """Histograms of anomaly scores, normal vs anomalous test images; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    df = read_scores(run)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.5))
+    edges = np.histogram_bin_edges(df["anomaly_score"], bins=bins)
+    for label, name, color in ((0, "normal", "tab:blue"), (1, "anomalous", "tab:red")):
+        values = df.loc[df["label"] == label, "anomaly_score"]
+        ax.hist(values, bins=edges, alpha=0.55, color=color, label=f"{name} (n={len(values)})")
+    ax.set(xlabel="anomaly score = −s(x)", ylabel="test images",
+           title=f"{run.method.upper()} on {run.dataset}")
+    ax.legend()
+    return ax.figure
+
+
+def plot_extreme_images(run: Run, splits, num: int = 8):
+    """Grid: the `num` most anomalous (top row) and least anomalous (bottom row) test images."""
+    import matplotlib.pyplot as plt
+
+    df = read_scores(run)
+    index = {sid: i for i, sid in enumerate(splits.test_ids)}
+    order = df.sort_values("anomaly_score", ascending=False)
+    num = min(num, len(df) // 2) or 1
+    rows = (("most anomalous", order.head(num)), ("least anomalous", order.tail(num)[::-1]))
+    fig, axes = plt.subplots(2, num, figsize=(1.6 * num, 3.8), squeeze=False)
+    for r, (title, part) in enumerate(rows):
+        for c, (_, row) in enumerate(part.iterrows()):
+            ax = axes[r][c]
+            image = splits.test[index[row["sample_id"]]].permute(1, 2, 0).numpy()
+            ax.imshow(image)
+            ax.set_title(f"{'A' if row['label'] else 'N'} {row['anomaly_score']:.2f}", fontsize=8,
+                         color="tab:red" if row["label"] else "tab:blue")
+            ax.axis("off")
+        axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, rotation=90,
+                        va="center", ha="right", fontsize=9)
+    fig.suptitle(f"{run.method.upper()} on {run.dataset}: A = anomalous, N = normal (score)")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, results_root: str | Path, name: str) -> Path:
+    """Save `fig` as <results_root>/figures/<name>.png (150 dpi) and return the path."""
+    path = Path(results_root) / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def figure_name(run: Run, kind: str) -> str:
+    """A stable figure name: <kind>_<dataset>_<method>_s<seed>."""
+    return f"{kind}_{run.dataset}_{run.method}_s{run.seed}"
+
+
+def plot_training_log(run: Run):
+    """Loss terms and learning rate per epoch of an amplify run (train_log.jsonl)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    log = pd.DataFrame(run.read_log())
+    if log.empty:
+        raise RunError(f"amplify run {run.path} has no training log yet")
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2))
+    terms = (("loss", "total"), ("loss_contrastive", "contrastive"), ("loss_shift", "shift CE"))
+    for key, name in terms:
+        ax_loss.plot(log["epoch"], log[key], marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="loss (epoch mean)",
+                title=f"{run.method.upper()} on {run.dataset}")
+    ax_loss.legend()
+    ax_lr.plot(log["epoch"], log["lr"], marker=".")
+    ax_lr.set(xlabel="epoch", ylabel="learning rate (end of epoch)", title="warm-up, then cosine")
+    fig.tight_layout()
+    return fig

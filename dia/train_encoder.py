@@ -1,0 +1,265 @@
+"""Train the amplifying encoder (DIA) or its baseline (CSI): the `amplify` stage.
+
+    run = train_amplifier(cfg, "dia", results_root="results")   # trains the DDPM first if needed
+
+One run folder per (dataset, method, seed, config) (`dia.stages`). Every epoch ends with an atomic
+checkpoint (`checkpoints/last.pt`: model, optimiser, epoch, config identity) and one line in
+`train_log.jsonl`; a killed run resumes from the last checkpoint and, since the data order and the
+augmentation draws come from generators seeded by (seed, epoch), continues exactly as if it had
+not been killed. `DONE` is written last; the reported model is the last checkpoint.
+
+Reference: shijianjian/DIA `train.py`, `common/train.py`, `training/unsup/simclr_DIA.py`
+(alinlab/CSI `training/unsup/simclr_CSI.py` for the baseline). Not reproduced: the linear probe
+(monitoring only) and the in-training test-set evaluation with best-checkpoint selection.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dia.amplify import DissolveCache, amplify_forward
+from dia.augment import AugmentParams, make_generator, num_shifts
+from dia.config import ExperimentConfig, to_dict
+from dia.encoder import AmplifyEncoder
+from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
+from dia.results import Run, RunError
+from dia.runtime import resolve_device, seed_everything
+from dia.stages import is_stage_done, open_stage_run, stage_sections
+
+METHODS = ("dia", "csi")
+CHECKPOINT = "last.pt"
+CHECKPOINT_FORMAT = "dia-amplifier-v1"
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown amplifier method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def build_encoder(cfg: ExperimentConfig) -> AmplifyEncoder:
+    """The encoder of `cfg.amplify` (random init from the current global RNG)."""
+    return AmplifyEncoder(num_shifts(cfg.amplify.shift), width=cfg.amplify.encoder_width)
+
+
+def prepare_dissolver(
+    cfg: ExperimentConfig, *, results_root: str | Path, data_root, device: torch.device
+):
+    """Train (or reuse) the DDPM of `cfg` and wrap it as the frozen dissolver of the DIA view."""
+    if cfg.dissolve.dissolver != "diffusion":
+        raise NotImplementedError(
+            f"dissolve.dissolver={cfg.dissolve.dissolver!r}: only the diffusion dissolver is "
+            "wired into the amplifier so far"
+        )
+    from dia.diffusion import train_diffusion
+    from dia.dissolve import Dissolver
+    from dia.stages import stage_config
+
+    diffusion_run = train_diffusion(
+        stage_config(cfg, "diffusion"), results_root=results_root, data_root=data_root,
+        device=device,
+    )
+    return Dissolver.from_run(diffusion_run, cfg.dissolve, device)
+
+
+def _identity(cfg: ExperimentConfig, method: str) -> dict[str, Any]:
+    full = to_dict(cfg)
+    return {
+        "dataset": cfg.dataset, "method": method, "seed": cfg.seed,
+        "config": {name: full[name] for name in stage_sections("amplify", method)},
+    }
+
+
+def check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, method: str, path: Path) -> None:
+    """Refuse an encoder checkpoint written for another dataset, method, seed or config."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(
+            f"{path} is not a DIA/CSI encoder checkpoint (format {ckpt.get('format')!r})"
+        )
+    want = _identity(cfg, method)
+    have = {key: ckpt.get(key) for key in want}
+    if have != want:
+        diff = [k for k in ("dataset", "method", "seed") if have[k] != want[k]]
+        have_config = have["config"] or {}
+        diff += [f"config.{s}" for s in want["config"] if have_config.get(s) != want["config"][s]]
+        raise RunError(
+            f"encoder checkpoint {path} was written for another run (differs in {', '.join(diff)}: "
+            f"dataset {have['dataset']!r}, method {have['method']!r}); delete it or use another "
+            "results root"
+        )
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_encoder(
+    run: Run, cfg: ExperimentConfig, method: str, device: torch.device | str = "cpu"
+) -> tuple[AmplifyEncoder, dict[str, Any]]:
+    """The encoder of the last checkpoint of an amplify run, in eval mode, and its metadata."""
+    path = run.checkpoint_dir / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    check_checkpoint(ckpt, cfg, method, path)
+    model = build_encoder(cfg)
+    model.load_state_dict(ckpt["model"])
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
+    return model.to(device).eval(), meta
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1)
+
+
+def _run_epoch(model, optimizer, train, order, gen, lrs, *, batch, device, bar, epoch, **step):
+    """One epoch of len(lrs) iterations; returns the mean loss terms and the last lr."""
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    for it, lr in enumerate(lrs.tolist()):
+        set_lr(optimizer, lr)
+        index = order[it * batch:(it + 1) * batch]
+        x = train[index].to(device).float().div_(255.0)
+        terms = amplify_forward(model, x, gen, indices=index.to(device), **step)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        for key, value in terms.items():  # summed on the device: no sync per iteration
+            sums[key] = sums.get(key, 0.0) + value.detach()
+        bar.update(1)
+        if it % 10 == 0 or it == len(lrs) - 1:
+            bar.set_postfix(epoch=epoch, loss=f"{float(terms['total'].detach()):.3f}",
+                            lr=f"{lr:.3g}")
+    names = {key: "loss" if key == "total" else f"loss_{key}" for key in sums}
+    return {names[key]: float(value) / len(lrs) for key, value in sums.items()}, lr
+
+
+def train_amplifier(
+    cfg: ExperimentConfig,
+    method: str = "dia",
+    *,
+    results_root: str | Path = "results",
+    data_root: str | Path | None = None,
+    device: torch.device | str | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+) -> Run:
+    """Train (or resume, or skip when DONE) the DIA or CSI encoder of `cfg`.
+
+    Args:
+        cfg: the experiment config (`cfg.amplify`; for DIA also `cfg.diffusion`, `cfg.dissolve`).
+        method: "dia" (3 views, dissolved negatives) or "csi" (the baseline, 2 views).
+        results_root: where ``runs/`` lives.
+        data_root: the data folder (None: `$DIA_DATA_ROOT` or ``data/``).
+        device: default `cfg.device` (``auto``: CUDA when available).
+        on_epoch: called with the epoch number after each epoch's checkpoint (tests use it to
+            simulate a kill).
+
+    Returns:
+        the finished amplify `Run` (``DONE`` written; ``checkpoints/last.pt`` is the model).
+    """
+    _check_method(method)
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    if is_stage_done(cfg, "amplify", method, results_root):
+        return open_stage_run(cfg, "amplify", method, results_root)
+    from dia.data import load_for_config
+
+    splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
+    if splits.train.shape[0] == 0:
+        raise RunError(f"dataset {cfg.dataset!r} has no training images")
+    dissolver = None
+    if method == "dia":
+        dissolver = prepare_dissolver(
+            cfg, results_root=results_root, data_root=data_root, device=device
+        )
+    run = open_stage_run(cfg, "amplify", method, results_root)
+    _train(cfg, method, run, splits.train, dissolver, device, on_epoch)
+    return run
+
+
+def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool):
+    """A fresh (seeded) encoder and LARS, or both restored from the run's last checkpoint."""
+    a = cfg.amplify
+    seed_everything(cfg.seed)
+    model = build_encoder(cfg).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = LARS(model.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
+                     eps=a.lars_eps, trust_coef=a.lars_trust_coef)
+    path = run.checkpoint_dir / CHECKPOINT
+    if not path.is_file():
+        return model, optimizer, 1
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    check_checkpoint(ckpt, cfg, method, path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return model, optimizer, int(ckpt["epoch"]) + 1
+
+
+def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epoch) -> None:
+    a = cfg.amplify
+    n, batch = train.shape[0], a.batch_size
+    loader_len = math.ceil(n / batch)
+    iters = iterations_per_epoch(loader_len, a.max_iters_per_epoch)
+    lrs = lr_schedule(
+        epochs=a.epochs, loader_len=loader_len, max_iters_per_epoch=a.max_iters_per_epoch,
+        base_lr=a.lr, multiplier=a.warmup_multiplier, warmup_epochs=a.warmup_epochs,
+    )
+    use_bf16 = a.precision == "bf16" and device.type == "cuda"
+    model, optimizer, start_epoch = _model_and_optimizer(cfg, method, run, device, use_bf16)
+    ckpt_path = run.checkpoint_dir / CHECKPOINT
+    run.truncate_log(after_step=start_epoch - 1, key="epoch")
+    augment = AugmentParams(crop_scale=(a.crop_scale_min, 1.0))
+    if dissolver is not None and a.dissolve_cache_gib > 0:
+        dissolver = DissolveCache(dissolver, int(a.dissolve_cache_gib * 2**30))
+    from tqdm import tqdm
+
+    bar = tqdm(total=a.epochs * iters, initial=(start_epoch - 1) * iters,
+               desc=f"amplify {method} {cfg.dataset}", unit="it")
+    step_kwargs = dict(
+        shift=a.shift, dissolve=dissolver, t_min=cfg.dissolve.t_min, t_max=cfg.dissolve.t_max,
+        augment=augment, temperature=a.temperature, exclude_own_dissolved=a.exclude_own_dissolved,
+        shift_weight=a.shift_weight, channels_last=use_bf16,
+        autocast_dtype=torch.bfloat16 if use_bf16 else None,
+    )
+    started, last = time.perf_counter(), {}
+    for epoch in range(start_epoch, a.epochs + 1):
+        order = torch.randperm(n, generator=make_generator(_epoch_seed(cfg.seed, epoch, 0)))
+        gen = make_generator(_epoch_seed(cfg.seed, epoch, 1), device)
+        tic = time.perf_counter()
+        epoch_lrs = lrs[(epoch - 1) * iters:epoch * iters]
+        last, lr = _run_epoch(model, optimizer, train, order, gen, epoch_lrs, batch=batch,
+                              device=device, bar=bar, epoch=epoch, **step_kwargs)
+        seconds = time.perf_counter() - tic
+        views = 2 if dissolver is None else 3
+        images = views * num_shifts(a.shift) * min(n, iters * batch)  # encoder inputs
+        record = {"epoch": epoch, "step": epoch * iters, **last, "lr": lr,
+                  "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2)}
+        if isinstance(dissolver, DissolveCache):
+            record["dissolve_cache_hit_rate"] = round(dissolver.hit_rate(), 4)
+        run.append_log(record)  # before the checkpoint: a resume truncates what it cannot keep
+        if epoch % a.checkpoint_every_epochs == 0 or epoch == a.epochs:
+            _atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, **_identity(cfg, method), "epoch": epoch,
+                "iterations_per_epoch": iters, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            }, ckpt_path)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    bar.close()
+    run.mark_done({
+        "method": method, "epochs": a.epochs, "iterations": a.epochs * iters,
+        "iterations_per_epoch": iters, "final": last, "checkpoint": f"checkpoints/{CHECKPOINT}",
+        "seconds_this_session": round(time.perf_counter() - started, 1),
+    })

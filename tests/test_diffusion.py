@@ -1,0 +1,203 @@
+"""The DDPM dissolver: architecture, data preparation, training, checkpoints, kill and resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from dia.config import DiffusionConfig, load_config
+from dia.diffusion import (
+    CHECKPOINT, EMA, build_scheduler, build_unet, count_parameters, load_dissolver_model,
+    open_diffusion_run, prepare_images, train_diffusion,
+)
+from dia.dissolve import Dissolver
+from dia.results import RunError
+
+# A width-8 U-Net (0.68 M parameters) overfitting 4 images: a step is about 0.1 s on one core.
+TINY = {
+    "data.max_train": 4,
+    "diffusion.width": 8,
+    "diffusion.batch_size": 4,
+    "diffusion.lr": 5e-3,
+    "diffusion.steps": 6,
+    "diffusion.checkpoint_every": 2,
+    "diffusion.log_every": 2,
+    "diffusion.ema_update_after_step": 2,
+    "diffusion.ema_every": 1,
+}
+
+
+def tiny_cfg(**extra):
+    return load_config("smoke", dataset="synthetic", overrides={**TINY, **extra})
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose much on a shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_unet_layout_and_parameter_count():
+    with torch.device("meta"):  # count without initialising 43 M weights
+        unet = build_unet(DiffusionConfig(width=64))
+        small = build_unet(DiffusionConfig(width=32))
+    assert count_parameters(unet) == 42_858_179  # stated in build_unet's docstring
+    assert unet.config.block_out_channels == (64, 128, 256, 512)
+    assert unet.config.sample_size == 32 and unet.config.in_channels == 3
+    assert unet.config.down_block_types[-1] == "AttnDownBlock2D"
+    assert unet.config.up_block_types[0] == "AttnUpBlock2D"
+    assert count_parameters(small) == 10_727_267
+    with pytest.raises(ValueError, match="width"):
+        build_unet(DiffusionConfig(width=12))
+
+
+def test_scheduler_settings():
+    s = build_scheduler()
+    assert s.config.num_train_timesteps == 1000
+    assert s.config.beta_schedule == "squaredcos_cap_v2"
+    assert s.config.prediction_type == "epsilon" and s.config.clip_sample is False
+
+
+def test_prepare_images_pad_resize_and_range():
+    small = torch.randint(0, 256, (3, 3, 28, 28), dtype=torch.uint8)
+    x = prepare_images(small)
+    assert x.shape == (3, 3, 32, 32)
+    assert (x[..., :2, :] == -1).all() and (x[..., -2:, :] == -1).all()  # zero pad at [0,1] scale
+    torch.testing.assert_close(x[..., 2:30, 2:30], small.float() / 127.5 - 1)
+    big = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    y = prepare_images(big, chunk=1)
+    want = torch.nn.functional.interpolate(big.float() / 255, size=(32, 32), mode="bilinear",
+                                           antialias=False) * 2 - 1
+    torch.testing.assert_close(y, want)
+    assert float(y.min()) >= -1 and float(y.max()) <= 1
+    with pytest.raises(ValueError, match="uint8"):
+        prepare_images(big.float())
+
+
+def test_ema_copies_then_averages():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5, every=1, after=1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, 1)  # step <= after: copy
+    torch.testing.assert_close(ema.model.weight, model.weight)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model, 100)  # decay capped at 0.5: halfway
+    torch.testing.assert_close(ema.model.weight, torch.full((2, 2), 2.0))
+
+
+def test_train_loss_falls_checkpoints_and_skips_when_done(tmp_path):
+    cfg = tiny_cfg(**{"diffusion.steps": 16, "diffusion.log_every": 8,
+                      "diffusion.checkpoint_every": 8})
+    run = train_diffusion(cfg, results_root=tmp_path, device="cpu")
+    assert run.is_done() and run.path.parts[-4:-1] == ("diffusion", "synthetic", "ddpm")
+    log = run.read_log()
+    assert [r["step"] for r in log] == [8, 16]
+    assert all(r["images_per_s"] > 0 for r in log)
+    assert log[-1]["loss"] < 0.9 * log[0]["loss"], log  # overfits 4 images
+    ckpt = torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True)
+    assert ckpt["step"] == 16 and ckpt["dataset"] == "synthetic"
+    assert set(ckpt) >= {"unet", "ema", "optimizer", "generator", "config", "batches"}
+    assert ckpt["config"]["diffusion"]["lr"] == 5e-3
+    assert not list(run.checkpoint_dir.glob(".*tmp"))  # atomic writes leave nothing behind
+    # raw weights are what the dissolver loads, not the EMA
+    unet, ac = load_dissolver_model(run, "cpu")
+    for name, value in unet.state_dict().items():
+        torch.testing.assert_close(value, ckpt["unet"][name])
+    assert any(not torch.equal(ckpt["unet"][k], ckpt["ema"][k]) for k in ckpt["unet"])
+    assert ac.shape == (1000,) and not any(p.requires_grad for p in unet.parameters())
+    # DONE: a second call does nothing
+    mtime = (run.path / "train_log.jsonl").stat().st_mtime_ns
+    again = train_diffusion(cfg, results_root=tmp_path, device="cpu")
+    assert again.path == run.path
+    assert (run.path / "train_log.jsonl").stat().st_mtime_ns == mtime
+    d = Dissolver.from_run(run, cfg.dissolve, "cpu")
+    assert d(torch.rand(2, 3, 28, 28), 50).shape == (2, 3, 28, 28)
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+    cfg = tiny_cfg()
+    whole = train_diffusion(cfg, results_root=tmp_path / "a", device="cpu")
+
+    def kill_after_5(step: int) -> None:
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_diffusion(cfg, results_root=tmp_path / "b", device="cpu", on_step=kill_after_5)
+    run = open_diffusion_run(cfg, tmp_path / "b")
+    assert not run.is_done()
+    assert torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True)["step"] == 4
+    run.append_log({"step": 5, "loss": 9.9})  # a line written after the last checkpoint
+    resumed = train_diffusion(cfg, results_root=tmp_path / "b", device="cpu")
+    assert resumed.is_done()
+    a, b = whole.read_log(), resumed.read_log()
+    assert [r["step"] for r in b] == [2, 4, 6]
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6), (a, b)
+    ca = torch.load(whole.checkpoint_dir / CHECKPOINT, weights_only=True)
+    cb = torch.load(resumed.checkpoint_dir / CHECKPOINT, weights_only=True)
+    assert ca["step"] == cb["step"] == 6
+    for name in ca["unet"]:
+        torch.testing.assert_close(ca["unet"][name], cb["unet"][name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ca["ema"][name], cb["ema"][name], rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    first = train_diffusion(tiny_cfg(**{"diffusion.steps": 2}), results_root=tmp_path,
+                            device="cpu")
+    other_cfg = tiny_cfg(**{"diffusion.steps": 2, "diffusion.lr": 1e-3})
+    other = open_diffusion_run(other_cfg, tmp_path)
+    assert other.path != first.path
+    shutil.copy(first.checkpoint_dir / CHECKPOINT, other.checkpoint_dir / CHECKPOINT)
+    with pytest.raises(RunError, match=r"belongs to dataset 'synthetic'.*0\.005.*0\.001"):
+        train_diffusion(other_cfg, results_root=tmp_path, device="cpu")
+
+
+def test_bad_config_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="width"):
+        train_diffusion(tiny_cfg(**{"diffusion.width": 12}), results_root=tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="log_every"):
+        train_diffusion(tiny_cfg(**{"diffusion.log_every": 0}), results_root=tmp_path, device="cpu")
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_ddpm_per_dataset_whatever_the_run_seed(tmp_path):
+    a = open_diffusion_run(load_config("smoke", dataset="synthetic", seed=3), tmp_path)
+    b = open_diffusion_run(load_config("smoke", dataset="synthetic", seed=0), tmp_path)
+    assert a.path == b.path and a.path.name.startswith("s0-")
+
+
+def test_unfinished_run_is_refused_for_dissolving(tmp_path):
+    run = open_diffusion_run(tiny_cfg(), tmp_path)
+    with pytest.raises(RunError, match="notebooks/10_train_diffusion"):
+        load_dissolver_model(run, "cpu")
+    with pytest.raises(RunError, match="not finished"):
+        Dissolver.from_run(run.path, tiny_cfg().dissolve, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trains_and_resumes_on_cuda(tmp_path):
+    cfg = tiny_cfg(**{"diffusion.cuda_bf16": True})
+
+    def kill_after_3(step: int) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_diffusion(cfg, results_root=tmp_path, device="cuda", on_step=kill_after_3)
+    run = train_diffusion(cfg, results_root=tmp_path, device="cuda")
+    assert run.is_done() and [r["step"] for r in run.read_log()] == [2, 4, 6]
+    unet, ac = load_dissolver_model(run, "cuda")
+    assert next(unet.parameters()).device.type == "cuda" and ac.device.type == "cuda"

@@ -1,0 +1,111 @@
+"""Smoke runs of the amplify and evaluate stages on CPU: train, resume, refuse, score."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from dia.config import load_config
+from dia.evaluate import evaluate_amplifier
+from dia.results import RunError
+from dia.stages import stage_run_dir
+from dia.train_encoder import CHECKPOINT, train_amplifier
+
+TINY = {
+    "data.max_train": 8, "data.max_test_per_class": 4,
+    "diffusion.width": 8, "diffusion.steps": 2, "diffusion.batch_size": 4,
+    "diffusion.checkpoint_every": 2, "diffusion.log_every": 1,
+    "amplify.epochs": 2, "amplify.batch_size": 4, "amplify.max_iters_per_epoch": 1,
+    "amplify.warmup_epochs": 1, "amplify.encoder_width": 8,
+    "score.num_samples": 2, "score.batch_size": 8, "score.train_batch_size": 8,
+}
+
+
+def _cfg(**extra):
+    return load_config("smoke", dataset="synthetic", seed=0, overrides={**TINY, **extra})
+
+
+@pytest.fixture(autouse=True)
+def _short_bootstrap(monkeypatch):
+    """The AUC interval is dia.metrics' business; 50 resamples keep these CPU tests short."""
+    import dia.metrics
+
+    original = dia.metrics.bootstrap_auc_ci
+    monkeypatch.setattr(dia.metrics, "bootstrap_auc_ci",
+                        lambda *a, **k: original(*a, **{**k, "num_resamples": 50}))
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def _kill_after(epoch_to_die: int):
+    def on_epoch(epoch: int) -> None:
+        if epoch == epoch_to_die:
+            raise Killed(f"simulated kill after epoch {epoch}")
+    return on_epoch
+
+
+@pytest.mark.parametrize("method", ["csi", "dia"])
+def test_train_resume_and_score(method, tmp_path):
+    cfg = _cfg()
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    with pytest.raises(RunError, match="train the"):
+        evaluate_amplifier(cfg, method, results_root=killed_root, device="cpu")
+    with pytest.raises(Killed):
+        train_amplifier(cfg, method, results_root=killed_root, device="cpu",
+                        on_epoch=_kill_after(1))
+    run_path = stage_run_dir(cfg, "amplify", method, killed_root)
+    assert (run_path / "checkpoints" / CHECKPOINT).is_file() and not (run_path / "DONE").exists()
+    with pytest.raises(RunError, match="not finished"):
+        evaluate_amplifier(cfg, method, results_root=killed_root, device="cpu")
+    assert not (killed_root / "runs" / "evaluate").exists()  # refused before writing anything
+
+    run = train_amplifier(cfg, method, results_root=killed_root, device="cpu")
+    assert run.is_done()
+    log = run.read_log()
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert {"loss", "loss_contrastive", "loss_shift", "lr", "images_per_s"} <= set(log[0])
+    # resuming gives exactly the uninterrupted run (data order and draws seeded per epoch)
+    clean_cfg = cfg
+    if method == "dia":  # share the trained DDPM; the uninterrupted run uses the dissolve cache
+        shutil.copytree(killed_root / "runs" / "diffusion", clean_root / "runs" / "diffusion")
+        clean_cfg = _cfg(**{"amplify.dissolve_cache_gib": 0.01})
+    clean = train_amplifier(clean_cfg, method, results_root=clean_root, device="cpu")
+    a = torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(clean.checkpoint_dir / CHECKPOINT, weights_only=True)["model"]
+    if method == "csi":
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:  # the cache is exact up to the U-Net's float reordering across batch sizes
+        assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+        assert "dissolve_cache_hit_rate" in clean.read_log()[-1]
+    assert train_amplifier(cfg, method, results_root=killed_root, device="cpu").path == run.path
+
+    ev = evaluate_amplifier(cfg, method, results_root=killed_root, device="cpu")
+    assert ev.is_done()
+    scores = pd.read_csv(ev.path / "scores.csv")
+    assert len(scores) == 8 and set(scores["label"]) == {0, 1}
+    assert scores["anomaly_score"].notna().all()
+    metrics = pd.read_csv(ev.path / "metrics.csv")
+    assert metrics.loc[0, "metric"] == "auc" and 0.0 <= metrics.loc[0, "value"] <= 1.0
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    cfg = _cfg()
+    with pytest.raises(Killed):
+        train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu", on_epoch=_kill_after(1))
+    ckpt_path = stage_run_dir(cfg, "amplify", "csi", tmp_path) / "checkpoints" / CHECKPOINT
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["dataset"] = "pneumonia"
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(RunError, match="another run"):
+        train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+
+
+def test_unknown_method_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="choose one of dia, csi"):
+        train_amplifier(_cfg(), "simclr", results_root=tmp_path)
+    assert not (tmp_path / "runs").exists()
