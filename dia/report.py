@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dia.results import atomic_write_text, find_runs
+from dia.results import atomic_write_text, find_runs, read_run_config
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
 PAPER_DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos")
@@ -52,12 +52,30 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
     """Rows of every finished run's metrics.csv (runs without DONE are ignored)."""
     frames = []
     for path in find_runs(results_root):
-        if (path / "DONE").is_file() and (path / "metrics.csv").is_file():
+        if (path / "DONE").is_file() and (path / "metrics.csv").is_file() and is_profile_run(path):
             frames.append(pd.read_csv(path / "metrics.csv"))
     if not frames:
         return pd.DataFrame(columns=["dataset", "method", "seed", "profile", "image_size", "metric",
                                      "value", "ci_low", "ci_high", "run_id"])
     return pd.concat(frames, ignore_index=True)
+
+
+def is_profile_run(path: Path) -> bool:
+    """True when a run folder holds its profile's own config (not an ablation variant, not stale).
+
+    Ablation variants (`dia.ablations`) and runs of a profile file edited since keep their
+    folders, but only the profile's current config enters the main table.
+    """
+    from dia.config import ConfigError, load_config
+    from dia.stages import stage_run_dir
+
+    record = read_run_config(path)
+    cfg, run = record.get("config", {}), record.get("run", {})
+    try:
+        expected = load_config(cfg["profile"], dataset=cfg["dataset"], seed=cfg["seed"])
+        return stage_run_dir(expected, run["stage"], run["method"]).name == path.name
+    except (KeyError, ValueError, ConfigError):
+        return False
 
 
 def tidy_auc(results_root: str | Path) -> pd.DataFrame:

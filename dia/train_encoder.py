@@ -51,12 +51,11 @@ def build_encoder(cfg: ExperimentConfig) -> AmplifyEncoder:
 def prepare_dissolver(
     cfg: ExperimentConfig, *, results_root: str | Path, data_root, device: torch.device
 ):
-    """Train (or reuse) the DDPM of `cfg` and wrap it as the frozen dissolver of the DIA view."""
-    if cfg.dissolve.dissolver != "diffusion":
-        raise NotImplementedError(
-            f"dissolve.dissolver={cfg.dissolve.dissolver!r}: only the diffusion dissolver is "
-            "wired into the amplifier so far"
-        )
+    """The frozen dissolver of the DIA view: the DDPM of `cfg` (trained or reused), or a blur."""
+    if cfg.dissolve.dissolver != "diffusion":  # an ablation: no DDPM needed
+        from dia.blur import BlurDissolver
+
+        return BlurDissolver(cfg.dissolve.dissolver, cfg.dissolve.t_min, cfg.dissolve.t_max)
     from dia.diffusion import train_diffusion
     from dia.dissolve import Dissolver
     from dia.stages import stage_config

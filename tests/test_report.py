@@ -7,12 +7,13 @@ import pandas as pd
 from dia import report
 from dia.config import load_config
 from dia.metrics import auc_rows, write_metrics, write_scores
-from dia.results import open_run
+from dia.stages import open_stage_run
 
 
-def _fake_run(results_root, dataset, method, seed, labels, scores, profile="smoke", done=True):
-    cfg = load_config(profile, dataset=dataset, seed=seed)
-    run = open_run(cfg, stage="evaluate", method=method, results_root=results_root)
+def _fake_run(results_root, dataset, method, seed, labels, scores, profile="smoke", done=True,
+              overrides=None):
+    cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides)
+    run = open_stage_run(cfg, "evaluate", method, results_root)
     write_scores(run, [f"x{i}" for i in range(len(labels))], labels, scores)
     write_metrics(run, auc_rows(run, method=method, profile=profile, image_size=28,
                                 labels=labels, anomaly_score=scores))
@@ -34,10 +35,12 @@ def test_table_from_runs(results_root):
     _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])  # AUC 1
     _fake_run(results_root, "synthetic", "dia", 1, [0, 0, 1, 1], [0.1, 0.9, 0.2, 0.8])  # AUC 0.5
     _fake_run(results_root, "synthetic", "csi", 0, [0, 1], [0.9, 0.1], done=False)  # unfinished
+    _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.9, 0.1],  # an ablation variant
+              overrides={"dissolve.value_range": "normalized"})
     paths = report.write_tables(results_root)
     tidy = pd.read_csv(paths["csv"])
     ours = tidy[tidy.source == "re-run"]
-    assert sorted(ours["auc"]) == [0.5, 1.0]  # the unfinished CSI run is not in the table
+    assert sorted(ours["auc"]) == [0.5, 1.0]  # neither the unfinished run nor the variant
     assert {"dataset", "method", "seed", "profile", "auc", "source"} <= set(tidy.columns)
     table = report.build_table(report.tidy_auc(results_root)).set_index("method")
     assert table.loc["DIA", "Synthetic"].startswith("0.750 ± 0.354 (n=2, smoke)")

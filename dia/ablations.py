@@ -1,0 +1,170 @@
+"""Ablations of DIA: which of its ingredients matter, measured on our own runs.
+
+Each ablation is a set of variants; a variant is a set of config overrides on the profile. Every
+(variant, seed) is trained and scored through the same run-folder machinery as the main suite
+(`train_amplifier` + `evaluate_amplifier`), so finished variants are skipped on the next call and
+the default variant is shared with the main table's run. Variant runs whose config differs from
+the profile's are kept out of the main AUC table (`dia.report` shows only the profile's config).
+
+    frame = run_ablations("pneumonia", "quick", seeds=3, which=("dissolver", "value_range"))
+    readme_layout(frame)        # rows = shift x dissolver, as the DIA repository's README
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dia.config import load_config
+
+# name -> list of (variant label, overrides, method)
+ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
+    "dissolver": [
+        ("diffusion", {}, "dia"),
+        ("gaussian_blur", {"dissolve.dissolver": "gaussian_blur"}, "dia"),
+        ("median_blur", {"dissolve.dissolver": "median_blur"}, "dia"),
+        ("none (CSI)", {}, "csi"),
+    ],
+    "shift": [
+        ("rotation", {}, "dia"),
+        ("cutperm", {"amplify.shift": "cutperm"}, "dia"),
+        ("cutperm, gaussian_blur", {"amplify.shift": "cutperm", "dissolve.dissolver": "gaussian_blur"}, "dia"),
+        ("cutperm, median_blur", {"amplify.shift": "cutperm", "dissolve.dissolver": "median_blur"}, "dia"),
+    ],
+    "value_range": [
+        ("reference", {}, "dia"),
+        ("normalized", {"dissolve.value_range": "normalized"}, "dia"),
+    ],
+    "exclusion": [
+        ("own dissolved copy excluded", {}, "dia"),
+        ("own dissolved copy negative", {"amplify.exclude_own_dissolved": False}, "dia"),
+    ],
+    "resolution": [  # 224-pixel datasets only: MedMNIST is always dissolved at 32 (padded 28)
+        ("32", {}, "dia"),
+        ("64", {"dissolve.resolution": 64}, "dia"),
+    ],
+}
+DDPM_STEP_FRACTIONS = (0.25, 0.5, 1.0)  # of the profile's diffusion.steps
+
+
+def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str, str, dict, str]]:
+    """(ablation, label, overrides, method) for the requested ablations."""
+    unknown = [w for w in which if w not in ABLATIONS and w != "ddpm_steps"]
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; choose from {[*ABLATIONS, 'ddpm_steps']}")
+    out = []
+    for name in which:
+        if name == "ddpm_steps":
+            steps = load_config(profile, dataset=dataset).diffusion.steps
+            for fraction in DDPM_STEP_FRACTIONS:
+                n = max(1, int(round(steps * fraction)))
+                out.append((name, str(n), {} if fraction == 1.0 else {"diffusion.steps": n}, "dia"))
+        elif name == "resolution" and dataset in ("pneumonia", "breast", "synthetic"):
+            continue
+        else:
+            out += [(name, label, overrides, method) for label, overrides, method in ABLATIONS[name]]
+    return out
+
+
+def run_ablations(
+    dataset: str,
+    profile: str,
+    *,
+    seeds: int = 3,
+    which: Sequence[str] = ("dissolver", "value_range", "exclusion", "ddpm_steps"),
+    results_root: str | Path = "results",
+    data_root: str | Path | None = None,
+    device: str | None = None,
+) -> pd.DataFrame:
+    """Train and score every (variant, seed); one row per run: ablation, variant, seed, auc."""
+    from dia.evaluate import evaluate_amplifier
+    from dia.train_encoder import train_amplifier
+
+    rows = []
+    for ablation, label, overrides, method in variants(which, profile, dataset):
+        for seed in range(seeds):
+            cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides or None)
+            train_amplifier(cfg, method, results_root=results_root, data_root=data_root, device=device)
+            run = evaluate_amplifier(cfg, method, results_root=results_root, data_root=data_root,
+                                     device=device)
+            metrics = pd.read_csv(run.path / "metrics.csv")
+            auc = float(metrics.loc[metrics["metric"] == "auc", "value"].iloc[0])
+            rows.append({"dataset": dataset, "ablation": ablation, "variant": label,
+                         "method": method, "seed": seed, "profile": profile, "auc": auc,
+                         "run_id": run.run_id})
+    return pd.DataFrame(rows)
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per (ablation, variant), as text cells per dataset."""
+    grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)["auc"]
+    stats = grouped.agg(["mean", "std", "count"]).reset_index()
+    stats["cell"] = [f"{m:.3f} ± {0.0 if pd.isna(s) else s:.3f} (n={n})"
+                     for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
+    return stats.pivot(index=["ablation", "variant"], columns="dataset", values="cell")
+
+
+def readme_layout(frame: pd.DataFrame) -> pd.DataFrame:
+    """The DIA README's layout: rows = shift × dissolver, columns = datasets."""
+    parts = frame[frame["ablation"].isin(["dissolver", "shift"])].copy()
+    if parts.empty:
+        return pd.DataFrame()
+    shift_of = lambda v: "cutperm" if v.startswith("cutperm") else "rotation"  # noqa: E731
+    dissolver_of = {"diffusion": "diffusion", "rotation": "diffusion", "cutperm": "diffusion",
+                    "gaussian_blur": "gaussian_blur", "median_blur": "median_blur",
+                    "cutperm, gaussian_blur": "gaussian_blur", "cutperm, median_blur": "median_blur",
+                    "none (CSI)": "none (CSI)"}
+    parts["shift"] = parts["variant"].map(shift_of)
+    parts["dissolver"] = parts["variant"].map(dissolver_of)
+    parts = parts.drop_duplicates(["shift", "dissolver", "dataset", "seed"])
+    stats = parts.groupby(["shift", "dissolver", "dataset"])["auc"].agg(["mean", "std", "count"])
+    stats["cell"] = [f"{m:.3f} ± {0.0 if pd.isna(s) else s:.3f}" for m, s in zip(stats["mean"], stats["std"])]
+    return stats["cell"].unstack("dataset")
+
+
+def plot_ddpm_steps(frame: pd.DataFrame, path: str | Path) -> Path | None:
+    """AUC against DDPM training steps (seeds as dots, mean as a line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = frame[frame["ablation"] == "ddpm_steps"].copy()
+    if data.empty:
+        return None
+    data["steps"] = data["variant"].astype(int)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.scatter(data["steps"], data["auc"], alpha=0.6, label="one seed")
+    mean = data.groupby("steps")["auc"].mean()
+    ax.plot(mean.index, mean.values, "o-", color="black", label="mean over seeds")
+    ax.set_xscale("log")
+    ax.set_xlabel("DDPM optimiser steps")
+    ax.set_ylabel("DIA AUC")
+    ax.set_title(f"{data['dataset'].iloc[0]}, profile {data['profile'].iloc[0]}")
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_ablation_tables(frame: pd.DataFrame, results_root: str | Path) -> dict[str, Path]:
+    from dia.results import atomic_write_text
+
+    tables = Path(results_root) / "tables"
+    dataset = frame["dataset"].iloc[0]
+    paths = {"csv": tables / f"ablations_{dataset}.csv", "md": tables / f"ablations_{dataset}.md"}
+    atomic_write_text(paths["csv"], frame.to_csv(index=False))
+    text = "## Ablations, mean ± std over seeds\n\n" + summary(frame).to_markdown() + "\n"
+    layout = readme_layout(frame)
+    if not layout.empty:
+        text += "\n## Shift × dissolver (DIA README layout)\n\n" + layout.to_markdown() + "\n"
+    atomic_write_text(paths["md"], text)
+    figure = plot_ddpm_steps(frame, Path(results_root) / "figures" / f"ablation_ddpm_steps_{dataset}.png")
+    if figure:
+        paths["figure"] = figure
+    return paths

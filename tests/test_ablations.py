@@ -1,0 +1,70 @@
+"""Ablation options: each changes what it should and nothing else; the notebook runs on smoke."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dia.ablations import run_ablations, summary, variants
+from dia.blur import BlurDissolver
+
+
+def test_median_blur_of_a_constant_image_is_the_same_image():
+    images = torch.full((3, 3, 16, 16), 0.37)
+    out = BlurDissolver("median_blur")(images, torch.tensor([30, 65, 99]))
+    assert torch.allclose(out, images)
+
+
+def test_gaussian_blur_keeps_constants_and_grows_with_t():
+    torch.manual_seed(0)
+    const = torch.full((1, 3, 16, 16), 0.5)
+    blur = BlurDissolver("gaussian_blur")
+    assert torch.allclose(blur(const, 50), const, atol=1e-6)
+    noise = torch.rand(1, 3, 32, 32)
+    weak, strong = blur(noise, 30), blur(noise, 99)
+    assert strong.std() < weak.std() < noise.std()  # a larger t removes more detail
+
+
+def test_median_kernel_follows_t():
+    blur = BlurDissolver("median_blur")
+    assert blur.strength(torch.tensor([30])).item() == 0.0
+    spike = torch.zeros(1, 3, 9, 9)
+    spike[..., 4, 4] = 1.0
+    assert blur(spike, 30).abs().sum() == 0  # a lone pixel is removed by any median
+
+
+def test_unknown_blur_and_ablation_are_refused():
+    with pytest.raises(ValueError, match="gaussian_blur or median_blur"):
+        BlurDissolver("box_blur")
+    with pytest.raises(ValueError, match="unknown ablation"):
+        variants(["nope"], "smoke", "synthetic")
+
+
+def test_variants_override_only_their_key():
+    rows = {(a, label): (o, m) for a, label, o, m in variants(
+        ["dissolver", "value_range", "exclusion", "ddpm_steps", "resolution"], "smoke", "synthetic")}
+    assert rows[("value_range", "normalized")] == ({"dissolve.value_range": "normalized"}, "dia")
+    assert rows[("exclusion", "own dissolved copy negative")] == (
+        {"amplify.exclude_own_dissolved": False}, "dia")
+    assert rows[("dissolver", "none (CSI)")] == ({}, "csi")
+    assert [k[1] for k in rows if k[0] == "ddpm_steps"] == ["5", "10", "20"]
+    assert not any(k[0] == "resolution" for k in rows)  # 28-pixel data is always dissolved at 32
+
+
+@pytest.mark.slow
+def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch):
+    from dia import ablations, report
+
+    monkeypatch.setitem(ablations.ABLATIONS, "dissolver",
+                        [v for v in ablations.ABLATIONS["dissolver"] if v[0] != "gaussian_blur"])
+    frame = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
+                          results_root=results_root)
+    assert list(frame["variant"]) == ["diffusion", "median_blur", "none (CSI)"]
+    assert frame["auc"].between(0, 1).all()
+    assert len(summary(frame)) == 3
+    table = report.tidy_auc(results_root)
+    ours = table[table["source"] == "re-run"]
+    assert len(ours) == 2  # only the profile's own DIA and CSI, not the blur variants
+    again = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
+                          results_root=results_root)
+    assert list(again["run_id"]) == list(frame["run_id"])  # finished variants are reused
