@@ -17,13 +17,14 @@ from typing import Any
 from dia.config import ExperimentConfig, config_hash, load_config, replace
 from dia.stages import stage_run_dir
 
-METHODS = ("dia", "csi", "ddad")
+METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
 NOTEBOOKS = {
     "diffusion": "10_train_diffusion",
     "gallery": "15_dissolving_gallery",
     "amplify": "20_train_amplifier",
     "evaluate": "30_evaluate",
     "ddad": "40_ddad",
+    "peers": "45_peers",
     "ablations": "50_ablations",
     "table": "90_auc_table",
 }
@@ -120,6 +121,16 @@ def build_plan(req: PlanRequest) -> list[Job]:
                     runs=(("evaluate", method),), depends_on=(train_key,),
                     dataset=dataset, method=method, seed=seed,
                     config_hash=_run_hash(cfg, "evaluate", method),
+                ))
+            for method in ("ganomaly", "patchcore"):
+                if method not in req.methods:
+                    continue
+                jobs.append(Job(
+                    key=f"peers/{dataset}/{method}/s{seed}", notebook=NOTEBOOKS["peers"],
+                    output_name=f"45_peers-{dataset}-{method}-s{seed}.ipynb",
+                    parameters={**common, "dataset": dataset, "method": method, "seed": seed},
+                    runs=(("peers", method),), dataset=dataset, method=method, seed=seed,
+                    config_hash=_run_hash(cfg, "peers", method),
                 ))
             if "ddad" in req.methods and dataset in req.ddad_datasets:
                 method = f"ddad-{cfg.ddad.backbone}"

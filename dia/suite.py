@@ -30,11 +30,11 @@ NOTEBOOK_DIR = REPO / "notebooks"
 # Rough cost per job in seconds on the project's 2-core CPU (smoke) and one H100 (quick, paper),
 # used only for the plan's estimate; README gives measured figures with their commands.
 ESTIMATE_S = {
-    "smoke": {"diffusion": 15, "gallery": 10, "amplify": 20, "evaluate": 15, "ddad": 25,
+    "smoke": {"diffusion": 15, "gallery": 10, "amplify": 20, "evaluate": 15, "ddad": 25, "peers": 20,
               "ablations": 120, "table": 10},
-    "quick": {"diffusion": 900, "gallery": 20, "amplify": 900, "evaluate": 120, "ddad": 600,
+    "quick": {"diffusion": 900, "gallery": 20, "amplify": 900, "evaluate": 120, "ddad": 600, "peers": 600,
               "ablations": 7200, "table": 10},
-    "paper": {"diffusion": 40000, "gallery": 20, "amplify": 60000, "evaluate": 300, "ddad": 7200,
+    "paper": {"diffusion": 40000, "gallery": 20, "amplify": 60000, "evaluate": 300, "ddad": 7200, "peers": 1800,
               "ablations": 100000, "table": 10},
 }
 
@@ -56,7 +56,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--datasets", default="", help="comma list; default: every dataset present")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 3 for paper, else 1)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad, ganomaly, patchcore")
     parser.add_argument("--results-root", default="results")
     parser.add_argument("--data-root", default="", help="default: $DIA_DATA_ROOT, else data/")
     parser.add_argument("--ablations", action="store_true", help="also run the ablation notebook")

@@ -10,7 +10,8 @@ import pytest
 from dia import suite
 
 STAGES = {"10_train_diffusion": ("diffusion", "ddpm"), "20_train_amplifier": ("amplify", None),
-          "30_evaluate": ("evaluate", None), "40_ddad": ("ddad", "ddad-aeu")}
+          "30_evaluate": ("evaluate", None), "40_ddad": ("ddad", "ddad-aeu"),
+          "45_peers": ("peers", None)}
 
 
 def _notebook(path: Path, body: str) -> None:
@@ -61,7 +62,8 @@ def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
     assert suite.main(argv) == 0
     first = _calls(root)
     assert sorted(first) == sorted(["10_train_diffusion", "20_train_amplifier", "20_train_amplifier",
-                                    "30_evaluate", "30_evaluate", "40_ddad"])
+                                    "30_evaluate", "30_evaluate", "40_ddad", "45_peers",
+                                    "45_peers"])
     assert (root / "notebooks" / "20_train_amplifier-synthetic-dia-s0.ipynb").is_file()
     assert suite.main(argv) == 0
     assert _calls(root) == first  # a second call skips everything

