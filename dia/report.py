@@ -69,6 +69,8 @@ def is_profile_run(path: Path) -> bool:
     from dia.config import ConfigError, load_config
     from dia.stages import stage_run_dir
 
+    if not (path / "config.yaml").is_file():
+        return False
     record = read_run_config(path)
     cfg, run = record.get("config", {}), record.get("run", {})
     try:

@@ -29,7 +29,7 @@ BODY = '''
 import json, os, time
 from pathlib import Path
 from dia.config import load_config
-from dia.stages import stage_run_dir
+from dia.stages import open_stage_run
 root = Path(results_root)
 key = f"{STAGE}/{dataset}/{method}/s{seed}"
 start = time.time()
@@ -43,8 +43,7 @@ if barrier.is_file() and key in barrier.read_text().split():
     while time.time() - start < 30 and not all((root / "started" / k).exists() for k in others):
         time.sleep(0.05)
 cfg = load_config(profile, dataset=dataset, seed=seed)
-run = stage_run_dir(cfg, STAGE, method, root)
-run.mkdir(parents=True, exist_ok=True)
+run = open_stage_run(cfg, STAGE, method, root).path
 (root / "intervals").mkdir(exist_ok=True)
 (root / "intervals" / f"{key.replace('/', '_')}-{os.getpid()}.json").write_text(
     json.dumps({"key": key, "start": start, "end": time.time(),
@@ -294,8 +293,8 @@ def test_slurm_arrays_group_by_stage_and_level(tmp_path):
     opts = ex.SlurmOptions(partition="gpu", gpus_per_job=1, time_min=600, cpus_per_job=6, mem_gb=32)
     arrays = ex.slurm_arrays(jobs, req, opts)
     names = [a.name for a in arrays]
-    assert names == ["dia-diffusion", "dia-amplify-L0", "dia-ddad", "dia-gallery", "dia-amplify-L1",
-                     "dia-evaluate-L1", "dia-evaluate-L2", "dia-table"]
+    assert names == ["dia-diffusion", "dia-amplify-L0", "dia-peers", "dia-ddad", "dia-gallery",
+                     "dia-amplify-L1", "dia-evaluate-L1", "dia-evaluate-L2", "dia-table"]
     by = {a.name: a for a in arrays}
     assert sorted(k for a in arrays for k in a.keys) == sorted(j.key for j in jobs)
     assert by["dia-amplify-L0"].keys == [f"amplify/{d}/csi/s{s}" for d in ("synthetic", "pneumonia")
