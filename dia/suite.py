@@ -119,6 +119,13 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     return present, missing, ddad
 
 
+def _repo_relative(path: Path) -> Path:
+    """Notebooks run with the repository as their working directory; paths are passed relative
+    to it, so rendered notebooks name no machine's absolute paths."""
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    return Path(os.path.relpath(absolute.resolve(), REPO))
+
+
 def _lock(results_root: Path):
     results_root.mkdir(parents=True, exist_ok=True)
     handle = open(results_root / ".lock", "w")
@@ -146,9 +153,18 @@ def run_job(job: Job, req: PlanRequest) -> None:
         str(source), str(out_dir / job.output_name), parameters=job.parameters,
         kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=False,
     )
+    _scrub_paths(out_dir / job.output_name)
     stamp = stamp_path(req.results_root, job)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"config_hash": job.config_hash, "parameters": job.parameters}))
+
+
+def _scrub_paths(notebook: Path) -> None:
+    """Rendered notebooks are published: write paths inside the repository relative to it."""
+    text = notebook.read_text()
+    clean = text.replace(f"{REPO}/", "").replace(str(REPO), ".")
+    if clean != text:
+        notebook.write_text(clean)
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
@@ -212,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root = Path(args.results_root).resolve()
+    results_root = _repo_relative(Path(args.results_root))
+    if args.data_root:
+        args.data_root = str(_repo_relative(Path(args.data_root)))
+    os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     if args.status:  # read-only: no lock, no download
         present, _, ddad = _available(requested, args.data_root, str(results_root), fetch=False,
                                       log=log)
