@@ -22,7 +22,6 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dia.checkpoints import save_checkpoint
 from dia.config import DiffusionConfig, ExperimentConfig, to_dict
 from dia.results import Run, RunError, open_run
 
@@ -259,16 +259,6 @@ def _config_sections(cfg: ExperimentConfig) -> dict[str, Any]:
     return {name: full[name] for name in SECTIONS}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a DIA diffusion checkpoint (format {ckpt.get('format')!r})")
@@ -366,7 +356,7 @@ def train_diffusion(
         log.info("resuming %s from step %d", run.path, step)
 
     def save() -> None:
-        _atomic_torch_save({
+        save_checkpoint(ckpt_path, {
             "format": CHECKPOINT_FORMAT,
             "step": step,
             "dataset": cfg.dataset,
@@ -381,7 +371,7 @@ def train_diffusion(
             "generator_device": device.type,
             "batches": batches.state(),
             "window": window,
-        }, ckpt_path)
+        })
 
     bar = tqdm(total=dcfg.steps, initial=step, desc=f"ddpm {cfg.dataset}", unit="step",
                dynamic_ncols=True)

@@ -9,7 +9,10 @@ import platform
 import random
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGES = ("torch", "diffusers", "kornia", "numpy", "scikit-learn", "pandas", "papermill")
 

@@ -16,7 +16,6 @@ Reference: shijianjian/DIA `train.py`, `common/train.py`, `training/unsup/simclr
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from dia.amplify import DissolveCache, amplify_forward
 from dia.augment import AugmentParams, make_generator, num_shifts
+from dia.checkpoints import save_checkpoint
 from dia.config import ExperimentConfig, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
@@ -92,16 +92,6 @@ def check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, method: str, p
             f"dataset {have['dataset']!r}, method {have['method']!r}); delete it or use another "
             "results root"
         )
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_encoder(
@@ -249,11 +239,11 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
             record["dissolve_cache_hit_rate"] = round(dissolver.hit_rate(), 4)
         run.append_log(record)  # before the checkpoint: a resume truncates what it cannot keep
         if epoch % a.checkpoint_every_epochs == 0 or epoch == a.epochs:
-            _atomic_torch_save({
+            save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, **_identity(cfg, method), "epoch": epoch,
                 "iterations_per_epoch": iters, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-            }, ckpt_path)
+            })
         if on_epoch is not None:
             on_epoch(epoch)
     bar.close()

@@ -25,7 +25,6 @@ reference's D_n and D_u never overlap). Test images are never used.
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,8 @@ from dia.baselines.ddad_models import (
     refine_inputs,
     to_ddad_gray,
 )
-from dia.results import Run, RunError, atomic_write_bytes, open_run
+from dia.checkpoints import load_run_checkpoint, save_checkpoint
+from dia.results import Run, RunError, open_run
 
 STAGE = "ddad"
 SECTIONS = ("data", "ddad")
@@ -146,18 +146,11 @@ def _net_seed(seed: int, name: str) -> int:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_checkpoint(path, state)
 
 
 def _load_checkpoint(path: Path, run: Run, name: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("name") != name or state.get("run_hash") != run.hash:
-        raise RunError(f"{path} is not the checkpoint of {name!r} of run {run.run_id}")
-    return state
+    return load_run_checkpoint(path, run, name=name)
 
 
 def ensemble_plan(cfg) -> dict[str, Any]:

@@ -23,7 +23,6 @@ and do not min-max rescale the scores (the AUC does not change).
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from typing import Any
 
@@ -33,7 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from dia.results import Run, RunError, atomic_write_bytes
+from dia.checkpoints import load_run_checkpoint, save_checkpoint
+from dia.results import Run, RunError
 
 METHOD = "ganomaly"
 CHECKPOINT = "ganomaly.pt"
@@ -183,20 +183,11 @@ def build_models(cfg, isize: int) -> tuple[Generator, Discriminator]:
 
 
 def _save(run: Run, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(run.checkpoint_dir / CHECKPOINT, buffer.getvalue())
+    save_checkpoint(run.checkpoint_dir / CHECKPOINT, state)
 
 
 def _load(run: Run) -> dict[str, Any] | None:
-    path = run.checkpoint_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("run_hash") != run.hash:
-        raise RunError(
-            f"{path} belongs to another run (hash {state.get('run_hash')} != {run.hash})")
-    return state
+    return load_run_checkpoint(run.checkpoint_dir / CHECKPOINT, run)
 
 
 def train_ganomaly_models(run: Run, cfg, train: torch.Tensor, device: torch.device

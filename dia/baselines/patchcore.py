@@ -27,7 +27,8 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from dia.results import Run, RunError, atomic_write_bytes
+from dia.checkpoints import load_run_checkpoint, save_checkpoint
+from dia.results import Run, atomic_write_bytes
 
 METHOD = "patchcore"
 BANK = "memory_bank.pt"
@@ -146,20 +147,11 @@ def score_patchcore(backbone, bank: torch.Tensor, images: torch.Tensor, *,
 
 
 def _save_bank(run: Run, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(run.checkpoint_dir / BANK, buffer.getvalue())
+    save_checkpoint(run.checkpoint_dir / BANK, state)
 
 
 def load_bank(run: Run) -> dict[str, Any] | None:
-    path = run.checkpoint_dir / BANK
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("run_hash") != run.hash:
-        raise RunError(
-            f"{path} belongs to another run (hash {state.get('run_hash')} != {run.hash})")
-    return state
+    return load_run_checkpoint(run.checkpoint_dir / BANK, run)
 
 
 def build_memory_bank(run: Run, cfg, backbone, train: torch.Tensor,
