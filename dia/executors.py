@@ -34,22 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dia.plan import Job, PlanRequest, is_job_done
+from dia.plan import Job, Outcome, PlanRequest, is_job_done
 
 EXECUTORS = ("sequential", "local-parallel", "slurm")
 LOCAL_TIMEOUT_MIN = 14 * 24 * 60  # submitit's LocalExecutor kills jobs after 2 min by default
 CPU_ONLY_STAGES = ("table",)
-
-
-@dataclass
-class PlanOutcome:
-    """Same fields as `dia.suite.Outcome`, plus the Slurm job id of each submitted job."""
-
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
-    submitted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +56,7 @@ class SlurmOptions:
 
 
 def run_plan(jobs: list[Job], req: PlanRequest, *, executor: str = "sequential",
-             jobs_at_once: int = 1, slurm: SlurmOptions | None = None, log=print) -> PlanOutcome:
+             jobs_at_once: int = 1, slurm: SlurmOptions | None = None, log=print) -> Outcome:
     """Run (or, for slurm, submit) the plan; see the module docstring for the three executors."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -76,9 +65,7 @@ def run_plan(jobs: list[Job], req: PlanRequest, *, executor: str = "sequential",
     if executor == "sequential":
         from dia.suite import execute
 
-        out = execute(jobs, req, log)
-        return PlanOutcome(done=out.done, skipped=out.skipped, failed=out.failed,
-                           missing=out.missing)
+        return execute(jobs, req, log)
     if executor == "local-parallel":
         return run_local_parallel(jobs, req, jobs_at_once=jobs_at_once, log=log)
     return submit_slurm(jobs, req, slurm or SlurmOptions(), log=log)
@@ -149,13 +136,13 @@ def _default_local_executor(folder: Path):
 
 def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int = 2, log=print,
                        poll_s: float = 0.2, gpus: list[str] | None = None,
-                       executor_factory: Callable[[Path], Any] | None = None) -> PlanOutcome:
+                       executor_factory: Callable[[Path], Any] | None = None) -> Outcome:
     """Run independent jobs concurrently, each in its own process (submitit LocalExecutor).
 
     `gpus`: CUDA_VISIBLE_DEVICES entries to spread the jobs over (default: `visible_gpus()`).
     `executor_factory(folder)`: an object with submitit's `submit` (tests pass a fake one).
     """
-    outcome = PlanOutcome()
+    outcome = Outcome()
     total = len(jobs)
     number = {job.key: i for i, job in enumerate(jobs, 1)}
     in_plan = set(number)
@@ -355,10 +342,10 @@ def _default_slurm_executor(folder: Path):
 
 
 def submit_slurm(jobs: list[Job], req: PlanRequest, opts: SlurmOptions, *, log=print,
-                 executor_factory: Callable[[Path], Any] | None = None) -> PlanOutcome:
+                 executor_factory: Callable[[Path], Any] | None = None) -> Outcome:
     """Submit every array of `slurm_arrays` with its afterok dependencies; do not wait."""
     factory = executor_factory or _default_slurm_executor
-    outcome = PlanOutcome()
+    outcome = Outcome()
     arrays = slurm_arrays(jobs, req, opts)
     todo = {key for array in arrays for key in array.keys}
     outcome.skipped = [job.key for job in jobs if job.key not in todo]

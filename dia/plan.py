@@ -66,6 +66,18 @@ class PlanRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Outcome:
+    """What a run of the plan did: job keys done, skipped, failed (with why), and for Slurm the
+    job id of each submitted job."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    submitted: dict[str, str] = field(default_factory=dict)
+
+
 def _cfg(req: PlanRequest, dataset: str, seed: int) -> ExperimentConfig:
     return load_config(req.profile, dataset=dataset, seed=seed, overrides=req.overrides or None)
 

@@ -16,12 +16,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dia.config import DATASETS, PROFILES, ConfigError
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
-from dia.plan import METHODS, Job, PlanRequest, build_plan, is_job_done, stamp_path
+from dia.plan import METHODS, Job, Outcome, PlanRequest, build_plan, is_job_done, stamp_path
 from dia.status import format_status, plan_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,14 +40,6 @@ ESTIMATE_S = {
 
 class LockedError(RuntimeError):
     """Another driver holds the results folder."""
-
-
-@dataclass
-class Outcome:
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
