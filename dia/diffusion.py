@@ -32,11 +32,13 @@ import torch.nn.functional as F
 
 from dia.checkpoints import save_checkpoint
 from dia.config import DiffusionConfig, ExperimentConfig, to_dict
-from dia.results import Run, RunError, open_run
+from dia.results import Run, RunError
+from dia.stages import stage_sections
 
 log = logging.getLogger(__name__)
 
-STAGE, METHOD, SECTIONS = "diffusion", "ddpm", ("data", "diffusion")
+STAGE, METHOD = "diffusion", "ddpm"
+SECTIONS = stage_sections(STAGE, METHOD)  # what the checkpoint records of the config
 RESOLUTION = 32
 NUM_TRAIN_TIMESTEPS = 1000
 CHECKPOINT = "last.pt"
@@ -248,10 +250,9 @@ def open_diffusion_run(cfg: ExperimentConfig, results_root: str | Path = "result
     One DDPM per dataset serves every seed: the folder is that of seed `cfg.diffusion.seed`
     (`dia.stages.stage_config`).
     """
-    from dia.stages import stage_config
+    from dia.stages import open_stage_run
 
-    cfg = stage_config(cfg, STAGE)
-    return open_run(cfg, stage=STAGE, method=METHOD, results_root=results_root, sections=SECTIONS)
+    return open_stage_run(cfg, STAGE, METHOD, results_root)
 
 
 def _config_sections(cfg: ExperimentConfig) -> dict[str, Any]:

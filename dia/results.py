@@ -105,9 +105,6 @@ class Run:
         """Write the DONE marker last; it holds an optional JSON summary."""
         atomic_write_text(self.path / DONE, json.dumps(dict(summary or {}), indent=2) + "\n")
 
-    def clear_done(self) -> None:
-        (self.path / DONE).unlink(missing_ok=True)
-
     def append_log(self, record: Mapping[str, Any]) -> None:
         """Append one JSON line to train_log.jsonl (append-only, flushed per line)."""
         with open(self.file("train_log.jsonl"), "a") as handle:
@@ -152,20 +149,16 @@ def open_run(
     method: str,
     results_root: str | Path = "results",
     sections: tuple[str, ...] = SECTIONS,
-    extra: Mapping[str, Any] | None = None,
 ) -> Run:
     """Create (or reopen) the run folder of `cfg` for one stage and method.
 
-    The folder name holds the hash of `sections` (plus `extra`, e.g. the hash of an upstream
-    run). `config.yaml` is written on creation; on reopening it must match, else the folder
-    belongs to another config and we refuse to mix them.
+    The folder name holds the hash of `sections` (`dia.stages.stage_sections` names them per
+    stage, upstream sections included). `config.yaml` is written on creation; on reopening it
+    must match, else the folder belongs to another config and we refuse to mix them.
     """
     hash8 = config_hash(cfg, sections)
-    if extra:
-        hash8 = _combine_hash(hash8, extra)
     path = run_dir(results_root, stage, cfg.dataset, method, cfg.seed, hash8)
     record = {"stage": stage, "method": method, "hash": hash8, "sections": list(sections)}
-    record.update(extra or {})
     content = yaml.safe_dump({"run": record, "config": to_dict(cfg)}, sort_keys=True)
     config_file = path / "config.yaml"
     if config_file.is_file():
@@ -195,13 +188,6 @@ def find_runs(results_root: str | Path, stage: str | None = None) -> list[Path]:
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
     return yaml.safe_load((Path(path) / "config.yaml").read_text())
-
-
-def _combine_hash(hash8: str, extra: Mapping[str, Any]) -> str:
-    import hashlib
-
-    blob = json.dumps({"base": hash8, **dict(extra)}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
 
 
 def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:

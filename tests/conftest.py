@@ -35,3 +35,35 @@ def results_root(tmp_path: Path) -> Path:
 def _no_data_root_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests name their data root explicitly; a developer's DIA_DATA_ROOT must not leak in."""
     monkeypatch.delenv("DIA_DATA_ROOT", raising=False)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for tiny models: they gain nothing from more, and on a shared 2-core
+    machine spinning threads make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Execute notebooks/<name>.ipynb with papermill in `tmp_path` (the way run_all.sh does);
+    returns the rendered notebook's path."""
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def run(name: str, **parameters) -> Path:
+        out = tmp_path / f"{name}.ipynb"
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / f"{name}.ipynb"), str(out), kernel_name="python3",
+            cwd=str(tmp_path), progress_bar=False, parameters=parameters,
+        )
+        return out
+
+    return run

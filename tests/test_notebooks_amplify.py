@@ -28,19 +28,13 @@ def test_notebook_is_thin_and_parameterised(notebook):
 
 
 @pytest.mark.notebook
-def test_notebooks_run_on_smoke(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+def test_notebooks_run_on_smoke(tmp_path, run_notebook):
     results = tmp_path / "results"
     # CSI keeps the test short; DIA's extra path (DDPM + dissolver) is covered in test_train_encoder
     parameters = {"dataset": "synthetic", "method": "csi", "profile": "smoke", "seed": 0,
                   "results_root": str(results), "data_root": ""}
     for notebook in (TRAIN, EVALUATE):
-        papermill.execute_notebook(
-            str(notebook), str(tmp_path / notebook.name), kernel_name="python3", cwd=str(tmp_path),
-            progress_bar=False, parameters=parameters,
-        )
+        run_notebook(notebook.stem, **parameters)
     for stage in ("amplify", "evaluate"):
         runs = list((results / "runs" / stage / "synthetic" / "csi").glob("s0-*"))
         assert len(runs) == 1 and (runs[0] / "DONE").is_file()

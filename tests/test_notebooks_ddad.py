@@ -24,16 +24,9 @@ def test_notebook_is_thin_and_parameterised():
 
 
 @pytest.mark.notebook
-def test_notebook_runs_on_smoke(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    out = tmp_path / "40_ddad.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
-        parameters={"dataset": "synthetic", "backbone": "ae", "profile": "smoke", "seed": 0,
-                    "results_root": str(tmp_path / "results"), "data_root": ""},
-    )
+def test_notebook_runs_on_smoke(tmp_path, run_notebook):
+    out = run_notebook(NOTEBOOK.stem, dataset="synthetic", backbone="ae", profile="smoke", seed=0,
+                       results_root=str(tmp_path / "results"), data_root="")
     runs = list((tmp_path / "results" / "runs" / "ddad" / "synthetic" / "ddad-ae").glob("s0-*"))
     assert len(runs) == 1 and (runs[0] / "DONE").is_file()
     executed = json.loads(out.read_text())

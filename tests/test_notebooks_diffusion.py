@@ -29,19 +29,12 @@ def test_notebook_is_thin_and_parameterised(notebook):
 
 
 @pytest.mark.notebook
-def test_notebooks_run_on_smoke(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a width-16 U-Net: threads only add overhead
+def test_notebooks_run_on_smoke(tmp_path, run_notebook):
     results = tmp_path / "results"
     parameters = {"dataset": "synthetic", "profile": "smoke", "seed": 0,
                   "results_root": str(results), "data_root": ""}
     for notebook in (TRAIN, GALLERY):
-        papermill.execute_notebook(
-            str(notebook), str(tmp_path / notebook.name), kernel_name="python3", cwd=str(tmp_path),
-            progress_bar=False, parameters=parameters,
-        )
+        run_notebook(notebook.stem, **parameters)
     runs = list((results / "runs" / "diffusion" / "synthetic" / "ddpm").glob("s0-*"))
     assert len(runs) == 1 and (runs[0] / "DONE").is_file()
     assert (runs[0] / "checkpoints" / "last.pt").is_file()

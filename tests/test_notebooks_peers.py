@@ -26,20 +26,11 @@ def test_notebook_is_thin_and_parameterised():
 
 
 @pytest.mark.notebook
-def test_notebook_runs_on_smoke(tmp_path, monkeypatch):
+def test_notebook_runs_on_smoke(tmp_path, run_notebook):
     """The default method (GANomaly); PatchCore's run is covered by tests/test_peers.py."""
     method = "ganomaly"
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # steadier on a shared 2-core machine
-    out = tmp_path / "45_peers.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
-        parameters={"dataset": "synthetic", "method": method, "profile": "smoke", "seed": 0,
-                    "results_root": str(tmp_path), "data_root": ""},
-    )
+    out = run_notebook(NOTEBOOK.stem, dataset="synthetic", method=method, profile="smoke", seed=0,
+                       results_root=str(tmp_path), data_root="")
     runs = list((tmp_path / "runs" / "peers" / "synthetic" / method).glob("s0-*"))
     assert len(runs) == 1 and (runs[0] / "DONE").is_file()
     assert (runs[0] / "scores.csv").is_file() and (runs[0] / "metrics.csv").is_file()

@@ -15,13 +15,7 @@ from dia.stages import stage_sections
 SMOKE = {"peers.ganomaly_epochs": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: steadier timings on a shared 2-core machine (no spin-waiting)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

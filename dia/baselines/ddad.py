@@ -49,10 +49,9 @@ from dia.baselines.ddad_models import (
     to_ddad_gray,
 )
 from dia.checkpoints import load_run_checkpoint, save_checkpoint
-from dia.results import Run, RunError, open_run
+from dia.results import Run, RunError
 
 STAGE = "ddad"
-SECTIONS = ("data", "ddad")
 SCORE_KINDS = ("rec", "intra", "inter", "asr", "asr_intra")
 METHOD_NAMES = {"rec": "DDAD-rec", "intra": "DDAD-intra", "inter": "DDAD-inter", "asr": "DDAD-ASR"}
 
@@ -309,8 +308,9 @@ def _check_config(cfg) -> None:
 
 
 def open_ddad_run(cfg, *, results_root="results") -> Run:
-    return open_run(cfg, stage=STAGE, method=method_name(cfg), results_root=results_root,
-                    sections=SECTIONS)
+    from dia.stages import open_stage_run
+
+    return open_stage_run(cfg, STAGE, method_name(cfg), results_root)
 
 
 def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> Run:
@@ -328,15 +328,12 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
         NotApplicable: the training split has no anomalous image for the unlabeled set (raised
             before anything is written under `results_root/runs`).
     """
-    from dia.config import config_hash
     from dia.metrics import auc_rows, compute_auc, write_metrics, write_scores
-    from dia.results import DONE, run_dir
     from dia.runtime import resolve_device, seed_everything
+    from dia.stages import is_stage_done
 
     _check_config(cfg)
-    done = run_dir(results_root, STAGE, cfg.dataset, method_name(cfg), cfg.seed,
-                   config_hash(cfg, SECTIONS)) / DONE
-    if done.is_file():
+    if is_stage_done(cfg, STAGE, method_name(cfg), results_root):
         return open_ddad_run(cfg, results_root=results_root)
     data = prepare_data(cfg, data_root=data_root, results_root=results_root)
     run = open_ddad_run(cfg, results_root=results_root)
