@@ -14,6 +14,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,15 @@ from dia.status import format_status, plan_status
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 
-# Rough cost per job in seconds on the project's 2-core CPU (smoke) and one H100 (quick, paper),
-# used only for the plan's estimate; README gives measured figures with their commands.
+# Cost per job in seconds, used only for the plan's estimate; README gives measured figures with
+# their commands. "smoke" and "quick-cpu" were measured on the project's 2-core CPU ("quick-cpu"
+# on PneumoniaMNIST, 28 px: amplify is the mean of DIA 1300 s and CSI 470 s, DDAD its CPU time
+# on BrainTumor); "quick" (with a GPU) and "paper" are guesses until measured on a GPU.
 ESTIMATE_S = {
     "smoke": {"diffusion": 15, "gallery": 10, "amplify": 20, "evaluate": 15, "ddad": 25, "peers": 20,
               "ablations": 120, "table": 10},
+    "quick-cpu": {"diffusion": 1700, "gallery": 10, "amplify": 900, "evaluate": 50, "ddad": 3600,
+                  "peers": 600, "ablations": 30000, "table": 10},
     "quick": {"diffusion": 900, "gallery": 20, "amplify": 900, "evaluate": 120, "ddad": 600, "peers": 600,
               "ablations": 7200, "table": 10},
     "paper": {"diffusion": 40000, "gallery": 20, "amplify": 60000, "evaluate": 300, "ddad": 7200, "peers": 1800,
@@ -197,8 +202,15 @@ def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:
     return outcome
 
 
-def _estimate(jobs: list[Job], profile: str) -> float:
-    return sum(ESTIMATE_S[profile].get(job.stage, 60) for job in jobs)
+def _estimate(jobs: list[Job], profile: str) -> tuple[float, str]:
+    """(seconds, what the figure rests on) for the jobs still to run."""
+    if profile == "smoke":
+        table, basis = ESTIMATE_S["smoke"], "measured on a 2-core CPU"
+    elif profile == "quick" and shutil.which("nvidia-smi") is None:
+        table, basis = ESTIMATE_S["quick-cpu"], "measured on a 2-core CPU, 28-px data; 224-px data take longer"
+    else:
+        table, basis = ESTIMATE_S[profile], "a guess until measured on a GPU"
+    return sum(table.get(job.stage, 60) for job in jobs), basis
 
 
 def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, ...],
@@ -242,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = req.seeds
         jobs = build_plan(req)
         todo = [j for j in jobs if not is_job_done(j, req)]
+        seconds, basis = _estimate(todo, args.profile)
         log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
             f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
-            f"rough estimate {_estimate(todo, args.profile) / 60:.0f} min")
+            f"rough estimate {seconds / 60:.0f} min ({basis})")
         for key, why in missing.items():
             log(f"missing dataset {key}: {why.split(';')[0]} (see `dia data check`)")
         if args.plan_only:

@@ -58,3 +58,15 @@ def test_empty_results_still_give_the_paper_table(results_root):
     paths = report.write_tables(results_root)
     table = pd.read_csv(paths["csv"])
     assert set(table["source"]) == {"paper"}
+
+
+def test_only_the_most_complete_profile_of_a_cell_is_kept():
+    frame = pd.DataFrame({
+        "dataset": ["pneumonia", "pneumonia", "pneumonia", "synthetic"],
+        "method": ["DIA", "DIA", "CSI", "DIA"],
+        "profile": ["smoke", "quick", "smoke", "smoke"],
+        "auc": [0.57, 0.77, 0.62, 0.60],
+    })
+    kept = report.keep_best_profile(frame)
+    assert sorted(zip(kept["dataset"], kept["method"], kept["profile"])) == [
+        ("pneumonia", "CSI", "smoke"), ("pneumonia", "DIA", "quick"), ("synthetic", "DIA", "smoke")]

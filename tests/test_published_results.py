@@ -1,0 +1,60 @@
+"""The published run committed under results/: small files, no machine paths, no checkpoints, no errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_BYTES = 2 * 1024 * 1024
+TEXT_SUFFIXES = {".ipynb", ".md", ".csv", ".tex", ".json", ".txt", ".yaml"}
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".npz", ".npy", ".bin"}
+
+
+def _published_files() -> list[Path]:
+    """The files under results/ that git tracks or would add (ignored run folders left out)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "results"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the published set is what git tracks")
+    return [REPO / name for name in listed if (REPO / name).is_file()]
+
+
+def test_published_files_are_small_and_hold_no_checkpoints():
+    files = _published_files()
+    too_big = [f"{p.relative_to(REPO)} ({p.stat().st_size / 2**20:.1f} MiB)"
+               for p in files if p.stat().st_size >= MAX_BYTES]
+    weights = [str(p.relative_to(REPO)) for p in files if p.suffix in CHECKPOINT_SUFFIXES]
+    assert not too_big, f"published files must stay under 2 MiB: {too_big}"
+    assert not weights, f"checkpoints or arrays must not be committed: {weights}"
+
+
+def test_published_files_name_no_path_of_this_machine():
+    machine_paths = {f"{REPO}/", "/tmp/"}
+    if REPO.parent != Path(REPO.anchor):  # the folder beside the repo (../shared) too
+        machine_paths.add(f"{REPO.parent}/")
+    offenders = []
+    for path in _published_files():
+        if path.suffix not in TEXT_SUFFIXES:
+            continue
+        text = path.read_text(errors="replace")
+        found = sorted(m for m in machine_paths if m in text)
+        if found:
+            offenders.append(f"{path.relative_to(REPO)}: {found}")
+    assert not offenders, f"use repo-relative paths in published files: {offenders}"
+
+
+def test_published_notebooks_ran_without_errors():
+    notebooks = [p for p in _published_files() if p.suffix == ".ipynb"]
+    failed = []
+    for path in notebooks:
+        cells = json.loads(path.read_text())["cells"]
+        if any(out.get("output_type") == "error" for c in cells for out in c.get("outputs", [])):
+            failed.append(str(path.relative_to(REPO)))
+    assert not failed, f"published notebooks with an error output: {failed}"
