@@ -230,7 +230,7 @@ def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
     ref = train_ddad(cfg, results_root=tmp_path / "ref", device="cpu")
     assert ref.is_done()
 
-    real_save, calls = ddad._save_checkpoint, []
+    real_save, calls = ddad.save_checkpoint, []
 
     def dying_save(path, state):
         real_save(path, state)
@@ -238,7 +238,7 @@ def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
         if len(calls) == 5:  # udm_0 x2, udm_1 x2, then ndm_0 epoch 1: killed
             raise _Killed
 
-    monkeypatch.setattr(ddad, "_save_checkpoint", dying_save)
+    monkeypatch.setattr(ddad, "save_checkpoint", dying_save)
     root = tmp_path / "killed"
     with pytest.raises(_Killed):
         train_ddad(cfg, results_root=root, device="cpu")
@@ -246,7 +246,7 @@ def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
     assert not run.is_done()
     stale = run.checkpoint_dir / "udm_7.pt"  # a stale file must never join the ensemble
     stale.write_bytes(b"not a checkpoint")
-    monkeypatch.setattr(ddad, "_save_checkpoint", real_save)
+    monkeypatch.setattr(ddad, "save_checkpoint", real_save)
     run = train_ddad(cfg, results_root=root, device="cpu")
     assert run.is_done()
 

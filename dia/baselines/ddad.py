@@ -137,19 +137,11 @@ def prepare_data(cfg, *, data_root=None, results_root="results") -> DDADData:
     return build_ddad_data(splits, cfg)
 
 
-# -- checkpoints --------------------------------------------------------------------------------
+# -- seeds and the ensemble ---------------------------------------------------------------------
 
 
 def _net_seed(seed: int, name: str) -> int:
     return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    save_checkpoint(path, state)
-
-
-def _load_checkpoint(path: Path, run: Run, name: str) -> dict[str, Any] | None:
-    return load_run_checkpoint(path, run, name=name)
 
 
 def ensemble_plan(cfg) -> dict[str, Any]:
@@ -199,7 +191,7 @@ def _fit(run: Run, name: str, model: nn.Module, optimizer: torch.optim.Optimizer
     """
     path = run.checkpoint_dir / f"{name}.pt"
     gen = torch.Generator().manual_seed(_net_seed(run.seed, name + ":data"))
-    state = _load_checkpoint(path, run, name)
+    state = load_run_checkpoint(path, run, name=name)
     start = 0
     model.to(device)
     if state is not None:
@@ -219,7 +211,7 @@ def _fit(run: Run, name: str, model: nn.Module, optimizer: torch.optim.Optimizer
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        _save_checkpoint(path, {
+        save_checkpoint(path, {
             "name": name, "run_hash": run.hash, "epoch": epoch + 1,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
@@ -387,7 +379,7 @@ def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str
         raise RunError(f"{run.path}/ensemble.json does not list the networks this config expects")
 
     def load(rel: str, model: nn.Module) -> nn.Module:
-        state = _load_checkpoint(run.path / rel, run, Path(rel).stem)
+        state = load_run_checkpoint(run.path / rel, run, name=Path(rel).stem)
         if state is None:
             raise RunError(f"{run.path / rel} is missing; train the run first (train_ddad)")
         model.load_state_dict(state["model"])
