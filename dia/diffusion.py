@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dia.checkpoints import save_checkpoint
-from dia.config import DiffusionConfig, ExperimentConfig, to_dict
+from dia.config import DiffusionConfig, ExperimentConfig, comparable_sections, to_dict
 from dia.results import Run, RunError
 from dia.stages import stage_sections
 
@@ -174,13 +174,46 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+def sample_train_t(
+    num: int, num_steps: int, generator: torch.Generator, device: torch.device | str,
+    focus: tuple[int, int, float] = (0, 0, 0.0),
+) -> torch.Tensor:
+    """Training timesteps t ~ U{0..num_steps−1}, one per sample.
+
+    With ``focus = (lo, hi, p)`` and p > 0, each sample instead draws from U{lo..hi−1} with
+    probability p. With p = 0 the draws are exactly the reference's (no extra random numbers).
+    """
+    t = torch.randint(0, num_steps, (num,), generator=generator, device=device)
+    lo, hi, p = focus
+    if p > 0:
+        inside = torch.rand(num, generator=generator, device=device) < p
+        t_focus = torch.randint(lo, hi, (num,), generator=generator, device=device)
+        t = torch.where(inside, t_focus, t)
+    return t
+
+
+def check_focus(diffusion_cfg: DiffusionConfig) -> None:
+    """Raise ValueError unless the timestep focus of `diffusion_cfg` is usable."""
+    lo, hi, p = focus_of(diffusion_cfg)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"diffusion.focus_fraction={p}: must lie in [0, 1]")
+    if not 0 <= lo < hi <= NUM_TRAIN_TIMESTEPS:
+        raise ValueError(f"diffusion.focus_t_min={lo}, focus_t_max={hi}: need "
+                         f"0 <= focus_t_min < focus_t_max <= {NUM_TRAIN_TIMESTEPS}")
+
+
+def focus_of(diffusion_cfg: DiffusionConfig) -> tuple[int, int, float]:
+    return diffusion_cfg.focus_t_min, diffusion_cfg.focus_t_max, diffusion_cfg.focus_fraction
+
+
 def ddpm_loss(
     unet: torch.nn.Module, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
     generator: torch.Generator, autocast_dtype: torch.dtype | None = None,
+    focus: tuple[int, int, float] = (0, 0, 0.0),
 ) -> torch.Tensor:
-    """L1 between the true and predicted noise at t ~ U{0..T−1} per sample (x0 in [−1, 1])."""
+    """L1 between the true and predicted noise at t ~ `sample_train_t` (x0 in [−1, 1])."""
     b = x0.shape[0]
-    t = torch.randint(0, alphas_cumprod.shape[0], (b,), generator=generator, device=x0.device)
+    t = sample_train_t(b, alphas_cumprod.shape[0], generator, x0.device, focus)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
@@ -196,11 +229,11 @@ def ddpm_loss(
 def training_step(
     unet: torch.nn.Module, optimizer: torch.optim.Optimizer, x0: torch.Tensor,
     alphas_cumprod: torch.Tensor, generator: torch.Generator, *, grad_clip: float = 1.0,
-    autocast_dtype: torch.dtype | None = None,
+    autocast_dtype: torch.dtype | None = None, focus: tuple[int, int, float] = (0, 0, 0.0),
 ) -> torch.Tensor:
     """One optimiser step on x0 ∈ [−1, 1] (flip, noise, L1, clip, Adam); returns the loss."""
     x0 = random_hflip(x0, generator)
-    loss = ddpm_loss(unet, x0, alphas_cumprod, generator, autocast_dtype)
+    loss = ddpm_loss(unet, x0, alphas_cumprod, generator, autocast_dtype, focus)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -263,8 +296,10 @@ def _config_sections(cfg: ExperimentConfig) -> dict[str, Any]:
 def _check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a DIA diffusion checkpoint (format {ckpt.get('format')!r})")
-    want = {"dataset": cfg.dataset, "seed": cfg.seed, **_config_sections(cfg)}
-    have = {"dataset": ckpt.get("dataset"), "seed": ckpt.get("seed"), **ckpt.get("config", {})}
+    want = {"dataset": cfg.dataset, "seed": cfg.seed,
+            **comparable_sections(_config_sections(cfg))}
+    have = {"dataset": ckpt.get("dataset"), "seed": ckpt.get("seed"),
+            **comparable_sections(ckpt.get("config", {}))}
     if have != want:
         diff = sorted(k for k in want if have.get(k) != want[k])
         raise RunError(
@@ -312,6 +347,7 @@ def train_diffusion(
     if bad:  # checked before anything is written under results/
         raise ValueError(f"{', '.join(bad)}: must be >= 1")
     unet_kwargs(dcfg)  # validates width and layers_per_block
+    check_focus(dcfg)
     run = open_diffusion_run(cfg, results_root)
     if run.is_done():
         log.info("diffusion run %s is DONE; skipping", run.path)
@@ -382,7 +418,8 @@ def train_diffusion(
     while step < dcfg.steps:
         idx = batches.next(dcfg.batch_size).to(device)
         loss = training_step(unet, optimizer, x_all[idx], alphas_cumprod, generator,
-                             grad_clip=dcfg.grad_clip, autocast_dtype=autocast_dtype)
+                             grad_clip=dcfg.grad_clip, autocast_dtype=autocast_dtype,
+                             focus=focus_of(dcfg))
         step += 1
         ema.update(unet, step)
         pending.append(loss)

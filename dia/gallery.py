@@ -1,6 +1,6 @@
-"""Figures of the diffusion stage: the dissolving gallery and the DDPM loss curve.
+"""Figures of the diffusion stage: the dissolving gallery, the DDPM loss curve and its noise error.
 
-Both write PNGs under ``<results_root>/figures/`` (matplotlib, Agg) and return the path;
+Each writes PNGs under ``<results_root>/figures/`` (matplotlib, Agg) and return the path;
 `show` displays one in a notebook.
 """
 
@@ -136,6 +136,38 @@ def plot_loss_curve(run: Run, *, results_root: str | Path | None = None) -> Path
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = root / "figures" / f"ddpm_loss_{run.dataset}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_noise_error(
+    rows: list[dict[str, float]], cfg: ExperimentConfig, *, results_root: str | Path = "results",
+) -> Path:
+    """The DDPM's L1 noise error against t (`dia.noise_check`), with dissolving's t range shaded.
+
+    Returns:
+        ``<results_root>/figures/ddpm_noise_error_<dataset>.png``.
+    """
+    if not rows:
+        raise ValueError("no noise-error rows to plot (run dia.noise_check.check_ddpm first)")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.axvspan(cfg.dissolve.t_min, cfg.dissolve.t_max - 1, color="tab:orange", alpha=0.15,
+               label=f"t used by dissolving ({cfg.dissolve.t_min}-{cfg.dissolve.t_max - 1})")
+    ax.plot([r["t"] for r in rows], [r["l1"] for r in rows], marker="o", label="DDPM")
+    ax.axhline(rows[0]["zero_l1"], color="grey", linestyle="--", label="always predict ε = 0")
+    ax.set_xscale("log")
+    ax.set_xlabel("timestep t (of 1000)")
+    ax.set_ylabel("mean |ε_θ(x_t, t) − ε|")
+    d = cfg.diffusion
+    ax.set_title(f"Noise-prediction error — {cfg.dataset}, width {d.width}, {d.steps} steps "
+                 f"× {d.batch_size}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(results_root) / "figures" / f"ddpm_noise_error_{cfg.dataset}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

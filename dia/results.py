@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from dia.config import SECTIONS, ExperimentConfig, config_hash, to_dict
+from dia.config import SECTIONS, ExperimentConfig, config_hash, hashed_section, to_dict
 
 DONE = "DONE"
 
@@ -192,7 +192,7 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
 
 def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
     cfg = record.get("config", {})
-    keep = {name: cfg.get(name) for name in sections}
+    keep = {name: hashed_section(name, cfg.get(name)) for name in sections}
     keep.update(dataset=cfg.get("dataset"), seed=cfg.get("seed"))
     run = {k: v for k, v in record.get("run", {}).items()}
     return {"config": keep, "run": run}

@@ -26,7 +26,7 @@ import torch
 from dia.amplify import DissolveCache, amplify_forward
 from dia.augment import AugmentParams, make_generator, num_shifts
 from dia.checkpoints import save_checkpoint
-from dia.config import ExperimentConfig, to_dict
+from dia.config import ExperimentConfig, comparable_sections, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
@@ -83,6 +83,8 @@ def check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, method: str, p
         )
     want = _identity(cfg, method)
     have = {key: ckpt.get(key) for key in want}
+    want["config"] = comparable_sections(want["config"])
+    have["config"] = comparable_sections(have["config"] or {})
     if have != want:
         diff = [k for k in ("dataset", "method", "seed") if have[k] != want[k]]
         have_config = have["config"] or {}

@@ -74,6 +74,23 @@ def test_hash_depends_only_on_named_sections():
     assert config_hash(cfg) != config_hash(replace(cfg, {"seed": 1}))
 
 
+def test_fields_added_later_enter_the_hash_only_when_changed():
+    import hashlib
+    import json
+
+    from dia.config import ADDED_FIELDS
+
+    cfg = load_config("quick", dataset="pneumonia")
+    # the hash the code had before the fields existed: the section without them
+    section = {k: v for k, v in to_dict(cfg)["diffusion"].items()
+               if k not in ADDED_FIELDS["diffusion"]}
+    blob = json.dumps({"dataset": "pneumonia", "seed": 0, "diffusion": section},
+                      sort_keys=True, separators=(",", ":")).encode()
+    assert config_hash(cfg, ("diffusion",)) == hashlib.sha256(blob).hexdigest()[:8]
+    focused = replace(cfg, {"diffusion.focus_fraction": 0.5})
+    assert config_hash(focused, ("diffusion",)) != config_hash(cfg, ("diffusion",))
+
+
 def test_device_is_not_semantic():
     cfg = load_config("smoke")
     assert config_hash(cfg) == config_hash(replace(cfg, {"device": "cpu"}))

@@ -10,7 +10,7 @@ import torch
 from dia.config import DiffusionConfig, load_config
 from dia.diffusion import (
     CHECKPOINT, EMA, build_scheduler, build_unet, count_parameters, load_dissolver_model,
-    open_diffusion_run, prepare_images, train_diffusion,
+    open_diffusion_run, prepare_images, sample_train_t, train_diffusion,
 )
 from dia.dissolve import Dissolver
 from dia.results import RunError
@@ -163,6 +163,30 @@ def test_bad_config_is_refused_before_writing(tmp_path):
         train_diffusion(tiny_cfg(**{"diffusion.width": 12}), results_root=tmp_path, device="cpu")
     with pytest.raises(ValueError, match="log_every"):
         train_diffusion(tiny_cfg(**{"diffusion.log_every": 0}), results_root=tmp_path, device="cpu")
+    assert not list(tmp_path.iterdir())
+
+
+def test_timestep_focus():
+    draw = lambda focus: sample_train_t(  # noqa: E731
+        4000, 1000, torch.Generator().manual_seed(0), "cpu", focus)
+    reference = torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draw((30, 100, 0.0)), reference)  # no focus: the reference's draws
+    everything = draw((30, 100, 1.0))
+    assert int(everything.min()) >= 30 and int(everything.max()) <= 99
+    half = draw((30, 100, 0.5))
+    share = float(((half >= 30) & (half < 100)).float().mean())
+    assert 0.5 < share < 0.58  # 0.5 focused + 0.5 x 7 % of the uniform draws
+    assert int(half.max()) > 500  # the rest still covers the whole schedule
+
+
+def test_bad_timestep_focus_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="focus_fraction"):
+        train_diffusion(tiny_cfg(**{"diffusion.focus_fraction": 1.5}), results_root=tmp_path,
+                        device="cpu")
+    with pytest.raises(ValueError, match="focus_t_min"):
+        train_diffusion(tiny_cfg(**{"diffusion.focus_fraction": 0.5,
+                                    "diffusion.focus_t_max": 2000}),
+                        results_root=tmp_path, device="cpu")
     assert not list(tmp_path.iterdir())
 
 

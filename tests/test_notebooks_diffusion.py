@@ -39,10 +39,11 @@ def test_notebooks_run_on_smoke(tmp_path, run_notebook):
     assert len(runs) == 1 and (runs[0] / "DONE").is_file()
     assert (runs[0] / "checkpoints" / "last.pt").is_file()
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["ddpm_loss_synthetic.png", "dissolving_synthetic.png"]
+    assert figures == ["ddpm_loss_synthetic.png", "ddpm_noise_error_synthetic.png",
+                       "dissolving_synthetic.png"]
     assert (results / "figures" / "dissolving_synthetic.png").stat().st_size < 2 * 2**20
-    for notebook in (TRAIN, GALLERY):
+    for notebook, figures in ((TRAIN, 2), (GALLERY, 1)):  # TRAIN: loss curve, noise error
         executed = json.loads((tmp_path / notebook.name).read_text())
         images = [o for c in executed["cells"] for o in c.get("outputs", [])
                   if "image/png" in o.get("data", {})]
-        assert len(images) == 1, notebook.name
+        assert len(images) == figures, notebook.name

@@ -54,6 +54,29 @@ def test_foreign_config_in_folder_is_refused(results_root):
         open_run(cfg, stage="amplify", method="csi", results_root=results_root)
 
 
+def test_folder_written_before_a_field_was_added_still_opens(results_root):
+    import yaml
+
+    from dia.config import ADDED_FIELDS
+
+    cfg = load_config("smoke")
+    run = open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root,
+                   sections=("data", "diffusion"))
+    old = yaml.safe_load((run.path / "config.yaml").read_text())
+    for name in ADDED_FIELDS["diffusion"]:  # as the file was written before the field existed
+        del old["config"]["diffusion"][name]
+    (run.path / "config.yaml").write_text(yaml.safe_dump(old))
+    again = open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root,
+                     sections=("data", "diffusion"))
+    assert again.path == run.path
+    changed = {**old["config"]["diffusion"], "focus_fraction": 0.5}  # a set added field counts
+    old["config"]["diffusion"] = changed
+    (run.path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(RunError, match="another config"):
+        open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root,
+                 sections=("data", "diffusion"))
+
+
 def test_log_is_append_only_and_survives_a_cut_line(results_root):
     run = open_run(load_config("smoke"), stage="amplify", method="csi", results_root=results_root)
     run.append_log({"step": 1, "loss": 2.0})
