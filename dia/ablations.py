@@ -42,6 +42,10 @@ ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
         ("own dissolved copy excluded", {}, "dia"),
         ("own dissolved copy negative", {"amplify.exclude_own_dissolved": False}, "dia"),
     ],
+    "keep_gray": [  # a short DDPM tints gray images; only dissolved views would carry colour
+        ("tint kept (reference)", {}, "dia"),
+        ("gray kept gray", {"dissolve.keep_gray": True}, "dia"),
+    ],
     "resolution": [  # 224-pixel datasets only: MedMNIST is always dissolved at 32 (padded 28)
         ("32", {}, "dia"),
         ("64", {"dissolve.resolution": 64}, "dia"),

@@ -75,6 +75,9 @@ class DissolveConfig:
     value_range: Literal["reference", "normalized"] = "reference"
     resolution: int = 32
     cuda_bf16: bool = True  # bf16 autocast + channels_last for the frozen U-Net on CUDA; CPU is fp32
+    # Not in the reference: a gray input's x̂₀ is made gray again (channel mean). A short DDPM
+    # tints gray images slightly, a colour cue no clean view has (DECISIONS.md, DIA 18).
+    keep_gray: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,10 @@ def config_hash(cfg: ExperimentConfig, sections: tuple[str, ...] = SECTIONS) -> 
 
 # Fields added after runs were published enter the hash only when they differ from their
 # default, so the folders of those runs keep their names.
-ADDED_FIELDS = {"diffusion": ("focus_fraction", "focus_t_min", "focus_t_max")}
+ADDED_FIELDS = {
+    "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max"),
+    "dissolve": ("keep_gray",),
+}
 
 
 def hashed_section(section: str, values: dict[str, Any]) -> dict[str, Any]:

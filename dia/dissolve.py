@@ -20,6 +20,11 @@ Decisions (SPEC section 5; `algorithms.md` C1.1-C1.5):
 * t is drawn once per call site (`sample_t`): one t per (batch, rotation), t ∈ {30, …, 99}.
 * x̂₀ is computed here from ``alphas_cumprod`` (per-sample t allowed), not by
   ``scheduler.step``, which takes one scalar t and draws noise.
+* ``keep_gray=True`` (not the reference; off by default) replaces x̂₀ of a gray input (all
+  channels equal) by its channel mean. The U-Net is 3-channel; a short-trained one returns gray
+  inputs slightly tinted, and after the contrastive augmentation (whose hue and saturation
+  jitter leave gray images gray) only dissolved views carry colour: a shortcut that tells them
+  apart without looking at fine detail.
 
 The amplifier uses only `Dissolver`.
 """
@@ -143,6 +148,12 @@ def from_resolution(x: torch.Tensor, how: tuple) -> torch.Tensor:
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
 
 
+def gray_like_input(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """`out` with each sample whose input was gray (R = G = B exactly) replaced by its channel mean."""
+    gray = (images[:, :1] == images[:, 1:]).flatten(1).all(1).view(-1, 1, 1, 1)
+    return torch.where(gray, out.mean(1, keepdim=True).expand_as(out), out)
+
+
 def dissolve(
     images: torch.Tensor,
     unet: torch.nn.Module,
@@ -152,6 +163,7 @@ def dissolve(
     value_range: ValueRange = "reference",
     resolution: int = 32,
     autocast_dtype: torch.dtype | None = None,
+    keep_gray: bool = False,
 ) -> torch.Tensor:
     """Dissolve a batch: resize/pad to `resolution`, one-step x̂₀, clamp, back to the input size.
 
@@ -164,6 +176,7 @@ def dissolve(
             ``"normalized"`` (×2−1 before, (·+1)/2 after, clamped to [0, 1]).
         resolution: the U-Net's training resolution.
         autocast_dtype: e.g. ``torch.bfloat16`` to run the U-Net under CUDA autocast.
+        keep_gray: make x̂₀ of gray inputs gray (`gray_like_input`); not the reference.
 
     Returns:
         float tensor of the input's shape, dtype and device.
@@ -190,6 +203,8 @@ def dissolve(
         if value_range == "normalized":
             x0 = ((x0 + 1.0) / 2.0).clamp_(0.0, 1.0)
         out = from_resolution(x0, how).contiguous()
+        if keep_gray:
+            out = gray_like_input(out, images.to(out.device)).contiguous()
     return out.to(device=images.device, dtype=images.dtype)
 
 
@@ -208,6 +223,7 @@ class Dissolver:
         resolution: int = 32,
         *,
         cuda_bf16: bool = True,
+        keep_gray: bool = False,
     ) -> None:
         if value_range not in VALUE_RANGES:
             raise DissolveError(f"value_range={value_range!r}; choose one of {VALUE_RANGES}")
@@ -218,6 +234,7 @@ class Dissolver:
         self.alphas_cumprod = alphas_cumprod.to(self.device, torch.float32)
         self.value_range = value_range
         self.resolution = resolution
+        self.keep_gray = keep_gray
         self.autocast_dtype = torch.bfloat16 if (cuda_bf16 and self.device.type == "cuda") else None
 
     @property
@@ -228,7 +245,7 @@ class Dissolver:
         return dissolve(
             images01, self.unet, self.alphas_cumprod, t,
             value_range=self.value_range, resolution=self.resolution,
-            autocast_dtype=self.autocast_dtype,
+            autocast_dtype=self.autocast_dtype, keep_gray=self.keep_gray,
         )
 
     @classmethod
@@ -237,7 +254,7 @@ class Dissolver:
 
         Args:
             run: the diffusion `Run`, its folder, or a checkpoint file.
-            dissolve_cfg: `cfg.dissolve` (value_range, resolution, cuda_bf16).
+            dissolve_cfg: `cfg.dissolve` (value_range, resolution, cuda_bf16, keep_gray).
             device: where the U-Net runs (default: CUDA if available).
         """
         if dissolve_cfg.dissolver != "diffusion":
@@ -249,9 +266,10 @@ class Dissolver:
 
         unet, alphas_cumprod = load_dissolver_model(run, device)
         return cls(unet, alphas_cumprod, dissolve_cfg.value_range, dissolve_cfg.resolution,
-                   cuda_bf16=dissolve_cfg.cuda_bf16)
+                   cuda_bf16=dissolve_cfg.cuda_bf16, keep_gray=dissolve_cfg.keep_gray)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.unet.parameters())
         return (f"Dissolver({n / 1e6:.1f}M params, device={self.device}, "
-                f"value_range={self.value_range!r}, resolution={self.resolution})")
+                f"value_range={self.value_range!r}, resolution={self.resolution}, "
+                f"keep_gray={self.keep_gray})")

@@ -68,3 +68,19 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     again = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
                           results_root=results_root)
     assert list(again["run_id"]) == list(frame["run_id"])  # finished variants are reused
+
+
+@pytest.mark.notebook
+def test_ablation_notebook_runs_on_smoke(tmp_path, run_notebook):
+    import json
+
+    results = tmp_path / "results"
+    out = run_notebook("50_ablations", dataset="synthetic", profile="smoke", seeds=1,
+                       which="value_range,keep_gray", results_root=str(results), data_root="")
+    cells = json.loads(out.read_text())["cells"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    table = (results / "tables").glob("ablations*")
+    assert list(table), "the notebook writes its tables"
+    evaluated = list((results / "runs" / "evaluate" / "synthetic" / "dia").glob("s0-*"))
+    assert len(evaluated) == 3  # reference (shared by both ablations), normalized, keep_gray

@@ -150,6 +150,20 @@ def test_reference_range_feeds_01_clamps_and_does_not_rescale(alphas_cumprod):
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 
+def test_keep_gray_makes_gray_inputs_gray_and_leaves_the_rest(alphas_cumprod):
+    tint = torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)  # a U-Net answering a coloured ε
+    unet = ConstEps(lambda x, t: tint.expand_as(x))
+    gray = torch.rand(2, 1, 28, 28).expand(2, 3, 28, 28)
+    colour = torch.rand(2, 3, 28, 28)
+    images = torch.cat([gray, colour])
+    plain = dissolve(images, unet, alphas_cumprod, 99)
+    kept = dissolve(images, unet, alphas_cumprod, 99, keep_gray=True)
+    assert (plain[:2, 0] - plain[:2, 1]).abs().max() > 0.01  # the tint, without the option
+    assert torch.equal(kept[:2, 0], kept[:2, 1]) and torch.equal(kept[:2, 1], kept[:2, 2])
+    assert torch.allclose(kept[:2, 0], plain[:2].mean(1))  # the channel mean, nothing else
+    assert torch.equal(kept[2:], plain[2:])  # colour inputs untouched
+
+
 def test_shape_round_trips(alphas_cumprod):
     identity = ConstEps(lambda x, t: torch.zeros_like(x))
     small = torch.rand(2, 3, 28, 28)
