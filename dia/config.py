@@ -59,7 +59,7 @@ class DiffusionConfig:
     cuda_bf16: bool = False  # bf16 autocast for training on CUDA; the reference trains in fp32
     # Timestep focus (not in the reference, which draws t ~ U{0..999}): each training sample
     # draws its t from {focus_t_min..focus_t_max-1}, the range dissolving uses, with probability
-    # focus_fraction. 0 reproduces the reference; short CPU profiles use it (DECISIONS.md).
+    # focus_fraction. 0 (every profile) reproduces the reference (DECISIONS.md, DIA 17).
     focus_fraction: float = 0.0
     focus_t_min: int = 30
     focus_t_max: int = 100

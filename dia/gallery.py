@@ -1,6 +1,6 @@
 """Figures of the diffusion stage: the dissolving gallery, the DDPM loss curve and its noise error.
 
-Each writes PNGs under ``<results_root>/figures/`` (matplotlib, Agg) and return the path;
+Each writes a PNG under ``<results_root>/figures/`` (matplotlib, Agg) and returns its path;
 `show` displays one in a notebook.
 """
 

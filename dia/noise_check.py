@@ -2,11 +2,11 @@
 
 Dissolving uses the U-Net only at t ∈ {30..99} of 1000, where the noise is small
 (√(1−ᾱₜ) = 0.06-0.17) and hardest to tell from image detail. A DDPM trained with t ~ U{0..999}
-sees those timesteps in 7 % of its samples, so a short run can look fine on its loss curve and
-still predict the noise at t < 100 worse than a model that always answers ε = 0, whose L1 error
-is E|ε| = √(2/π) ≈ 0.80. Then x̂₀ is the input plus the model's error, not the input without its
-fine detail. This module measures that error on the DDPM's own training images, never on the
-test split.
+sees those timesteps in 7 % of its samples, and its loss curve, an average over all t, does not
+show how well it does there. The yardstick is a model that always answers
+ε = 0, whose L1 error is E|ε| = √(2/π) ≈ 0.80: near it, x̂₀ is the input plus the model's error
+rather than the input without its fine detail. Measured on the DDPM's own training images,
+never on the test split.
 """
 
 from __future__ import annotations
