@@ -12,6 +12,7 @@ the profile's are kept out of the main AUC table (`dia.report` shows only the pr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,33 +83,55 @@ def run_ablations(
     results_root: str | Path = "results",
     data_root: str | Path | None = None,
     device: str | None = None,
+    train: bool = True,
 ) -> pd.DataFrame:
-    """Train and score every (variant, seed); one row per run: ablation, variant, seed, auc."""
+    """Train and score every (variant, seed); one row per run: ablation, variant, seed, auc.
+
+    With `train=False` nothing is trained: runs already scored are read back and the others get
+    a row with status "not run" and no AUC, so a partial grid can be published as what it is.
+    """
     from dia.evaluate import evaluate_amplifier
+    from dia.stages import is_stage_done, open_stage_run
     from dia.train_encoder import train_amplifier
 
     rows = []
     for ablation, label, overrides, method in variants(which, profile, dataset):
         for seed in range(seeds):
             cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides or None)
-            train_amplifier(cfg, method, results_root=results_root, data_root=data_root, device=device)
-            run = evaluate_amplifier(cfg, method, results_root=results_root, data_root=data_root,
-                                     device=device)
+            row = {"dataset": dataset, "ablation": ablation, "variant": label, "method": method,
+                   "seed": seed, "profile": profile, "overrides": json.dumps(overrides)}
+            if not train and not is_stage_done(cfg, "evaluate", method, results_root):
+                rows.append({**row, "auc": float("nan"), "status": "not run", "run_id": ""})
+                continue
+            if train:
+                train_amplifier(cfg, method, results_root=results_root, data_root=data_root,
+                                device=device)
+                run = evaluate_amplifier(cfg, method, results_root=results_root,
+                                         data_root=data_root, device=device)
+            else:
+                run = open_stage_run(cfg, "evaluate", method, results_root)
             metrics = pd.read_csv(run.path / "metrics.csv")
             auc = float(metrics.loc[metrics["metric"] == "auc", "value"].iloc[0])
-            rows.append({"dataset": dataset, "ablation": ablation, "variant": label,
-                         "method": method, "seed": seed, "profile": profile, "auc": auc,
-                         "run_id": run.run_id})
+            rows.append({**row, "auc": auc, "status": "done", "run_id": run.run_id})
     return pd.DataFrame(rows)
+
+
+def not_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """The (variant, seed) cells without a result, with the overrides that would produce them."""
+    return frame.loc[frame["status"] != "done", ["ablation", "variant", "method", "seed", "overrides"]]
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per (ablation, variant), as text cells per dataset."""
     grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)["auc"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
-    stats["cell"] = [f"{m:.3f} ± {0.0 if pd.isna(s) else s:.3f} (n={n})"
+    stats["cell"] = [_cell(m, s, n) + f" (n={n})" if n else "not run"
                      for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
     return stats.pivot(index=["ablation", "variant"], columns="dataset", values="cell")
+
+
+def _cell(mean: float, std: float, count: int) -> str:
+    return f"{mean:.3f} ± {0.0 if pd.isna(std) else std:.3f}" if count else "not run"
 
 
 def readme_layout(frame: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +148,7 @@ def readme_layout(frame: pd.DataFrame) -> pd.DataFrame:
     parts["dissolver"] = parts["variant"].map(dissolver_of)
     parts = parts.drop_duplicates(["shift", "dissolver", "dataset", "seed"])
     stats = parts.groupby(["shift", "dissolver", "dataset"])["auc"].agg(["mean", "std", "count"])
-    stats["cell"] = [f"{m:.3f} ± {0.0 if pd.isna(s) else s:.3f}" for m, s in zip(stats["mean"], stats["std"])]
+    stats["cell"] = [_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
     return stats["cell"].unstack("dataset")
 
 
@@ -136,7 +159,7 @@ def plot_ddpm_steps(frame: pd.DataFrame, path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = frame[frame["ablation"] == "ddpm_steps"].copy()
+    data = frame[(frame["ablation"] == "ddpm_steps") & frame["auc"].notna()].copy()
     if data.empty:
         return None
     data["steps"] = data["variant"].astype(int)

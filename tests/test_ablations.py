@@ -69,6 +69,16 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
                           results_root=results_root)
     assert list(again["run_id"]) == list(frame["run_id"])  # finished variants are reused
 
+    folders = sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir())
+    partial = run_ablations("synthetic", "smoke", seeds=2, which=["dissolver"],
+                            results_root=results_root, train=False)
+    assert sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir()) == folders
+    done = partial[partial["status"] == "done"]
+    assert list(done["run_id"]) == list(frame["run_id"]) and (done["seed"] == 0).all()
+    missing = ablations.not_run(partial)
+    assert list(missing["seed"]) == [1, 1, 1] and partial.loc[missing.index, "auc"].isna().all()
+    assert all(cell.endswith("(n=1)") for cell in summary(partial)["synthetic"])
+
 
 @pytest.mark.notebook
 def test_ablation_notebook_runs_on_smoke(tmp_path, run_notebook):

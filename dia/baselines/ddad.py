@@ -451,17 +451,18 @@ def plot_examples(run: Run, cfg, *, data_root=None, results_root="results", per_
             ax = axes[r, c]
             img = ex[key][r, 0].numpy()
             if cmap == "gray":
-                ax.imshow(img, cmap="gray", vmin=-1, vmax=1)
+                ax.imshow(img, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
             elif key == "asr":
-                ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             else:  # discrepancy maps share one scale per column, so rows compare
-                ax.imshow(img, cmap=cmap, vmin=0, vmax=float(ex[key].max()) or 1.0)
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=float(ex[key].max()) or 1.0,
+                          interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=8)
             if c == 0:
                 kind = "anomalous" if ex["labels"][r] else "normal"
-                ax.set_ylabel(f"{kind}\n{ex['ids'][r][-20:]}", fontsize=7)
+                ax.set_ylabel(f"{kind}\n{Path(ex['ids'][r]).name}", fontsize=7)
     fig.tight_layout()
     return fig
 
