@@ -122,16 +122,20 @@ def not_run(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per (ablation, variant), as text cells per dataset."""
+    """Mean ± std over seeds per (ablation, variant), as text cells per dataset, in run order."""
     grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)["auc"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
-    stats["cell"] = [_cell(m, s, n) + f" (n={n})" if n else "not run"
-                     for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
-    return stats.pivot(index=["ablation", "variant"], columns="dataset", values="cell")
+    stats["cell"] = [_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
+    order = list(dict.fromkeys(zip(stats["ablation"], stats["variant"])))
+    table = stats.pivot(index=["ablation", "variant"], columns="dataset", values="cell")
+    return table.reindex(pd.MultiIndex.from_tuples(order, names=["ablation", "variant"]))
 
 
 def _cell(mean: float, std: float, count: int) -> str:
-    return f"{mean:.3f} ± {0.0 if pd.isna(std) else std:.3f}" if count else "not run"
+    """"0.803 ± 0.039 (n=3)"; one seed has no spread: "0.829 (n=1)"."""
+    if not count:
+        return "not run"
+    return f"{mean:.3f} (n=1)" if count == 1 else f"{mean:.3f} ± {std:.3f} (n={count})"
 
 
 def readme_layout(frame: pd.DataFrame) -> pd.DataFrame:
@@ -186,10 +190,10 @@ def write_ablation_tables(frame: pd.DataFrame, results_root: str | Path) -> dict
     dataset = frame["dataset"].iloc[0]
     paths = {"csv": tables / f"ablations_{dataset}.csv", "md": tables / f"ablations_{dataset}.md"}
     atomic_write_text(paths["csv"], frame.to_csv(index=False))
-    text = "## Ablations, mean ± std over seeds\n\n" + summary(frame).to_markdown() + "\n"
+    text = "## Ablations, mean ± std over seeds\n\n" + summary(frame).reset_index().to_markdown(index=False) + "\n"
     layout = readme_layout(frame)
     if not layout.empty:
-        text += "\n## Shift × dissolver (DIA README layout)\n\n" + layout.to_markdown() + "\n"
+        text += "\n## Shift × dissolver (DIA README layout)\n\n" + layout.reset_index().to_markdown(index=False) + "\n"
     atomic_write_text(paths["md"], text)
     figure = plot_ddpm_steps(frame, Path(results_root) / "figures" / f"ablation_ddpm_steps_{dataset}.png")
     if figure:
