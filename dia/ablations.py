@@ -87,13 +87,21 @@ def run_ablations(
 ) -> pd.DataFrame:
     """Train and score every (variant, seed); one row per run: ablation, variant, seed, auc.
 
-    With `train=False` nothing is trained: runs already scored are read back and the others get
-    a row with status "not run" and no AUC, so a partial grid can be published as what it is.
+    With `train=False` nothing is trained: runs already scored are read back (status "done");
+    a run whose folder is not on this machine but which `record_runs` entered in the ledger
+    `results_root/tables/ablation_runs.csv` under the same run id (so the same config hash) is
+    taken from there (status "recorded"); the others get status "not run" and no AUC. A grid
+    measured over several machines can so be published as what it is, and a stale record (its
+    config changed since) never enters.
     """
     from dia.evaluate import evaluate_amplifier
-    from dia.stages import is_stage_done, open_stage_run
+    from dia.stages import is_stage_done, open_stage_run, stage_run_dir
     from dia.train_encoder import train_amplifier
 
+    recorded = {}
+    if not train:
+        ledger = read_ledger(results_root)
+        recorded = dict(zip(ledger["run_id"], ledger["auc"].astype(float)))
     rows = []
     for ablation, label, overrides, method in variants(which, profile, dataset):
         for seed in range(seeds):
@@ -101,7 +109,12 @@ def run_ablations(
             row = {"dataset": dataset, "ablation": ablation, "variant": label, "method": method,
                    "seed": seed, "profile": profile, "overrides": json.dumps(overrides)}
             if not train and not is_stage_done(cfg, "evaluate", method, results_root):
-                rows.append({**row, "auc": float("nan"), "status": "not run", "run_id": ""})
+                path = stage_run_dir(cfg, "evaluate", method, results_root)
+                run_id = path.relative_to(Path(results_root) / "runs").as_posix()
+                auc, status = recorded.get(run_id, float("nan")), "recorded"
+                if run_id not in recorded:
+                    run_id, status = "", "not run"
+                rows.append({**row, "auc": auc, "status": status, "run_id": run_id})
                 continue
             if train:
                 train_amplifier(cfg, method, results_root=results_root, data_root=data_root,
@@ -116,9 +129,60 @@ def run_ablations(
     return pd.DataFrame(rows)
 
 
+LEDGER_COLUMNS = ["run_id", "dataset", "method", "seed", "overrides", "auc", "device",
+                  "git_commit", "created"]
+
+
+def ledger_path(results_root: str | Path) -> Path:
+    """Every ablation run ever scored under `results_root`: one row per run id, kept across calls."""
+    return Path(results_root) / "tables" / "ablation_runs.csv"
+
+
+def read_ledger(results_root: str | Path) -> pd.DataFrame:
+    path = ledger_path(results_root)
+    if not path.is_file():
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    ledger = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = set(LEDGER_COLUMNS) - set(ledger.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not an ablation "
+                         "ledger; move it away and rerun")
+    return ledger[ledger["auc"].notna()]
+
+
+def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
+    """Add the frame's scored runs to the ledger (a run scored again replaces its row).
+
+    Each row names the machine and commit the run was made with (its folder's `env.json`).
+    """
+    from dia.results import atomic_write_text
+
+    done = frame[frame["status"] == "done"].drop_duplicates("run_id")
+    rows = []
+    for row in done.itertuples():
+        env_file = Path(results_root) / "runs" / row.run_id / "env.json"
+        env = json.loads(env_file.read_text()) if env_file.is_file() else {}
+        rows.append({"run_id": row.run_id, "dataset": row.dataset, "method": row.method,
+                     "seed": row.seed, "overrides": row.overrides, "auc": row.auc,
+                     "device": env.get("device", ""), "git_commit": env.get("git_commit", ""),
+                     "created": env.get("created", "")})
+    old = read_ledger(results_root)
+    ledger = pd.concat([old[~old["run_id"].isin(done["run_id"])], pd.DataFrame(rows, columns=LEDGER_COLUMNS)],
+                       ignore_index=True).sort_values("run_id", ignore_index=True)
+    path = ledger_path(results_root)
+    atomic_write_text(path, ledger.to_csv(index=False))
+    return path
+
+
+def provenance(frame: pd.DataFrame, results_root: str | Path) -> pd.DataFrame:
+    """The ledger's rows of the frame's scored runs: where and with which commit each was made."""
+    ledger = read_ledger(results_root)
+    return ledger[ledger["run_id"].isin(frame["run_id"])].reset_index(drop=True)
+
+
 def not_run(frame: pd.DataFrame) -> pd.DataFrame:
     """The (variant, seed) cells without a result, with the overrides that would produce them."""
-    return frame.loc[frame["status"] != "done", ["ablation", "variant", "method", "seed", "overrides"]]
+    return frame.loc[frame["status"] == "not run", ["ablation", "variant", "method", "seed", "overrides"]]
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +252,8 @@ def write_ablation_tables(frame: pd.DataFrame, results_root: str | Path) -> dict
 
     tables = Path(results_root) / "tables"
     dataset = frame["dataset"].iloc[0]
-    paths = {"csv": tables / f"ablations_{dataset}.csv", "md": tables / f"ablations_{dataset}.md"}
+    paths = {"csv": tables / f"ablations_{dataset}.csv", "md": tables / f"ablations_{dataset}.md",
+             "ledger": record_runs(frame, results_root)}
     atomic_write_text(paths["csv"], frame.to_csv(index=False))
     text = "## Ablations, mean ± std over seeds\n\n" + summary(frame).reset_index().to_markdown(index=False) + "\n"
     layout = readme_layout(frame)

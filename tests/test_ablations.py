@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -78,6 +80,22 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     missing = ablations.not_run(partial)
     assert list(missing["seed"]) == [1, 1, 1] and partial.loc[missing.index, "auc"].isna().all()
     assert all(cell.endswith("(n=1)") for cell in summary(partial)["synthetic"])
+
+    # The ledger keeps the AUCs when the run folders are gone (another machine) ...
+    ablations.write_ablation_tables(partial, results_root)
+    shutil.rmtree(results_root / "runs")
+    ledger = ablations.ledger_path(results_root)
+    assert (ablations.provenance(partial, results_root)["device"] != "").all()
+    last = done["run_id"].iloc[-1]
+    ledger.write_text(ledger.read_text().replace(last, last[:-8] + "0" * 8))
+    kept = run_ablations("synthetic", "smoke", seeds=2, which=["dissolver"],
+                         results_root=results_root, train=False)
+    recorded = kept[kept["status"] == "recorded"]  # ... only under the run id the config still has
+    assert list(recorded["run_id"]) == list(done["run_id"])[:-1]
+    assert list(recorded["auc"]) == pytest.approx(list(done["auc"])[:-1], abs=1e-6)
+    assert len(ablations.not_run(kept)) == 4 and not (results_root / "runs").exists()
+    ablations.write_ablation_tables(kept, results_root)  # recorded rows are not lost on rewrite
+    assert len(ablations.read_ledger(results_root)) == len(done)
 
 
 @pytest.mark.notebook
