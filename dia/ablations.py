@@ -8,6 +8,10 @@ the profile's are kept out of the main AUC table (`dia.report` shows only the pr
 
     frame = run_ablations("pneumonia", "quick", seeds=3, which=("dissolver", "value_range"))
     readme_layout(frame)        # rows = shift x dissolver, as the DIA repository's README
+
+`write_ablation_tables` also enters every scored run in a ledger (`tables/ablation_runs.csv`:
+run id, AUC, machine, commit), which is committed with the published tables: with
+`train=False` a later call on a fresh machine publishes the grid from it, run folders or not.
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ LEDGER_COLUMNS = ["run_id", "dataset", "method", "seed", "overrides", "auc", "de
 
 
 def ledger_path(results_root: str | Path) -> Path:
-    """Every ablation run ever scored under `results_root`: one row per run id, kept across calls."""
+    """Every ablation run scored under `results_root`: one row per run id, kept across calls."""
     return Path(results_root) / "tables" / "ablation_runs.csv"
 
 
@@ -167,8 +171,9 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
                      "device": env.get("device", ""), "git_commit": env.get("git_commit", ""),
                      "created": env.get("created", "")})
     old = read_ledger(results_root)
-    ledger = pd.concat([old[~old["run_id"].isin(done["run_id"])], pd.DataFrame(rows, columns=LEDGER_COLUMNS)],
-                       ignore_index=True).sort_values("run_id", ignore_index=True)
+    kept = old[~old["run_id"].isin(done["run_id"])]
+    ledger = pd.concat([kept, pd.DataFrame(rows, columns=LEDGER_COLUMNS)], ignore_index=True)
+    ledger = ledger.sort_values("run_id", ignore_index=True)
     path = ledger_path(results_root)
     atomic_write_text(path, ledger.to_csv(index=False))
     return path
