@@ -151,6 +151,8 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not an ablation "
                          "ledger; move it away and rerun")
+    text = ["device", "git_commit", "created"]  # unknown for runs entered by hand: blank
+    ledger[text] = ledger[text].astype(object).fillna("")
     return ledger[ledger["auc"].notna()]
 
 
