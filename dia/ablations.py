@@ -99,13 +99,14 @@ def run_ablations(
     config changed since) never enters.
     """
     from dia.evaluate import evaluate_amplifier
+    from dia.results import run_id_of
     from dia.stages import is_stage_done, open_stage_run, stage_run_dir
     from dia.train_encoder import train_amplifier
 
     recorded = {}
     if not train:
         ledger = read_ledger(results_root)
-        recorded = dict(zip(ledger["run_id"], ledger["auc"].astype(float)))
+        recorded = dict(zip(ledger["run_id"], ledger["auc"]))
     rows = []
     for ablation, label, overrides, method in variants(which, profile, dataset):
         for seed in range(seeds):
@@ -113,12 +114,12 @@ def run_ablations(
             row = {"dataset": dataset, "ablation": ablation, "variant": label, "method": method,
                    "seed": seed, "profile": profile, "overrides": json.dumps(overrides)}
             if not train and not is_stage_done(cfg, "evaluate", method, results_root):
-                path = stage_run_dir(cfg, "evaluate", method, results_root)
-                run_id = path.relative_to(Path(results_root) / "runs").as_posix()
-                auc, status = recorded.get(run_id, float("nan")), "recorded"
-                if run_id not in recorded:
-                    run_id, status = "", "not run"
-                rows.append({**row, "auc": auc, "status": status, "run_id": run_id})
+                run_id = run_id_of(stage_run_dir(cfg, "evaluate", method, results_root))
+                if run_id in recorded:
+                    rows.append({**row, "auc": recorded[run_id], "status": "recorded",
+                                 "run_id": run_id})
+                else:
+                    rows.append({**row, "auc": float("nan"), "status": "not run", "run_id": ""})
                 continue
             if train:
                 train_amplifier(cfg, method, results_root=results_root, data_root=data_root,

@@ -77,7 +77,7 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return f"{self.stage}/{self.dataset}/{self.method}/{self.path.name}"
+        return run_id_of(self.path)
 
     def file(self, name: str) -> Path:
         """Path of a file inside the run folder (parents created)."""
@@ -134,6 +134,11 @@ class Run:
         target = self.file(name)
         atomic_write_text(target, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return target
+
+
+def run_id_of(path: str | Path) -> str:
+    """"stage/dataset/method/s<seed>-<hash>": a run folder's id, relative to `results/runs`."""
+    return "/".join(Path(path).parts[-4:])
 
 
 def run_dir(
