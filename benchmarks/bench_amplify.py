@@ -5,10 +5,12 @@
 Prints one JSON object: per device, DIA and CSI iterations/s and encoder images/s (an iteration
 feeds 3·4·B images for DIA, 2·4·B for CSI), the share of a DIA iteration spent dissolving, DIA
 with a warm `DissolveCache` (every (image, flip, t) already stored, as late in a long run), and
-scoring throughput (test images/s with 4 rotations × S draws). The dissolver is a randomly
-initialised width-32 DDPM U-Net (speed does not depend on the weights). On CUDA the encoder runs
-under bf16 autocast with channels_last (the U-Net too). Reference figures on the project's 2-core
-CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval 1,838 images in 23.8 s.
+scoring throughput (test images/s with 4 rotations × S draws); on CUDA each with the GPU's
+utilisation (`gpu_util.py`: time a second or more of work, e.g. `--iters 50`). The dissolver is
+a randomly initialised width-32 DDPM U-Net (speed does not depend on the weights). On CUDA the
+encoder runs under bf16 autocast with channels_last (the U-Net too). Reference figures on the
+project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
+1,838 images in 23.8 s.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import time
 
 import torch
+from gpu_util import GpuUtilisation
 
 REFERENCE_CPU = {"dia_s_per_it": 2.76, "csi_s_per_it": 0.253, "score_images_per_s": 1838 / 23.8}
 
@@ -63,12 +66,13 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
     _sync(device)
     timed["dissolve"] = 0.0
     tic, cpu_tic = time.perf_counter(), time.process_time()
-    for _ in range(iters):
-        step()
-    _sync(device)
+    with GpuUtilisation(device) as util:
+        for _ in range(iters):
+            step()
+        _sync(device)
     seconds = (time.perf_counter() - tic) / iters
     cpu_seconds = (time.process_time() - cpu_tic) / iters
-    return seconds, timed["dissolve"] / iters, cpu_seconds
+    return seconds, timed["dissolve"] / iters, cpu_seconds, util.summary()
 
 
 def bench(device: torch.device, *, iters: int, size: int, batch: int, score_images: int,
@@ -92,7 +96,7 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
         if bf16:
             model = model.to(memory_format=torch.channels_last)
         optimizer = LARS(model.parameters())
-        s_per_it, s_dissolve, cpu_s = _time_training(
+        s_per_it, s_dissolve, cpu_s, util = _time_training(
             model, optimizer, images, diss, device, iters, bf16,
             warm_cache=method == "dia_warm_cache",
         )
@@ -100,7 +104,7 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
         out[method] = {
             "s_per_it": round(s_per_it, 4), "it_per_s": round(1 / s_per_it, 3),
             "images_per_s": round(views * 4 * batch / s_per_it, 1),
-            "process_cpu_s_per_it": round(cpu_s, 4),
+            "process_cpu_s_per_it": round(cpu_s, 4), **util,
         }
         if method == "dia":
             out[method]["dissolve_share"] = round(s_dissolve / s_per_it, 3)
@@ -110,14 +114,15 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     _sync(device)
     tic = time.perf_counter()
     cpu_tic = time.process_time()
-    extract_features(model, test, num_samples=num_samples, batch_size=100, device=device,
-                     autocast_dtype=torch.bfloat16 if bf16 else None)
-    _sync(device)
+    with GpuUtilisation(device) as util:
+        extract_features(model, test, num_samples=num_samples, batch_size=100, device=device,
+                         autocast_dtype=torch.bfloat16 if bf16 else None)
+        _sync(device)
     seconds = time.perf_counter() - tic
     out["score"] = {"images": score_images, "num_samples": num_samples,
                     "images_per_s": round(score_images / seconds, 1),
                     "forward_images_per_s": round(score_images * 4 * num_samples / seconds, 1),
-                    "process_cpu_s": round(time.process_time() - cpu_tic, 3)}
+                    "process_cpu_s": round(time.process_time() - cpu_tic, 3), **util.summary()}
     if device.type == "cpu":
         out["vs_reference_cpu"] = {
             "dia_speedup": round(REFERENCE_CPU["dia_s_per_it"] / out["dia"]["s_per_it"], 2),

@@ -7,7 +7,8 @@ Prints one JSON object with, per device, width and precision: DDPM optimiser ste
 images/s at `--batch` images per step (flip, noise, U-Net forward/backward, L1, clip, Adam, EMA,
 as in `dia.diffusion.train_diffusion`), and dissolved images/s for 28² inputs (pad → one-step x̂₀
 → crop, `dia.dissolve.Dissolver`). Weights are random: speed does not depend on them. On CUDA
-both fp32 and bf16 autocast + channels_last are measured. `cpu_s_*` is process CPU time: on a
+both fp32 and bf16 autocast + channels_last are measured, with the GPU's utilisation
+(`gpu_util.py`). `cpu_s_*` is process CPU time: on a
 machine shared with other jobs, with `--threads 1`, it approximates the uncontended wall time
 (the load average is recorded). Reference figures on the project's
 2-core CPU (`reference/reference-run-cpu.md`): the published DDPM loop takes 49.7 s per optimiser
@@ -25,6 +26,7 @@ import sys
 import time
 
 import torch
+from gpu_util import GpuUtilisation
 
 REFERENCE_CPU = {"ddpm_images_per_s_512": 512 / 49.7, "dissolve_images_per_s": 4 * 32 / 2.42}
 
@@ -58,13 +60,14 @@ def bench_training(width: int, batch: int, steps: int, device: torch.device, bf1
     step(1)  # warm-up
     _sync(device)
     tic, cpu = time.perf_counter(), time.process_time()
-    for i in range(steps):
-        step(i + 2)
-    _sync(device)
+    with GpuUtilisation(device) as util:
+        for i in range(steps):
+            step(i + 2)
+        _sync(device)
     seconds = (time.perf_counter() - tic) / steps
     return {"parameters": count_parameters(unet), "batch": batch, "s_per_step": seconds,
             "steps_per_s": 1 / seconds, "images_per_s": batch / seconds,
-            "cpu_s_per_step": (time.process_time() - cpu) / steps}
+            "cpu_s_per_step": (time.process_time() - cpu) / steps, **util.summary()}
 
 
 def bench_dissolve(width: int, batch: int, repeats: int, device: torch.device, bf16: bool) -> dict:
@@ -80,12 +83,13 @@ def bench_dissolve(width: int, batch: int, repeats: int, device: torch.device, b
     d(images, t)  # warm-up
     _sync(device)
     tic, cpu = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        d(images, t)
-    _sync(device)
+    with GpuUtilisation(device) as util:
+        for _ in range(repeats):
+            d(images, t)
+        _sync(device)
     seconds = (time.perf_counter() - tic) / repeats
     return {"batch": batch, "s_per_batch": seconds, "images_per_s": batch / seconds,
-            "cpu_s_per_batch": (time.process_time() - cpu) / repeats}
+            "cpu_s_per_batch": (time.process_time() - cpu) / repeats, **util.summary()}
 
 
 def main() -> None:

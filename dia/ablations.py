@@ -17,7 +17,7 @@ run id, AUC, machine, commit), which is committed with the published tables: wit
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,37 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
     return out
 
 
+def cells(dataset: str, profile: str, *, seeds: int,
+          which: Sequence[str]) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Every (variant, seed) of the requested ablations, variant by variant: (row, cfg).
+
+    `row` holds the cell's labels (dataset, ablation, variant, method, seed, profile, overrides
+    as JSON); `cfg` is the config its run is trained under.
+    """
+    for ablation, label, overrides, method in variants(which, profile, dataset):
+        for seed in range(seeds):
+            cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides or None)
+            yield ({"dataset": dataset, "ablation": ablation, "variant": label, "method": method,
+                    "seed": seed, "profile": profile, "overrides": json.dumps(overrides)}, cfg)
+
+
+def train_and_score(cfg, method: str, *, results_root: str | Path = "results",
+                    data_root: str | Path | None = None, device: str | None = None) -> dict:
+    """Train one cell's encoder (and its DDPM) unless done, score it: {auc, status, run_id}."""
+    from dia.evaluate import evaluate_amplifier
+    from dia.train_encoder import train_amplifier
+
+    train_amplifier(cfg, method, results_root=results_root, data_root=data_root, device=device)
+    run = evaluate_amplifier(cfg, method, results_root=results_root, data_root=data_root,
+                             device=device)
+    return {"auc": _auc_of(run), "status": "done", "run_id": run.run_id}
+
+
+def _auc_of(run) -> float:
+    metrics = pd.read_csv(run.path / "metrics.csv")
+    return float(metrics.loc[metrics["metric"] == "auc", "value"].iloc[0])
+
+
 def run_ablations(
     dataset: str,
     profile: str,
@@ -98,39 +129,29 @@ def run_ablations(
     measured over several machines can so be published as what it is, and a stale record (its
     config changed since) never enters.
     """
-    from dia.evaluate import evaluate_amplifier
     from dia.results import run_id_of
     from dia.stages import is_stage_done, open_stage_run, stage_run_dir
-    from dia.train_encoder import train_amplifier
 
     recorded = {}
     if not train:
         ledger = read_ledger(results_root)
         recorded = dict(zip(ledger["run_id"], ledger["auc"]))
     rows = []
-    for ablation, label, overrides, method in variants(which, profile, dataset):
-        for seed in range(seeds):
-            cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides or None)
-            row = {"dataset": dataset, "ablation": ablation, "variant": label, "method": method,
-                   "seed": seed, "profile": profile, "overrides": json.dumps(overrides)}
-            if not train and not is_stage_done(cfg, "evaluate", method, results_root):
-                run_id = run_id_of(stage_run_dir(cfg, "evaluate", method, results_root))
-                if run_id in recorded:
-                    rows.append({**row, "auc": recorded[run_id], "status": "recorded",
-                                 "run_id": run_id})
-                else:
-                    rows.append({**row, "auc": float("nan"), "status": "not run", "run_id": ""})
-                continue
-            if train:
-                train_amplifier(cfg, method, results_root=results_root, data_root=data_root,
-                                device=device)
-                run = evaluate_amplifier(cfg, method, results_root=results_root,
-                                         data_root=data_root, device=device)
+    for row, cfg in cells(dataset, profile, seeds=seeds, which=which):
+        method = row["method"]
+        if train:
+            rows.append({**row, **train_and_score(cfg, method, results_root=results_root,
+                                                  data_root=data_root, device=device)})
+        elif is_stage_done(cfg, "evaluate", method, results_root):
+            run = open_stage_run(cfg, "evaluate", method, results_root)
+            rows.append({**row, "auc": _auc_of(run), "status": "done", "run_id": run.run_id})
+        else:
+            run_id = run_id_of(stage_run_dir(cfg, "evaluate", method, results_root))
+            if run_id in recorded:
+                rows.append({**row, "auc": recorded[run_id], "status": "recorded",
+                             "run_id": run_id})
             else:
-                run = open_stage_run(cfg, "evaluate", method, results_root)
-            metrics = pd.read_csv(run.path / "metrics.csv")
-            auc = float(metrics.loc[metrics["metric"] == "auc", "value"].iloc[0])
-            rows.append({**row, "auc": auc, "status": "done", "run_id": run.run_id})
+                rows.append({**row, "auc": float("nan"), "status": "not run", "run_id": ""})
     return pd.DataFrame(rows)
 
 

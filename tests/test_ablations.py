@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from dia.ablations import run_ablations, summary, variants
 from dia.blur import BlurDissolver
+
+
+def _device_grid():
+    path = Path(__file__).parents[1] / "tools" / "device_grid.py"
+    spec = importlib.util.spec_from_file_location("device_grid", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_median_blur_of_a_constant_image_is_the_same_image():
@@ -70,6 +81,18 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     again = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
                           results_root=results_root)
     assert list(again["run_id"]) == list(frame["run_id"])  # finished variants are reused
+
+    # tools/device_grid.py (a GPU lease in one call): one CSV row per finished cell, and no cell
+    # starts once the time left is under 1.3 x the longest so far; the first always starts.
+    grid, out = _device_grid(), results_root / "grid.csv"
+    args = ["--dataset", "synthetic", "--profile", "smoke", "--seeds", "1", "--which", "dissolver",
+            "--results-root", str(results_root), "--out", str(out), "--device", "cpu"]
+    assert grid.main([*args, "--budget-s", "0"]) == 0
+    assert grid.main([*args, "--budget-s", "1e6"]) == 0
+    rows = pd.read_csv(out)
+    assert list(rows["run_id"]) == [frame["run_id"].iloc[0], *frame["run_id"]]
+    assert list(rows["auc"]) == pytest.approx([frame["auc"].iloc[0], *frame["auc"]], abs=1e-6)
+    assert rows["device"].str.startswith("cpu").all() and (rows["status"] == "done").all()
 
     folders = sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir())
     partial = run_ablations("synthetic", "smoke", seeds=2, which=["dissolver"],

@@ -1,0 +1,76 @@
+"""Run ablation cells seed by seed until a time budget is spent: a GPU lease in one call.
+
+    python tools/device_grid.py --dataset pneumonia --profile quick --seeds 3 \
+        --which ddpm_steps,dissolver --budget-s 400 --out "$OUT/grid.csv"
+
+Cells run seed 0 first (every variant, in `--which` order), then seed 1, and so on, so a budget
+that ends early still leaves a whole seed of every variant. A cell starts only while the time
+left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM included), so the call
+ends inside its budget with whole runs; the first cell always starts. Each finished cell is
+appended to `--out` at once (labels, auc, run_id, seconds, device), so a call killed later keeps
+what it finished. The runs themselves land in `--results-root` through the usual run-folder
+machinery (`dia.ablations.train_and_score`): a cell already done is read back, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = ["dataset", "ablation", "variant", "method", "seed", "profile", "overrides", "auc",
+           "status", "run_id", "seconds", "device"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="pneumonia")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--which", default="ddpm_steps,dissolver",
+                        help="comma-separated ablations (dia.ablations.ABLATIONS, ddpm_steps)")
+    parser.add_argument("--budget-s", type=float, required=True, help="seconds this call may use")
+    parser.add_argument("--out", type=Path, required=True, help="CSV, one row per finished cell")
+    parser.add_argument("--results-root", default="results")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    args = parser.parse_args(argv)
+
+    from dia.ablations import cells, train_and_score
+    from dia.runtime import describe_device
+
+    started = time.perf_counter()
+    which = [w.strip() for w in args.which.split(",") if w.strip()]
+    grid = sorted(cells(args.dataset, args.profile, seeds=args.seeds, which=which),
+                  key=lambda cell: cell[0]["seed"])  # stable: variants keep their order
+    device = describe_device(args.device or "auto")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not args.out.is_file()
+    longest, finished = 0.0, 0
+    with args.out.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for row, cfg in grid:
+            left = args.budget_s - (time.perf_counter() - started)
+            if finished and left < 1.3 * longest:
+                print(f"[grid] {left:.0f} s left, the longest cell took {longest:.0f} s: "
+                      f"stopping with {len(grid) - finished} of {len(grid)} cells not run",
+                      file=sys.stderr, flush=True)
+                break
+            tic = time.perf_counter()
+            result = train_and_score(cfg, row["method"], results_root=args.results_root,
+                                     data_root=args.data_root, device=args.device)
+            seconds = time.perf_counter() - tic
+            longest, finished = max(longest, seconds), finished + 1
+            writer.writerow({**row, **result, "seconds": round(seconds, 1), "device": device})
+            handle.flush()
+            print(f"[grid] {row['ablation']}={row['variant']} {row['method']} seed {row['seed']}: "
+                  f"AUC {result['auc']:.4f} in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

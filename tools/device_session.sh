@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The GPU checks still open (issue 5: benchmarks with GPU utilisation; issue 10: the DDPM-length
+# ablation), prepared as ONE call of the device tool, since a session gets ~15 min of GPU time.
+#
+# Prepare on the CPU machine (repo root; both folders are git-ignored):
+#   ../shared/tools/device-wheels.sh          # diffusers, kornia, medmnist wheels -> .device-wheels/
+#   mkdir -p .device-data/medmnist && cp ../shared/data/medmnist/pneumoniamnist.npz .device-data/medmnist/
+# Then one device run: carry [".device-wheels", ".device-data"], timeout_s 580, command
+#   bash tools/device_session.sh 540
+# (the argument is this script's budget in seconds; keep it ~40 s under timeout_s).
+#
+# Writes into $OUT (results/device/ when run by hand), at most 7 files as the tool allows:
+#   env.txt              GPU, driver, torch / diffusers / kornia versions
+#   bench_diffusion.json DDPM steps/s, dissolved images/s, each with GPU utilisation
+#   bench_amplify.json   DIA / CSI iterations/s, images/s, scoring images/s, GPU utilisation
+#   gpu_util.csv         nvidia-smi every 0.5 s over the whole call (utilisation, memory)
+#   grid.csv             one row per finished ablation cell (tools/device_grid.py)
+#   runs.tar.gz          the run folders without checkpoints (train logs, scores, env.json)
+#   session.log          everything printed
+# A dry run of the plumbing on a CPU machine (smoke profile, synthetic data, a few minutes):
+#   OUT=/tmp/session RESULTS_ROOT=/tmp/session/results PROFILE=smoke DATASET=synthetic \
+#     PYTHON=.venv/bin/python bash tools/device_session.sh 300
+# Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
+# -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
+# and rendering 50_ablations over one root would replace the CPU row of the ledger by the GPU one.
+set -uo pipefail
+budget=${1:-540}
+profile=${PROFILE:-quick}
+dataset=${DATASET:-pneumonia}
+results=${RESULTS_ROOT:-results}
+py=${PYTHON:-python3}
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${OUT:-results/device}
+mkdir -p "$out"
+exec > >(tee -a "$out/session.log") 2>&1
+left() { echo $((budget - SECONDS)); }
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
+  TQDM_DISABLE=1 MPLBACKEND=Agg DIA_DATA_ROOT=${DIA_DATA_ROOT:-.device-data}
+if ! "$py" -c "import diffusers, kornia" 2>/dev/null; then  # the GPU machine lacks them
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+    .device-wheels/*.whl || { echo "error: installing .device-wheels/*.whl failed (carried?)"; exit 1; }
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+if [ "$dataset" = pneumonia ] && [ ! -f "$DIA_DATA_ROOT/medmnist/pneumoniamnist.npz" ]; then
+  echo "error: $DIA_DATA_ROOT/medmnist/pneumoniamnist.npz is missing: copy it there and carry" \
+       "the folder (see the top of $0)"
+  exit 1
+fi
+
+{ nvidia-smi; "$py" -c "import torch, diffusers, kornia, pandas
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
+print('diffusers', diffusers.__version__, 'kornia', kornia.__version__, 'pandas', pandas.__version__)
+assert torch.cuda.is_available() or '$profile' == 'smoke', 'no CUDA: only PROFILE=smoke runs on CPU'"
+} > "$out/env.txt" 2>&1 || { cat "$out/env.txt"; echo "error: no usable torch (see above)"; exit 1; }
+cat "$out/env.txt"
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
+  > "$out/gpu_util.csv" 2>/dev/null &
+smi=$!
+
+echo "[session] benchmarks ($(left) s left)"
+timeout 120 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
+  --steps 30 > "$out/bench_diffusion.json"
+timeout 120 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
+  > "$out/bench_amplify.json"
+
+if [ "$(left)" -gt 90 ]; then
+  echo "[session] ablation grid ($(left) s left)"
+  # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
+  timeout $(($(left) - 20)) "$py" tools/device_grid.py --dataset "$dataset" --profile "$profile" \
+    --seeds 3 --which ddpm_steps,dissolver --budget-s $(($(left) - 40)) \
+    --results-root "$results" --out "$out/grid.csv"
+fi
+
+kill "$smi" 2>/dev/null
+tar czf "$out/runs.tar.gz" --exclude=checkpoints -C "$results" runs
+echo "[session] done, $(left) s of the budget left"
