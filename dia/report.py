@@ -1,9 +1,14 @@
-"""The AUC table, rebuilt from `results/runs` alone, beside the paper's numbers.
+"""The AUC table, rebuilt from `results/runs` and the published rows, beside the paper's numbers.
 
 Every DONE run's `metrics.csv` is read; nothing is typed in except the paper's table
-(`dia/reference_data/paper_auc.csv`, transcribed once from the DIA poster). Outputs:
+(`dia/reference_data/paper_auc.csv`, transcribed once from the DIA poster). The last written
+`auc.csv` doubles as the record of published runs: a row whose run folder is not on this machine
+(a fresh clone, a run made elsewhere) is kept as long as its run id is still its profile's (same
+config hash), with `origin` "recorded"; a stale one (config changed since) is dropped. To retract
+a run, delete its folder and its row. Outputs:
 
-    results/tables/auc.csv         tidy: dataset, method, seed, profile, image_size, auc, ..., source
+    results/tables/auc.csv         tidy: dataset, method, seed, profile, image_size, auc, ..., source,
+                                   run_id, device, origin (folder / recorded)
     results/tables/auc.md, .tex    rows = methods, columns = datasets; ours (mean ± std, n, profile)
                                    beside the paper's value; rows we do not run say so
     results/tables/paper_table.csv the transcription, for readers
@@ -14,6 +19,7 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -49,14 +55,16 @@ def load_paper_table() -> pd.DataFrame:
 
 
 def collect_metrics(results_root: str | Path) -> pd.DataFrame:
-    """Rows of every finished run's metrics.csv (runs without DONE are ignored)."""
+    """Rows of every finished run's metrics.csv, with the run's device (runs without DONE are ignored)."""
     frames = []
     for path in find_runs(results_root):
         if (path / "DONE").is_file() and (path / "metrics.csv").is_file() and is_profile_run(path):
-            frames.append(pd.read_csv(path / "metrics.csv"))
+            env = path / "env.json"
+            device = json.loads(env.read_text()).get("device", "") if env.is_file() else ""
+            frames.append(pd.read_csv(path / "metrics.csv").assign(device=device))
     if not frames:
         return pd.DataFrame(columns=["dataset", "method", "seed", "profile", "image_size", "metric",
-                                     "value", "ci_low", "ci_high", "run_id"])
+                                     "value", "ci_low", "ci_high", "run_id", "device"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -66,34 +74,72 @@ def is_profile_run(path: Path) -> bool:
     Ablation variants (`dia.ablations`) and runs of a profile file edited since keep their
     folders, but only the profile's current config enters the main table.
     """
-    from dia.config import ConfigError, load_config
-    from dia.stages import stage_run_dir
-
     if not (path / "config.yaml").is_file():
         return False
     record = read_run_config(path)
     cfg, run = record.get("config", {}), record.get("run", {})
     try:
-        expected = load_config(cfg["profile"], dataset=cfg["dataset"], seed=cfg["seed"])
-        return stage_run_dir(expected, run["stage"], run["method"]).name == path.name
+        return _is_profile_run_id(run["stage"], cfg["dataset"], run["method"], cfg["seed"],
+                                  path.name, cfg["profile"])
+    except KeyError:
+        return False
+
+
+def _is_profile_run_id(stage: str, dataset: str, method: str, seed: int, name: str,
+                       profile: str) -> bool:
+    """True when `name` (s<seed>-<hash8>) is the run folder the profile's config has today."""
+    from dia.config import ConfigError, load_config
+    from dia.stages import stage_run_dir
+
+    try:
+        expected = load_config(profile, dataset=dataset, seed=int(seed))
+        return stage_run_dir(expected, stage, method).name == name
     except (KeyError, ValueError, ConfigError):
         return False
 
 
+def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
+    """Our rows of the last written `tables/auc.csv` whose run folder is absent (not in
+    `present`) and whose run id is still their profile's: published runs made elsewhere."""
+    path = Path(results_root) / "tables" / "auc.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    old = pd.read_csv(path)
+    if not {"source", "run_id", "profile"} <= set(old.columns):
+        raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id or "
+                         "profile column): move it away and rebuild the table")
+    old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present)]
+    keep = []
+    for row in old.itertuples():
+        parts = str(row.run_id).split("/")
+        keep.append(len(parts) == 4 and _is_profile_run_id(
+            parts[0], parts[1], parts[2], parts[3][1:].split("-")[0], parts[3], row.profile))
+    recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
+    recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")
+    for column in ("device", "origin"):
+        if column not in recorded.columns:
+            recorded[column] = ""
+    recorded["device"] = recorded["device"].fillna("")
+    recorded["origin"] = "recorded"
+    return recorded
+
+
 def tidy_auc(results_root: str | Path) -> pd.DataFrame:
-    """Our AUCs (one row per run and method) and the paper's (one row per cell), tidy."""
+    """Our AUCs (one row per run and method: run folders, then recorded rows whose folder is not
+    here, see `recorded_rows`) and the paper's (one row per cell), tidy."""
     ours = collect_metrics(results_root)
     ours = ours[ours["metric"] == "auc"].copy()
     ours["method"] = ours["method"].map(lambda m: METHOD_ROWS.get(str(m).lower(), str(m)))
     ours = ours.rename(columns={"value": "auc"})
     ours["auc_std"] = float("nan")
-    ours["source"] = "re-run"
+    ours["source"], ours["origin"] = "re-run", "folder"
+    recorded = recorded_rows(results_root, set(ours["run_id"]))
     paper = load_paper_table().rename(columns={"auc": "auc"})
     paper = paper.assign(seed=pd.NA, profile="paper (published)", image_size=pd.NA, ci_low=pd.NA,
-                         ci_high=pd.NA, run_id="", source="paper")
+                         ci_high=pd.NA, run_id="", source="paper", device="", origin="")
     columns = ["dataset", "method", "seed", "profile", "image_size", "auc", "auc_std", "ci_low",
-               "ci_high", "source", "run_id"]
-    frames = [f[columns] for f in (ours, paper) if len(f)]
+               "ci_high", "source", "run_id", "device", "origin"]
+    frames = [f[columns] for f in (ours, recorded, paper) if len(f)]
     return pd.concat(frames, ignore_index=True).sort_values(["source", "dataset", "method", "seed"],
                                                             ignore_index=True)
 
@@ -218,7 +264,8 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
 
 
 def write_tables(results_root: str | Path = "results") -> dict[str, Path]:
-    """Rebuild every table and the comparison figure from `results_root/runs`."""
+    """Rebuild every table and the comparison figure from `results_root/runs` and the recorded
+    rows of the last `auc.csv`."""
     root = Path(results_root)
     tidy = tidy_auc(root)
     table = build_table(tidy)
@@ -227,7 +274,9 @@ def write_tables(results_root: str | Path = "results") -> dict[str, Path]:
              "paper": tables / "paper_table.csv"}
     atomic_write_text(paths["csv"], tidy.to_csv(index=False))
     header = ("AUC, image level, label 1 = anomalous. Ours: mean ± std over seeds (n, profile); "
-              "the paper's value beside it. Rebuilt from results/runs by notebooks/90_auc_table.\n\n")
+              "the paper's value beside it. Rebuilt by notebooks/90_auc_table from results/runs "
+              "and the published runs recorded in auc.csv (its device and origin columns say "
+              "where each was measured).\n\n")
     atomic_write_text(paths["md"], header + table.to_markdown(index=False) + "\n")
     atomic_write_text(paths["tex"], to_latex(table))
     atomic_write_text(paths["paper"], load_paper_table().to_csv(index=False))

@@ -1,8 +1,11 @@
-"""The AUC table is rebuilt from run folders alone, beside the paper's transcription."""
+"""The AUC table is rebuilt from run folders and the published rows, beside the paper's transcription."""
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
+import pytest
 
 from dia import report
 from dia.config import load_config
@@ -70,3 +73,36 @@ def test_only_the_most_complete_profile_of_a_cell_is_kept():
     kept = report.keep_best_profile(frame)
     assert sorted(zip(kept["dataset"], kept["method"], kept["profile"])) == [
         ("pneumonia", "CSI", "smoke"), ("pneumonia", "DIA", "quick"), ("synthetic", "DIA", "smoke")]
+
+
+def test_published_rows_outlive_their_run_folders_while_their_config_holds(results_root):
+    kept = _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    gone = _fake_run(results_root, "synthetic", "dia", 1, [0, 0, 1, 1], [0.1, 0.9, 0.2, 0.8])
+    stale = _fake_run(results_root, "synthetic", "csi", 0, [0, 1], [0.1, 0.9])
+    paths = report.write_tables(results_root)
+    first = pd.read_csv(paths["csv"])
+    assert set(first.loc[first.source == "re-run", "origin"]) == {"folder"}
+    assert first.loc[first.source == "re-run", "device"].str.startswith("cpu").all()
+
+    # Another machine: two run folders are not here; one of them has a config changed since.
+    shutil.rmtree(gone.path)
+    shutil.rmtree(stale.path)
+    csv = paths["csv"].read_text()
+    paths["csv"].write_text(csv.replace(stale.run_id, stale.run_id[:-8] + "0" * 8))
+    ours = report.tidy_auc(results_root).query("source == 're-run'").set_index("run_id")
+    assert sorted(ours.index) == sorted([kept.run_id, gone.run_id])
+    assert ours.loc[kept.run_id, "origin"] == "folder"
+    assert ours.loc[gone.run_id, "origin"] == "recorded" and ours.loc[gone.run_id, "auc"] == 0.5
+    assert ours.loc[gone.run_id, "device"].startswith("cpu")  # where it was measured, kept
+
+    again = pd.read_csv(report.write_tables(results_root)["csv"])  # a rewrite loses nothing
+    assert sorted(again.loc[again.source == "re-run", "run_id"]) == sorted(ours.index)
+    table = report.build_table(report.tidy_auc(results_root)).set_index("method")
+    assert table.loc["DIA", "Synthetic"].startswith("0.750 ± 0.354 (n=2, smoke)")
+
+
+def test_a_foreign_auc_csv_is_refused(results_root):
+    (results_root / "tables").mkdir(parents=True)
+    (results_root / "tables" / "auc.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not an AUC table"):
+        report.tidy_auc(results_root)
