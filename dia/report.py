@@ -111,7 +111,7 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
     old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present)]
     keep = []
     for row in old.itertuples():
-        parts = str(row.run_id).split("/")
+        parts = str(row.run_id).split("/")  # <stage>/<dataset>/<method>/s<seed>-<hash8>
         keep.append(len(parts) == 4 and _is_profile_run_id(
             parts[0], parts[1], parts[2], parts[3][1:].split("-")[0], parts[3], row.profile))
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
