@@ -42,20 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     from dia.blur import BlurDissolver
     from dia.config import load_config
     from dia.data import load_for_config
-    from dia.diffusion import load_dissolver_model
+    from dia.diffusion import METHOD, STAGE, load_dissolver_model
     from dia.dissolve import Dissolver
+    from dia.results import RunError
     from dia.stages import stage_run_dir
 
     cfg = load_config(args.profile, dataset=args.dataset)
-    ddpm = stage_run_dir(cfg, "diffusion", "ddpm", args.results_root)
-    if not (ddpm / "DONE").is_file():
-        print(f"error: no finished DDPM run at {ddpm}; train it first "
-              f"(notebooks/10_train_diffusion.ipynb, profile {args.profile})", file=sys.stderr)
+    ddpm = stage_run_dir(cfg, STAGE, METHOD, args.results_root)
+    try:
+        unet, alphas_cumprod = load_dissolver_model(ddpm, "cpu")
+    except RunError as err:  # not trained: it says which notebook trains it
+        print(f"error: {err}", file=sys.stderr)
         return 1
     train = load_for_config(cfg, data_root=args.data_root, results_root=args.results_root).train
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
     clean = train[pick[:args.images]].float() / 255
-    unet, alphas_cumprod = load_dissolver_model(ddpm, "cpu")
     dissolvers = {
         f"DDPM ({ddpm.name}), reference range": Dissolver(unet, alphas_cumprod, "reference"),
         f"DDPM ({ddpm.name}), normalized range": Dissolver(unet, alphas_cumprod, "normalized"),

@@ -183,13 +183,12 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
 
     Each row names the machine and commit the run was made with (its folder's `env.json`).
     """
-    from dia.results import atomic_write_text
+    from dia.results import atomic_write_text, read_run_env
 
     done = frame[frame["status"] == "done"].drop_duplicates("run_id")
     rows = []
     for row in done.itertuples():
-        env_file = Path(results_root) / "runs" / row.run_id / "env.json"
-        env = json.loads(env_file.read_text()) if env_file.is_file() else {}
+        env = read_run_env(Path(results_root) / "runs" / row.run_id)
         rows.append({"run_id": row.run_id, "dataset": row.dataset, "method": row.method,
                      "seed": row.seed, "overrides": row.overrides, "auc": row.auc,
                      "device": env.get("device", ""), "git_commit": env.get("git_commit", ""),

@@ -19,12 +19,13 @@ This module does not import torch.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from dia.results import atomic_write_text, find_runs, read_run_config
+from dia.results import (
+    atomic_write_text, find_runs, parse_run_id, read_run_config, read_run_env, run_id_of,
+)
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
 PAPER_DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos")
@@ -59,8 +60,7 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
     frames = []
     for path in find_runs(results_root):
         if (path / "DONE").is_file() and (path / "metrics.csv").is_file() and is_profile_run(path):
-            env = path / "env.json"
-            device = json.loads(env.read_text()).get("device", "") if env.is_file() else ""
+            device = read_run_env(path).get("device", "")
             frames.append(pd.read_csv(path / "metrics.csv").assign(device=device))
     if not frames:
         return pd.DataFrame(columns=["dataset", "method", "seed", "profile", "image_size", "metric",
@@ -76,24 +76,19 @@ def is_profile_run(path: Path) -> bool:
     """
     if not (path / "config.yaml").is_file():
         return False
-    record = read_run_config(path)
-    cfg, run = record.get("config", {}), record.get("run", {})
-    try:
-        return _is_profile_run_id(run["stage"], cfg["dataset"], run["method"], cfg["seed"],
-                                  path.name, cfg["profile"])
-    except KeyError:
-        return False
+    profile = read_run_config(path).get("config", {}).get("profile")
+    return profile is not None and _is_profile_run_id(run_id_of(path), profile)
 
 
-def _is_profile_run_id(stage: str, dataset: str, method: str, seed: int, name: str,
-                       profile: str) -> bool:
-    """True when `name` (s<seed>-<hash8>) is the run folder the profile's config has today."""
+def _is_profile_run_id(run_id: str, profile: str) -> bool:
+    """True when `run_id` names the run folder the profile's config has today."""
     from dia.config import ConfigError, load_config
     from dia.stages import stage_run_dir
 
     try:
-        expected = load_config(profile, dataset=dataset, seed=int(seed))
-        return stage_run_dir(expected, stage, method).name == name
+        stage, dataset, method, seed = parse_run_id(run_id)
+        expected = load_config(profile, dataset=dataset, seed=seed)
+        return run_id_of(stage_run_dir(expected, stage, method)) == run_id
     except (KeyError, ValueError, ConfigError):
         return False
 
@@ -109,17 +104,10 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id or "
                          "profile column): move it away and rebuild the table")
     old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present)]
-    keep = []
-    for row in old.itertuples():
-        parts = str(row.run_id).split("/")  # <stage>/<dataset>/<method>/s<seed>-<hash8>
-        keep.append(len(parts) == 4 and _is_profile_run_id(
-            parts[0], parts[1], parts[2], parts[3][1:].split("-")[0], parts[3], row.profile))
+    keep = [_is_profile_run_id(str(r), p) for r, p in zip(old["run_id"], old["profile"])]
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
     recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")
-    for column in ("device", "origin"):
-        if column not in recorded.columns:
-            recorded[column] = ""
-    recorded["device"] = recorded["device"].fillna("")
+    recorded["device"] = recorded["device"].fillna("") if "device" in recorded else ""
     recorded["origin"] = "recorded"
     return recorded
 

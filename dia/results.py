@@ -141,6 +141,14 @@ def run_id_of(path: str | Path) -> str:
     return "/".join(Path(path).parts[-4:])
 
 
+def parse_run_id(run_id: str) -> tuple[str, str, str, int]:
+    """(stage, dataset, method, seed) of a run id (`run_id_of`); ValueError when it is not one."""
+    parts = run_id.split("/")
+    if len(parts) != 4 or not parts[3].startswith("s") or "-" not in parts[3]:
+        raise ValueError(f"{run_id!r} is not a run id (stage/dataset/method/s<seed>-<hash8>)")
+    return parts[0], parts[1], parts[2], int(parts[3][1:].split("-", 1)[0])
+
+
 def run_dir(
     results_root: str | Path, stage: str, dataset: str, method: str, seed: int, hash8: str
 ) -> Path:
@@ -193,6 +201,12 @@ def find_runs(results_root: str | Path, stage: str | None = None) -> list[Path]:
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
     return yaml.safe_load((Path(path) / "config.yaml").read_text())
+
+
+def read_run_env(path: str | Path) -> dict[str, Any]:
+    """The run folder's `env.json` (commit, packages, device, time); {} when it has none."""
+    env = Path(path) / "env.json"
+    return json.loads(env.read_text()) if env.is_file() else {}
 
 
 def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -22,6 +23,19 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "medmnist" / "pneumoniamnist.npz").is_file():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a script of the repository that is not a package module (benchmarks/, tools/)."""
+    def load(relative_path: str):
+        path = REPO / relative_path
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture

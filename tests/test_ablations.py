@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,14 +10,6 @@ import torch
 
 from dia.ablations import run_ablations, summary, variants
 from dia.blur import BlurDissolver
-
-
-def _device_grid():
-    path = Path(__file__).parents[1] / "tools" / "device_grid.py"
-    spec = importlib.util.spec_from_file_location("device_grid", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_median_blur_of_a_constant_image_is_the_same_image():
@@ -65,7 +55,8 @@ def test_variants_override_only_their_key():
 
 
 @pytest.mark.slow
-def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch):
+def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch,
+                                                                    load_script):
     from dia import ablations, report
 
     monkeypatch.setitem(ablations.ABLATIONS, "dissolver",
@@ -84,7 +75,7 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
 
     # tools/device_grid.py (a GPU lease in one call): one CSV row per finished cell, and no cell
     # starts once the time left is under 1.3 x the longest so far; the first always starts.
-    grid, out = _device_grid(), results_root / "grid.csv"
+    grid, out = load_script("tools/device_grid.py"), results_root / "grid.csv"
     args = ["--dataset", "synthetic", "--profile", "smoke", "--seeds", "1", "--which", "dissolver",
             "--results-root", str(results_root), "--out", str(out), "--device", "cpu"]
     assert grid.main([*args, "--budget-s", "0"]) == 0
