@@ -263,11 +263,16 @@ def plot_ddpm_steps(frame: pd.DataFrame, path: str | Path) -> Path | None:
     ax.scatter(data["steps"], data["auc"], alpha=0.6, label="one seed")
     mean = data.groupby("steps")["auc"].mean()
     ax.plot(mean.index, mean.values, "o-", color="black", label="mean over seeds")
+    csi = frame[(frame["method"] == "csi") & frame["auc"].notna()]["auc"]
+    if len(csi):  # the same schedule without a dissolved view: what the DDPM has to beat
+        ax.axhline(csi.mean(), ls="--", color="grey", label=f"CSI, mean of {len(csi)} seed(s)")
     ax.set_xscale("log")
+    ax.set_xticks(mean.index, [str(s) for s in mean.index])
+    ax.minorticks_off()
     ax.set_xlabel("DDPM optimiser steps")
     ax.set_ylabel("DIA AUC")
     ax.set_title(f"{data['dataset'].iloc[0]}, profile {data['profile'].iloc[0]}")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

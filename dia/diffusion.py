@@ -389,8 +389,8 @@ def train_diffusion(
             log.warning("checkpoint RNG is from %s, training on %s: reseeding",
                         ckpt.get("generator_device"), device.type)
             generator.manual_seed(cfg.seed * 1_000_003 + step)
-        run.truncate_log(after_step=step)
         log.info("resuming %s from step %d", run.path, step)
+    run.truncate_log(after_step=step)  # also a run killed before its first checkpoint: it restarts at 0
 
     def save() -> None:
         save_checkpoint(ckpt_path, {

@@ -122,7 +122,7 @@ def tidy_auc(results_root: str | Path) -> pd.DataFrame:
     ours["auc_std"] = float("nan")
     ours["source"], ours["origin"] = "re-run", "folder"
     recorded = recorded_rows(results_root, set(ours["run_id"]))
-    paper = load_paper_table().rename(columns={"auc": "auc"})
+    paper = load_paper_table()
     paper = paper.assign(seed=pd.NA, profile="paper (published)", image_size=pd.NA, ci_low=pd.NA,
                          ci_high=pd.NA, run_id="", source="paper", device="", origin="")
     columns = ["dataset", "method", "seed", "profile", "image_size", "auc", "auc_std", "ci_low",

@@ -112,6 +112,28 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     assert len(ablations.read_ledger(results_root)) == len(done)
 
 
+def test_ddpm_steps_figure_draws_seeds_means_and_the_csi_line(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from dia.ablations import plot_ddpm_steps
+
+    drawn = {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: drawn.update(fig=fig, path=path))
+    rows = [("ddpm_steps", "150", "dia", 0.70), ("ddpm_steps", "150", "dia", 0.80),
+            ("ddpm_steps", "600", "dia", 0.90), ("ddpm_steps", "300", "dia", None),
+            ("dissolver", "none (CSI)", "csi", 0.75), ("dissolver", "none (CSI)", "csi", 0.77)]
+    frame = pd.DataFrame(rows, columns=["ablation", "variant", "method", "auc"])
+    frame = frame.assign(dataset="synthetic", profile="smoke")
+    assert plot_ddpm_steps(frame, tmp_path / "f.png") == tmp_path / "f.png"
+    ax = drawn["fig"].axes[0]
+    mean_line, csi_line = ax.get_lines()
+    assert list(mean_line.get_xdata()) == [150, 600]  # a step count with no AUC is left out
+    assert list(mean_line.get_ydata()) == pytest.approx([0.75, 0.90])
+    assert list(csi_line.get_ydata()) == pytest.approx([0.76, 0.76])
+    assert "CSI, mean of 2 seed(s)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert plot_ddpm_steps(frame[frame["ablation"] != "ddpm_steps"], tmp_path / "g.png") is None
+
+
 @pytest.mark.notebook
 def test_ablation_notebook_runs_on_smoke(tmp_path, run_notebook):
     import json

@@ -147,6 +147,20 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(ca["ema"][name], cb["ema"][name], rtol=1e-4, atol=1e-5)
 
 
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_a_clean_log(tmp_path):
+    cfg = tiny_cfg(**{"diffusion.checkpoint_every": 4})  # logs at 2, 4, 6; checkpoints at 4, 6
+
+    def kill_after_3(step: int) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_diffusion(cfg, results_root=tmp_path, device="cpu", on_step=kill_after_3)
+    run = open_diffusion_run(cfg, tmp_path)
+    assert not (run.checkpoint_dir / CHECKPOINT).exists() and [r["step"] for r in run.read_log()] == [2]
+    assert [r["step"] for r in train_diffusion(cfg, results_root=tmp_path, device="cpu").read_log()] == [2, 4, 6]
+
+
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     first = train_diffusion(tiny_cfg(**{"diffusion.steps": 2}), results_root=tmp_path,
                             device="cpu")
