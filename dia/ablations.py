@@ -249,7 +249,7 @@ def readme_layout(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_ddpm_steps(frame: pd.DataFrame, path: str | Path) -> Path | None:
-    """AUC against DDPM training steps (seeds as dots, mean as a line)."""
+    """AUC against DDPM training steps (seeds as dots, mean as a line, CSI's mean dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")

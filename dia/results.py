@@ -124,7 +124,7 @@ class Run:
         return records
 
     def truncate_log(self, *, after_step: int, key: str = "step") -> None:
-        """Drop log records past `after_step` (used when resuming from an older checkpoint)."""
+        """Drop log records past `after_step`: those written after the checkpoint a run resumes from."""
         kept = [r for r in self.read_log() if r.get(key, -1) <= after_step]
         atomic_write_text(
             self.path / "train_log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
