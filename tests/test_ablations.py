@@ -54,6 +54,17 @@ def test_variants_override_only_their_key():
     assert not any(k[0] == "resolution" for k in rows)  # 28-pixel data is always dissolved at 32
 
 
+def test_ddpm_budget_scales_the_profiles_ddpm_to_the_reference_short_run():
+    from dia.config import load_config
+
+    quick = load_config("quick", dataset="pneumonia").diffusion
+    rows = variants(["ddpm_budget"], "quick", "pneumonia")
+    assert rows[0][1:] == (f"width 32, {quick.steps} x 128 images", {}, "dia")  # the profile's own
+    assert rows[1][1] == f"width 64, {quick.steps} x 512 images"  # the reference run's 580 x 512
+    big = load_config("quick", dataset="pneumonia", overrides=rows[1][2]).diffusion
+    assert (big.width, big.batch_size, big.steps, big.lr) == (64, 512, quick.steps, quick.lr)
+
+
 @pytest.mark.slow
 def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch,
                                                                     load_script):

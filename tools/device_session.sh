@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks still open (issue 5: benchmarks with GPU utilisation; issue 10: the DDPM-length
+# The GPU checks still open (issue 5: benchmarks with GPU utilisation, and whether the DDPM's
+# size is what keeps quick's DIA below the reference run's; issue 10: more seeds of the DDPM-length
 # ablation), prepared as ONE call of the device tool, since a session gets ~15 min of GPU time.
 #
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
@@ -68,7 +69,7 @@ if [ "$(left)" -gt 90 ]; then
   echo "[session] ablation grid ($(left) s left)"
   # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
   timeout $(($(left) - 20)) "$py" tools/device_grid.py --dataset "$dataset" --profile "$profile" \
-    --seeds 3 --which ddpm_steps,dissolver --budget-s $(($(left) - 40)) \
+    --seeds 3 --which ddpm_budget,ddpm_steps,dissolver --budget-s $(($(left) - 40)) \
     --results-root "$results" --out "$out/grid.csv"
 fi
 
