@@ -60,7 +60,7 @@ DDPM_STEP_FRACTIONS = (0.25, 0.5, 1.0)  # of the profile's diffusion.steps
 # The DDPM's size and batch against the profile's: x2 width and x4 images per step turn quick's
 # DDPM (width 32, 10.7 M parameters, 600 x 128 images) into the budget of the reference authors'
 # short run (DIA 0.906): width 64 (42.9 M; their U-Net has 36.3 M) and 512 images per step.
-DDPM_BUDGET_SCALE = {"diffusion.width": 2, "diffusion.batch_size": 4}
+DDPM_BUDGET_SCALES = ((1, 1), (2, 4))  # (width, images per step) factors; (1, 1) = the profile's
 COMPUTED = ("ddpm_steps", "ddpm_budget")  # ablations whose variants depend on the profile
 
 
@@ -69,21 +69,19 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
     unknown = [w for w in which if w not in ABLATIONS and w not in COMPUTED]
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; choose from {[*ABLATIONS, *COMPUTED]}")
+    ddpm = load_config(profile, dataset=dataset).diffusion
     out = []
     for name in which:
         if name == "ddpm_steps":
-            steps = load_config(profile, dataset=dataset).diffusion.steps
             for fraction in DDPM_STEP_FRACTIONS:
-                n = max(1, int(round(steps * fraction)))
+                n = max(1, int(round(ddpm.steps * fraction)))
                 out.append((name, str(n), {} if fraction == 1.0 else {"diffusion.steps": n}, "dia"))
         elif name == "ddpm_budget":
-            ddpm = load_config(profile, dataset=dataset).diffusion
-            scaled = {key: getattr(ddpm, key.split(".")[1]) * factor
-                      for key, factor in DDPM_BUDGET_SCALE.items()}
-            for overrides in ({}, scaled):
-                width = overrides.get("diffusion.width", ddpm.width)
-                batch = overrides.get("diffusion.batch_size", ddpm.batch_size)
-                out.append((name, f"width {width}, {ddpm.steps} x {batch} images", overrides, "dia"))
+            for width_x, batch_x in DDPM_BUDGET_SCALES:
+                width, batch = ddpm.width * width_x, ddpm.batch_size * batch_x
+                overrides = {"diffusion.width": width, "diffusion.batch_size": batch}
+                out.append((name, f"width {width}, {ddpm.steps} x {batch} images",
+                            {} if (width_x, batch_x) == (1, 1) else overrides, "dia"))
         elif name == "resolution" and dataset in ("pneumonia", "breast", "synthetic"):
             continue
         else:
