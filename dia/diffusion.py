@@ -335,9 +335,7 @@ def train_diffusion(
     Returns:
         the finished `Run` (``DONE`` written).
     """
-    from tqdm import tqdm
-
-    from dia.runtime import resolve_device, seed_everything
+    from dia.runtime import resolve_device
     from dia.stages import stage_config
 
     cfg = stage_config(cfg, STAGE)
@@ -349,12 +347,24 @@ def train_diffusion(
     unet_kwargs(dcfg)  # validates width and layers_per_block
     check_focus(dcfg)
     run = open_diffusion_run(cfg, results_root)
-    if run.is_done():
-        log.info("diffusion run %s is DONE; skipping", run.path)
-        return run
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    with run.exclusive():  # another process training this DDPM: wait, then find it DONE
+        if run.is_done():
+            log.info("diffusion run %s is DONE; skipping", run.path)
+            return run
+        device = torch.device(device) if device is not None else resolve_device(cfg.device)
+        return _fit(run, cfg, results_root=results_root, data_root=data_root, device=device,
+                    on_step=on_step)
+
+
+def _fit(run: Run, cfg: ExperimentConfig, *, results_root, data_root, device: torch.device,
+         on_step: Callable[[int], None] | None) -> Run:
+    """The training loop of `train_diffusion` (resuming from the run's checkpoint), then DONE."""
+    from tqdm import tqdm
 
     from dia.data import load_for_config
+    from dia.runtime import seed_everything
+
+    dcfg = cfg.diffusion
 
     splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
     x_all = prepare_images(splits.train, device=device)

@@ -13,12 +13,14 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import yaml
 from dia.config import SECTIONS, ExperimentConfig, config_hash, hashed_section, to_dict
 
 DONE = "DONE"
+LOCK = ".lock"
 
 
 class RunError(RuntimeError):
@@ -100,6 +103,29 @@ class Run:
                 f"run {self.path} is not finished{hint}: it has no {DONE} marker. "
                 "Run its stage first (or let ./run_all.sh do it)."
             )
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the run folder's lock: two processes never train the same run at once.
+
+        Blocks, saying so once, while another process holds it (it is released when that
+        process ends, killed or not). The caller checks `is_done()` again once inside: the other
+        process may have finished the run meanwhile. Where the file system has no `flock`, runs
+        unlocked with a warning.
+        """
+        import fcntl
+
+        with open(self.file(LOCK), "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting: another process is working on {self.path}", file=sys.stderr,
+                      flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError as err:
+                print(f"warning: cannot lock {self.path} ({err}); running unlocked",
+                      file=sys.stderr, flush=True)
+            yield
 
     def mark_done(self, summary: Mapping[str, Any] | None = None) -> None:
         """Write the DONE marker last; it holds an optional JSON summary."""
@@ -215,3 +241,21 @@ def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, An
     keep.update(dataset=cfg.get("dataset"), seed=cfg.get("seed"))
     run = {k: v for k, v in record.get("run", {}).items()}
     return {"config": keep, "run": run}
+
+
+def is_locked(path: str | Path) -> bool:
+    """Whether another process holds the lock of the run folder at `path` (`Run.exclusive`)."""
+    import fcntl
+
+    lock = Path(path) / LOCK
+    if not lock.is_file():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

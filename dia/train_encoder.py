@@ -175,7 +175,9 @@ def train_amplifier(
             cfg, results_root=results_root, data_root=data_root, device=device
         )
     run = open_stage_run(cfg, "amplify", method, results_root)
-    _train(cfg, method, run, splits.train, dissolver, device, on_epoch)
+    with run.exclusive():  # another process training this run: wait, then find it DONE
+        if not run.is_done():
+            _train(cfg, method, run, splits.train, dissolver, device, on_epoch)
     return run
 
 

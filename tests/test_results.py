@@ -117,3 +117,35 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def _hold_lock(run, held, release) -> None:
+    with run.exclusive():
+        held.set()
+        release.wait(30)
+
+
+def test_exclusive_lets_one_process_at_a_time_work_on_a_run(results_root, capfd):
+    import threading
+
+    from dia.results import is_locked
+
+    run = open_run(load_config("smoke"), stage="diffusion", method="ddpm",
+                   results_root=results_root, sections=("data", "diffusion"))
+    assert not is_locked(run.path)
+    ctx = mp.get_context("fork")
+    held, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_lock, args=(run, held, release))
+    proc.start()
+    try:
+        assert held.wait(30) and is_locked(run.path)  # the other process holds it
+        threading.Timer(0.5, release.set).start()
+        tic = time.monotonic()
+        with run.exclusive():  # blocks until the other process lets go
+            waited = time.monotonic() - tic
+            assert is_locked(run.path)  # now we hold it
+    finally:
+        release.set()
+        proc.join(10)
+    assert waited >= 0.4 and not is_locked(run.path)
+    assert "waiting: another process is working on" in capfd.readouterr().err

@@ -3,8 +3,12 @@
     python tools/device_grid.py --dataset pneumonia --profile quick --seeds 3 \
         --which ddpm_steps,dissolver --budget-s 400 --out "$OUT/grid.csv"
 
-Cells run seed 0 first (every variant, in `--which` order), then seed 1, and so on, so a budget
-that ends early still leaves a whole seed of every variant. A cell starts only while the time
+Cells run seed 0 first, then seed 1, and so on, so a budget that ends early still leaves a whole
+seed of every variant. Within a seed the main table's cells (no overrides: DIA and CSI as the
+profile has them) come first, then the others in `--which` order. Several calls can share one GPU
+and one results root, each with its own seeds (`--seed-list 0`, `--seed-list 1`, ...): one DDPM
+serves every seed, its training is locked (`Run.exclusive`), and a call whose next cell needs a
+DDPM that another call is training runs a cell that does not first. A cell starts only while the time
 left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM included), so the call
 ends inside its budget with whole runs; the first cell always starts. Each finished cell is
 appended to `--out` at once (labels, auc, run_id, seconds, device), so a call killed later keeps
@@ -29,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="pneumonia")
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-list", default=None,
+                        help="comma-separated seeds to run (of range(--seeds)); default all")
     parser.add_argument("--which", default="ddpm_steps,dissolver",
                         help="comma-separated ablations (dia.ablations.ABLATIONS, ddpm_steps)")
     parser.add_argument("--budget-s", type=float, required=True, help="seconds this call may use")
@@ -43,8 +49,16 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     which = [w.strip() for w in args.which.split(",") if w.strip()]
-    grid = sorted(cells(args.dataset, args.profile, seeds=args.seeds, which=which),
-                  key=lambda cell: cell[0]["seed"])  # stable: variants keep their order
+    seeds = range(args.seeds)
+    if args.seed_list:
+        seeds = [int(s) for s in args.seed_list.split(",")]
+        if not all(0 <= s < args.seeds for s in seeds):
+            parser.error(f"--seed-list {args.seed_list}: seeds must be in 0..{args.seeds - 1}")
+    grid = sorted(
+        (cell for cell in cells(args.dataset, args.profile, seeds=args.seeds, which=which)
+         if cell[0]["seed"] in seeds),
+        key=lambda cell: (cell[0]["seed"], cell[0]["overrides"] != "{}"),  # stable sort
+    )
     device = describe_device(args.device or "auto")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.is_file()
@@ -53,13 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         if new_file:
             writer.writeheader()
-        for row, cfg in grid:
+        pending = list(grid)
+        while pending:
             left = args.budget_s - (time.perf_counter() - started)
             if finished and left < 1.3 * longest:
                 print(f"[grid] {left:.0f} s left, the longest cell took {longest:.0f} s: "
-                      f"stopping with {len(grid) - finished} of {len(grid)} cells not run",
+                      f"stopping with {len(pending)} of {len(grid)} cells not run",
                       file=sys.stderr, flush=True)
                 break
+            row, cfg = next((c for c in pending if not _ddpm_busy(*c, args.results_root)),
+                            pending[0])  # all wait on a DDPM: the first one waits for it
+            pending.remove((row, cfg))
             tic = time.perf_counter()
             result = train_and_score(cfg, row["method"], results_root=args.results_root,
                                      data_root=args.data_root, device=args.device)
@@ -70,6 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[grid] {row['ablation']}={row['variant']} {row['method']} seed {row['seed']}: "
                   f"AUC {result['auc']:.4f} in {seconds:.0f} s", file=sys.stderr, flush=True)
     return 0
+
+
+def _ddpm_busy(row: dict, cfg, results_root: str) -> bool:
+    """Whether the cell needs a DDPM that another process is training right now."""
+    from dia.results import DONE, is_locked
+    from dia.stages import stage_run_dir
+
+    if row["method"] != "dia" or cfg.dissolve.dissolver != "diffusion":
+        return False
+    path = stage_run_dir(cfg, "diffusion", "ddpm", results_root)
+    return not (path / DONE).is_file() and is_locked(path)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
 #   ../shared/tools/device-wheels.sh          # diffusers, kornia, medmnist wheels -> .device-wheels/
 #   mkdir -p .device-data/medmnist && cp ../shared/data/medmnist/pneumoniamnist.npz .device-data/medmnist/
-# Then one device run: carry [".device-wheels", ".device-data"], timeout_s 580, command
-#   bash tools/device_session.sh 540
+# Then one device run: carry [".device-wheels", ".device-data"], timeout_s 600, command
+#   bash tools/device_session.sh 560
 # (the argument is this script's budget in seconds; keep it ~40 s under timeout_s).
+# After the benchmarks, which run alone, the grid runs in LANES (default 4) processes side by side
+# on the one GPU, one seed each (tools/device_grid.py --seed-list): the models are small (the
+# reference code kept an H100 22-39 % busy), so lanes share it well. The first lane to need a DDPM trains it, and
+# the others run cells that need no DDPM meanwhile or wait for it (`Run.exclusive`).
 #
 # Writes into $OUT (results/device/ when run by hand), at most 7 files as the tool allows:
 #   env.txt              GPU, driver, torch / diffusers / kornia versions
@@ -20,7 +24,7 @@
 #   session.log          everything printed
 # A dry run of the plumbing on a CPU machine (smoke profile, synthetic data, a few minutes):
 #   OUT=/tmp/session RESULTS_ROOT=/tmp/session/results PROFILE=smoke DATASET=synthetic \
-#     PYTHON=.venv/bin/python bash tools/device_session.sh 300
+#     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
 # Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
 # -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
 # and rendering 50_ablations over one root would replace the CPU row of the ledger by the GPU one.
@@ -60,17 +64,30 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 5
 smi=$!
 
 echo "[session] benchmarks ($(left) s left)"
-timeout 120 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
+timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
   --steps 30 > "$out/bench_diffusion.json"
-timeout 120 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
+timeout 100 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
   > "$out/bench_amplify.json"
 
+lanes=${LANES:-4}  # one seed per lane, all lanes on the one GPU at once
+threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
+lane_dir=$(mktemp -d) pids=()
 if [ "$(left)" -gt 90 ]; then
-  echo "[session] ablation grid ($(left) s left)"
-  # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
-  timeout $(($(left) - 20)) "$py" tools/device_grid.py --dataset "$dataset" --profile "$profile" \
-    --seeds 3 --which ddpm_budget,ddpm_steps,dissolver --budget-s $(($(left) - 40)) \
-    --results-root "$results" --out "$out/grid.csv"
+  echo "[session] ablation grid, seeds 0-$((lanes - 1)) in $lanes lanes ($(left) s left)"
+  lane_budget=$(($(left) - 40))
+  for seed in $(seq 0 $((lanes - 1))); do
+    if [ "$seed" = 1 ]; then  # lane 0 takes the DDPM's lock first; the others start with CSI
+      sleep 15; lane_budget=$((lane_budget - 15))
+    fi
+    # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
+    OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
+      --dataset "$dataset" --profile "$profile" --seeds "$lanes" --seed-list "$seed" \
+      --which ddpm_budget,ddpm_steps,dissolver --budget-s "$lane_budget" \
+      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 | sed -u "s/^/[lane $seed] /" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  awk 'FNR == 1 && NR != 1 { next } { print }' "$lane_dir"/grid-s*.csv > "$out/grid.csv"
 fi
 
 kill "$smi" 2>/dev/null
