@@ -8,7 +8,9 @@ with a warm `DissolveCache` (every (image, flip, t) already stored, as late in a
 scoring throughput (test images/s with 4 rotations × S draws); on CUDA each with the GPU's
 utilisation (`gpu_util.py`: time a second or more of work, e.g. `--iters 50`). The dissolver is
 a randomly initialised width-32 DDPM U-Net (speed does not depend on the weights). On CUDA the
-encoder runs under bf16 autocast with channels_last (the U-Net too). Reference figures on the
+U-Net dissolves under bf16 autocast with channels_last, as in training (`dissolve.cuda_bf16`), and
+the encoder is timed in fp32, as the profiles train it (`amplify.precision`), and in bf16 autocast
+with channels_last (`--encoder-precision`). Reference figures on the
 project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
 1,838 images in 23.8 s.
 """
@@ -76,7 +78,7 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
 
 
 def bench(device: torch.device, *, iters: int, size: int, batch: int, score_images: int,
-          num_samples: int) -> dict:
+          num_samples: int, precision: str = "fp32") -> dict:
     from dia.config import DiffusionConfig
     from dia.diffusion import build_scheduler, build_unet
     from dia.dissolve import Dissolver
@@ -85,12 +87,13 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     from dia.scoring import extract_features
 
     torch.manual_seed(0)
-    bf16 = device.type == "cuda"
+    bf16 = precision == "bf16"  # the encoder's; the dissolver is bf16 on CUDA, as in training
     unet = build_unet(DiffusionConfig(width=32)).to(device)
-    dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=bf16)
+    dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=device.type == "cuda")
     images = torch.rand(batch, 3, size, size, device=device)
     out = {"device": str(device), "torch_threads": torch.get_num_threads(), "image_size": size,
-           "batch": batch, "bf16_channels_last": bf16, "dissolver": "ddpm width 32 (random init)"}
+           "batch": batch, "encoder_precision": precision,
+           "dissolver": "ddpm width 32 (random init)" + (", bf16" if device.type == "cuda" else "")}
     for method, diss in (("csi", None), ("dia", dissolver), ("dia_warm_cache", dissolver)):
         model = AmplifyEncoder().to(device)
         if bf16:
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--encoder-precision", choices=("fp32", "bf16", "both"), default="both",
+                        help="on CUDA (the CPU is always fp32); bf16 = autocast + channels_last")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,11 +162,13 @@ def main() -> None:
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     result = {"load_average_1min": round(os.getloadavg()[0], 2), "results": []}
+    both = ("fp32", "bf16") if args.encoder_precision == "both" else (args.encoder_precision,)
     for device in devices:
-        result["results"].append(bench(
-            device, iters=args.iters, size=args.size, batch=args.batch,
-            score_images=args.score_images, num_samples=args.num_samples,
-        ))
+        for precision in both if device.type == "cuda" else ("fp32",):
+            result["results"].append(bench(
+                device, iters=args.iters, size=args.size, batch=args.batch,
+                score_images=args.score_images, num_samples=args.num_samples, precision=precision,
+            ))
     print(json.dumps(result, indent=2))
 
 

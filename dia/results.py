@@ -3,9 +3,10 @@
 Layout (SPEC section 10)::
 
     <results_root>/runs/<stage>/<dataset>/<method>/s<seed>-<hash8>/
-        config.yaml  env.json  train_log.jsonl  scores.csv  metrics.csv  checkpoints/  DONE
+        config.yaml  env.json  train_log.jsonl  scores.csv  metrics.csv  checkpoints/  DONE  .lock
 
 A run whose DONE marker exists is complete and is skipped; a run folder without it is resumed.
+A process training a run holds its `.lock` (`Run.exclusive`), so two never train it at once.
 A folder written for another config cannot share a path, because the hash names the folder.
 
 This module does not import torch.
@@ -162,6 +163,24 @@ class Run:
         return target
 
 
+def is_locked(path: str | Path) -> bool:
+    """Whether another process holds the lock of the run folder at `path` (`Run.exclusive`)."""
+    import fcntl
+
+    lock = Path(path) / LOCK
+    if not lock.is_file():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def run_id_of(path: str | Path) -> str:
     """"stage/dataset/method/s<seed>-<hash>": a run folder's id, relative to `results/runs`."""
     return "/".join(Path(path).parts[-4:])
@@ -242,20 +261,3 @@ def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, An
     run = {k: v for k, v in record.get("run", {}).items()}
     return {"config": keep, "run": run}
 
-
-def is_locked(path: str | Path) -> bool:
-    """Whether another process holds the lock of the run folder at `path` (`Run.exclusive`)."""
-    import fcntl
-
-    lock = Path(path) / LOCK
-    if not lock.is_file():
-        return False
-    with open(lock) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dia.ablations import run_ablations, summary, variants
+from dia.ablations import cells, run_ablations, summary, variants
 from dia.blur import BlurDissolver
 
 
@@ -161,3 +161,72 @@ def test_ablation_notebook_runs_on_smoke(tmp_path, run_notebook):
     assert list(table), "the notebook writes its tables"
     evaluated = list((results / "runs" / "evaluate" / "synthetic" / "dia").glob("s0-*"))
     assert len(evaluated) == 3  # reference (shared by both ablations), normalized, keep_gray
+
+
+def _hold(run, held, release) -> None:
+    with run.exclusive():
+        held.set()
+        release.wait(30)
+
+
+def test_device_grid_defers_cells_whose_ddpm_another_process_is_training(results_root,
+                                                                        load_script):
+    import multiprocessing as mp
+
+    from dia.stages import open_stage_run
+
+    grid = load_script("tools/device_grid.py")
+    by_variant = {row["variant"]: (row, cfg) for row, cfg in
+                  cells("synthetic", "smoke", seeds=1, which=["dissolver"])}
+    row, cfg = by_variant["diffusion"]
+    busy = lambda variant: grid._ddpm_busy(*by_variant[variant], str(results_root))  # noqa: E731
+    ddpm = open_stage_run(cfg, "diffusion", "ddpm", results_root)
+    ctx = mp.get_context("fork")
+    held, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold, args=(ddpm, held, release))
+    proc.start()
+    try:
+        assert held.wait(30)
+        assert busy("diffusion")  # another process is training the DDPM this cell needs
+        assert not busy("none (CSI)") and not busy("median_blur")  # these need none
+    finally:
+        release.set()
+        proc.join(10)
+    assert not busy("diffusion")  # let go of (a killed trainer's lock goes with its process)
+
+
+def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_path, load_script):
+    cols = "dataset,ablation,variant,method,seed,profile,overrides,auc,status,run_id,seconds,device"
+    dia, csi, med = ("evaluate/p/dia/s{}-aaaaaaaa", "evaluate/p/csi/s{}-bbbbbbbb",
+                     "evaluate/p/dia/s{}-cccccccc")
+    rows = {  # call 1 trains seed 0 and CSI seed 1; call 2 reads them back (0 s) and adds the rest
+        "call1.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,done,{dia.format(0)},60,G",
+                      f"p,dissolver,none (CSI),csi,0,quick,{{}},0.70,done,{csi.format(0)},40,G",
+                      f"p,dissolver,none (CSI),csi,1,quick,{{}},0.90,done,{csi.format(1)},40,G"],
+        "call2.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,done,{dia.format(0)},0.1,G",
+                      f"p,dissolver,diffusion,dia,1,quick,{{}},0.84,done,{dia.format(1)},61,G",
+                      f'p,dissolver,median_blur,dia,1,quick,"{{""d"": 1}}",0.88,done,'
+                      f"{med.format(1)},50,G"],
+    }
+    for name, lines in rows.items():
+        (tmp_path / name).write_text("\n".join([cols, *lines]) + "\n")
+    util = tmp_path / "gpu_util.csv"
+    util.write_text("timestamp, utilization.gpu [%], memory.used [MiB]\n" + "".join(
+        f"2026/11/30 23:37:{s:02d}.000, {s * 3} %, 10 MiB\n" for s in range(20)))
+    report = load_script("tools/device_report.py")
+    root = tmp_path / "results"
+    assert report.main([str(tmp_path / "call1.csv"), str(tmp_path / "call2.csv"),
+                        "--name", "gpu_x", "--util", str(util), "--results-root", str(root)]) == 0
+    cells = pd.read_csv(root / "tables" / "gpu_x.csv")
+    assert len(cells) == 5 and cells.loc[cells["run_id"] == dia.format(0), "seconds"].item() == 60
+    table = (root / "tables" / "gpu_x.md").read_text().splitlines()
+    body = [line for line in table if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split("|")[1].strip() for line in body] == [
+        "DIA as specified", "CSI", "dissolver: median_blur"]
+    assert "0.820 ± 0.028 (n=2)" in body[0]  # DIA 0.80 and 0.84
+    assert "-0.020 (n=2)" in body[1]  # CSI − DIA, same seed: 0.70 − 0.80 and 0.90 − 0.84
+    assert "+0.040 (n=1)" in body[2] and "| –" in body[2]  # seed 1 only; no seed 0
+    assert (root / "figures" / "gpu_x.png").is_file()
+    assert (root / "figures" / "gpu_x_gpu_util.png").is_file()
+    with pytest.raises(SystemExit):  # a missing file is named, not a traceback
+        report.main([str(tmp_path / "nope.csv"), "--name", "x", "--results-root", str(root)])

@@ -8,8 +8,8 @@ seed of every variant. Within a seed the main table's cells (no overrides: DIA a
 profile has them) come first, then the others in `--which` order. Several calls can share one GPU
 and one results root, each with its own seeds (`--seed-list 0`, `--seed-list 1`, ...): one DDPM
 serves every seed, its training is locked (`Run.exclusive`), and a call whose next cell needs a
-DDPM that another call is training runs a cell that does not first. A cell starts only while the time
-left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM included), so the call
+DDPM that another call is training runs a cell that does not first. A cell starts only while the
+time left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM included), so the call
 ends inside its budget with whole runs; the first cell always starts. Each finished cell is
 appended to `--out` at once (labels, auc, run_id, seconds, device), so a call killed later keeps
 what it finished. The runs themselves land in `--results-root` through the usual run-folder

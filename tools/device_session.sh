@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks still open (issue 5: benchmarks with GPU utilisation, and whether the DDPM's
-# size is what keeps quick's DIA below the reference run's; issue 10: more seeds of the DDPM-length
-# ablation), prepared as ONE call of the device tool, since a session gets ~15 min of GPU time.
+# The GPU checks of issues 5 and 10 as ONE call of the device tool (a session gets ~15 min of GPU
+# time): both benchmarks with GPU utilisation, then quick PneumoniaMNIST cells of the DDPM-budget,
+# DDPM-length and dissolver ablations, with DIA and CSI as specified first. The 2026-11-30 session
+# (one H200) ran it twice on a warm machine: its record is results/device_sessions/2026-11-30_h200/,
+# published by tools/device_report.py (README "Ablations" and "Benchmarks" give the commands).
 #
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
 #   ../shared/tools/device-wheels.sh          # diffusers, kornia, medmnist wheels -> .device-wheels/
@@ -10,9 +12,10 @@
 #   bash tools/device_session.sh 560
 # (the argument is this script's budget in seconds; keep it ~40 s under timeout_s).
 # After the benchmarks, which run alone, the grid runs in LANES (default 4) processes side by side
-# on the one GPU, one seed each (tools/device_grid.py --seed-list): the models are small (the
-# reference code kept an H100 22-39 % busy), so lanes share it well. The first lane to need a DDPM trains it, and
-# the others run cells that need no DDPM meanwhile or wait for it (`Run.exclusive`).
+# on the one GPU, one seed each (tools/device_grid.py --seed-list). One process keeps an H200
+# only 14-29 % busy (bench_amplify); four kept it 94 % busy on average (gpu_util.csv,
+# 2026-11-30). The first lane to need a DDPM trains it; the others run cells that need none
+# meanwhile, or wait for it (`Run.exclusive`). Lanes 1+ start 15 s late: lane 0 takes the first.
 #
 # Writes into $OUT (results/device/ when run by hand), at most 7 files as the tool allows:
 #   env.txt              GPU, driver, torch / diffusers / kornia versions
@@ -25,6 +28,7 @@
 # A dry run of the plumbing on a CPU machine (smoke profile, synthetic data, a few minutes):
 #   OUT=/tmp/session RESULTS_ROOT=/tmp/session/results PROFILE=smoke DATASET=synthetic \
 #     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
+# Publish the AUCs with tools/device_report.py (grid.csv of each call, gpu_util.csv for the figure).
 # Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
 # -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
 # and rendering 50_ablations over one root would replace the CPU row of the ledger by the GPU one.
@@ -38,7 +42,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-results/device}
 mkdir -p "$out"
 exec > >(tee -a "$out/session.log") 2>&1
-left() { echo $((budget - SECONDS)); }
+left() { echo "$((budget - SECONDS)) s left, $(date -u +%T) UTC"; }
+secs() { echo $((budget - SECONDS)); }
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
   TQDM_DISABLE=1 MPLBACKEND=Agg DIA_DATA_ROOT=${DIA_DATA_ROOT:-.device-data}
@@ -63,7 +68,7 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 5
   > "$out/gpu_util.csv" 2>/dev/null &
 smi=$!
 
-echo "[session] benchmarks ($(left) s left)"
+echo "[session] benchmarks ($(left))"
 timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
   --steps 30 > "$out/bench_diffusion.json"
 timeout 100 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
@@ -72,9 +77,9 @@ timeout 100 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-i
 lanes=${LANES:-4}  # one seed per lane, all lanes on the one GPU at once
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
 lane_dir=$(mktemp -d) pids=()
-if [ "$(left)" -gt 90 ]; then
-  echo "[session] ablation grid, seeds 0-$((lanes - 1)) in $lanes lanes ($(left) s left)"
-  lane_budget=$(($(left) - 40))
+if [ "$(secs)" -gt 90 ]; then
+  echo "[session] ablation grid, seeds 0-$((lanes - 1)) in $lanes lanes ($(left))"
+  lane_budget=$(($(secs) - 40))
   for seed in $(seq 0 $((lanes - 1))); do
     if [ "$seed" = 1 ]; then  # lane 0 takes the DDPM's lock first; the others start with CSI
       sleep 15; lane_budget=$((lane_budget - 15))
@@ -83,7 +88,8 @@ if [ "$(left)" -gt 90 ]; then
     OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
       --dataset "$dataset" --profile "$profile" --seeds "$lanes" --seed-list "$seed" \
       --which ddpm_budget,ddpm_steps,dissolver --budget-s "$lane_budget" \
-      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 | sed -u "s/^/[lane $seed] /" &
+      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 \
+      | sed -u "s/^/[lane $seed] /" &
     pids+=($!)
   done
   wait "${pids[@]}"
@@ -92,4 +98,4 @@ fi
 
 kill "$smi" 2>/dev/null
 tar czf "$out/runs.tar.gz" --exclude=checkpoints -C "$results" runs
-echo "[session] done, $(left) s of the budget left"
+echo "[session] done ($(left))"

@@ -1,0 +1,165 @@
+"""Publish the ablation grid of a GPU session: its runs, a summary, and a figure beside the CPU's.
+
+    python tools/device_report.py call1/grid.csv call2/grid.csv --name gpu_h200_pneumonia_quick \
+        --cpu results/tables/ablations_pneumonia.csv
+
+Reads the grid CSVs that `tools/device_grid.py` wrote in one or more calls of a session (a cell
+read back in a later call is counted once, with the seconds of the call that trained it) and
+writes, under `--results-root`:
+
+    tables/<name>.csv    one row per (ablation, variant, seed): AUC, run id, seconds, device
+    tables/<name>.md     per run (DIA as specified, CSI, each variant): the AUC of every seed,
+                         mean ± std, and the mean paired difference from DIA as specified
+    figures/<name>.png   AUC per seed and run, this session's beside the CPU grid's (`--cpu`)
+    figures/<name>_gpu_util.png   with `--util` (the session's gpu_util.csv): how busy the GPU
+                         was over each call, 5-second means of nvidia-smi's 0.5-second samples
+
+The GPU runs are kept out of `results/runs`: a run of a config the CPU also ran has the same run
+id there, so the two would overwrite each other (tools/device_session.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SPECIFIED, CSI = "DIA as specified", "CSI"
+
+
+def read_grids(paths: list[Path]) -> pd.DataFrame:
+    """The cells of all calls, each once: the row with most seconds (the call that trained it)."""
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    frame = frame.sort_values("seconds", ascending=False, kind="stable")
+    frame = frame.drop_duplicates(["dataset", "ablation", "variant", "method", "seed"])
+    return frame.sort_index()  # the order the calls wrote them
+
+
+def by_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct run: the profile's own DIA and CSI by name, the rest by variant."""
+    frame = frame.drop_duplicates("run_id").copy()
+    own = frame["overrides"].fillna("{}") == "{}"
+    frame["run"] = frame["ablation"] + ": " + frame["variant"].astype(str)
+    frame.loc[own & (frame["method"] == "dia"), "run"] = SPECIFIED
+    frame.loc[own & (frame["method"] == "csi"), "run"] = CSI
+    return frame
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: AUC of each seed, mean ± std, mean paired difference from DIA as specified."""
+    wide = runs.pivot_table(index="run", columns="seed", values="auc", sort=False)
+    base = wide.loc[SPECIFIED] if SPECIFIED in wide.index else None
+    rows = []
+    for run, aucs in wide.iterrows():
+        seen = aucs.dropna()
+        row = {"run": run, **{f"seed {s}": f"{a:.3f}" for s, a in seen.items()},
+               "mean ± std": f"{seen.mean():.3f} ± {seen.std():.3f} (n={len(seen)})"}
+        if base is not None and run != SPECIFIED:
+            paired = (aucs - base).dropna()
+            row["paired − DIA as specified"] = f"{paired.mean():+.3f} (n={len(paired)})"
+        rows.append(row)
+    first = {SPECIFIED: "0", CSI: "1"}  # then the variants, by ablation and variant
+    return pd.DataFrame(rows).fillna("–").sort_values(
+        "run", key=lambda c: c.map(lambda r: first.get(r, "2" + r)))
+
+
+def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, path: Path, title: str) -> Path:
+    """AUC per seed (dots) and mean (bar) per run; the CPU grid's (`cpu`) hollow, above them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(summarise(runs)["run"]))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))
+    sets = [(runs, "C0", "o", 0.12, f"{runs['device'].iloc[0]}, seeds "
+             f"{'/'.join(str(s) for s in sorted(runs['seed'].unique()))}")]
+    if cpu is not None:
+        sets.append((cpu, "C1", "o", -0.12, "2-core CPU (README Ablations), seeds "
+                     f"{'/'.join(str(s) for s in sorted(cpu['seed'].unique()))}"))
+    for data, colour, marker, offset, label in sets:
+        data = data[data["run"].isin(labels)]
+        y = [labels.index(r) + offset for r in data["run"]]
+        face = colour if offset > 0 else "none"
+        ax.scatter(data["auc"], y, color=colour, facecolors=face, marker=marker, label=label)
+        means = data.groupby("run")["auc"].mean()
+        ax.scatter(means.values, [labels.index(r) + offset for r in means.index], color=colour,
+                   marker="|", s=250, linewidths=2)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("AUC (dots: one seed each; bar: mean)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.1), frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_utilisation(paths: list[Path], path: Path) -> Path:
+    """nvidia-smi's utilisation.gpu over each call (one line per gpu_util.csv), 5 s means."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for number, csv_path in enumerate(paths, 1):
+        util = pd.read_csv(csv_path, skipinitialspace=True)
+        time = pd.to_datetime(util["timestamp"], format="%Y/%m/%d %H:%M:%S.%f")
+        busy = util["utilization.gpu [%]"].str.rstrip(" %").astype(float)
+        seconds = (time - time.iloc[0]).dt.total_seconds()
+        smooth = busy.groupby(seconds // 5).mean()
+        ax.plot(smooth.index * 5, smooth.values, label=f"call {number}")
+    ax.set_xlabel("seconds since the call's first sample")
+    ax.set_ylabel("GPU busy, % of time")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grids", nargs="+", type=Path, help="grid CSVs of tools/device_grid.py")
+    parser.add_argument("--name", required=True, help="file stem of the table and figure")
+    parser.add_argument("--cpu", type=Path, default=None,
+                        help="the CPU grid's per-run CSV (tables/ablations_<dataset>.csv)")
+    parser.add_argument("--util", type=Path, nargs="*", default=[],
+                        help="the calls' gpu_util.csv (tools/device_session.sh), in call order")
+    parser.add_argument("--results-root", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in [*args.grids, *args.util, args.cpu]
+               if p is not None and not p.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+
+    cells = read_grids(args.grids)
+    runs = by_run(cells)
+    cpu = by_run(pd.read_csv(args.cpu)) if args.cpu else None
+    tables = args.results_root / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    cells.to_csv(tables / f"{args.name}.csv", index=False)
+    first = cells.iloc[0]
+    header = (f"AUC of the runs of a GPU session ({first['dataset']}, profile {first['profile']}, "
+              f"{first['device']}), from `tools/device_report.py`; per run in "
+              f"`tables/{args.name}.csv`. DIA as specified is also each ablation's own variant "
+              f"(dissolver `diffusion`, the profile's DDPM steps and budget).\n\n")
+    table = summarise(runs).to_markdown(index=False, disable_numparse=True)
+    (tables / f"{args.name}.md").write_text(header + table + "\n")
+    figure = plot(runs, cpu, args.results_root / "figures" / f"{args.name}.png",
+                  f"{first['dataset']}, profile {first['profile']}")
+    if args.util:
+        figure = plot_utilisation(args.util, figure.with_name(f"{args.name}_gpu_util.png"))
+    print(f"wrote {tables / args.name}.csv, .md and {figure.parent}/{args.name}*.png",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
