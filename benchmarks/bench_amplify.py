@@ -87,6 +87,8 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     from dia.scoring import extract_features
 
     torch.manual_seed(0)
+    if device.type == "cuda":  # peak_memory_gib is this call's, not the largest so far
+        torch.cuda.reset_peak_memory_stats(device)
     bf16 = precision == "bf16"  # the encoder's; the dissolver is bf16 on CUDA, as in training
     unet = build_unet(DiffusionConfig(width=32)).to(device)
     dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=device.type == "cuda")

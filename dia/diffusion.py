@@ -347,6 +347,9 @@ def train_diffusion(
     unet_kwargs(dcfg)  # validates width and layers_per_block
     check_focus(dcfg)
     run = open_diffusion_run(cfg, results_root)
+    if run.is_done():  # no lock needed (the results may be read-only)
+        log.info("diffusion run %s is DONE; skipping", run.path)
+        return run
     with run.exclusive():  # another process training this DDPM: wait, then find it DONE
         if run.is_done():
             log.info("diffusion run %s is DONE; skipping", run.path)

@@ -106,27 +106,37 @@ class Run:
             )
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, *, wait: bool = True) -> Iterator[bool]:
         """Hold the run folder's lock: two processes never train the same run at once.
 
-        Blocks, saying so once, while another process holds it (it is released when that
-        process ends, killed or not). The caller checks `is_done()` again once inside: the other
-        process may have finished the run meanwhile. Where the file system has no `flock`, runs
-        unlocked with a warning.
+        Yields True once held. While another process holds it, blocks (saying so once) or, with
+        `wait=False`, yields False at once, holding nothing. The lock is a `flock`: the system
+        releases it when its process ends, killed or not. Re-entrant within a process, so a
+        caller may hold it around a function that takes it again. The caller checks `is_done()`
+        once inside: the other process may have finished the run meanwhile. Where the file
+        system has no `flock`, runs unlocked with a warning.
         """
-        import fcntl
-
-        with open(self.file(LOCK), "w") as handle:
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key] += 1
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                yield True
+            finally:
+                _HELD[key] -= 1
+            return
+        with open(self.file(LOCK), "a") as handle:
+            if not _try_flock(handle, self.path):
+                if not wait:
+                    yield False
+                    return
                 print(f"waiting: another process is working on {self.path}", file=sys.stderr,
                       flush=True)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError as err:
-                print(f"warning: cannot lock {self.path} ({err}); running unlocked",
-                      file=sys.stderr, flush=True)
-            yield
+                _flock(handle, block=True)
+            _HELD[key] = 1
+            try:
+                yield True
+            finally:
+                del _HELD[key]
 
     def mark_done(self, summary: Mapping[str, Any] | None = None) -> None:
         """Write the DONE marker last; it holds an optional JSON summary."""
@@ -163,22 +173,25 @@ class Run:
         return target
 
 
-def is_locked(path: str | Path) -> bool:
-    """Whether another process holds the lock of the run folder at `path` (`Run.exclusive`)."""
+_HELD: dict[Path, int] = {}  # run folders whose lock this process holds -> nesting depth
+
+
+def _flock(handle, *, block: bool) -> None:
     import fcntl
 
-    lock = Path(path) / LOCK
-    if not lock.is_file():
+    fcntl.flock(handle, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+
+
+def _try_flock(handle, path: Path) -> bool:
+    """Take the lock without waiting: False when another process holds it."""
+    try:
+        _flock(handle, block=False)
+    except BlockingIOError:
         return False
-    with open(lock) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    except OSError as err:  # no flock on this file system
+        print(f"warning: cannot lock {path} ({err}); running unlocked", file=sys.stderr,
+              flush=True)
+    return True
 
 
 def run_id_of(path: str | Path) -> str:
@@ -260,4 +273,3 @@ def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, An
     keep.update(dataset=cfg.get("dataset"), seed=cfg.get("seed"))
     run = {k: v for k, v in record.get("run", {}).items()}
     return {"config": keep, "run": run}
-

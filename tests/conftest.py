@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing as mp
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,42 @@ def run_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def locked_elsewhere():
+    """Whether a run folder's lock (`Run.exclusive`) is held, as a fresh process sees it."""
+    probe = "import fcntl, sys; fcntl.flock(open(sys.argv[1]), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+    def locked(run_path: Path) -> bool:
+        lock = Path(run_path) / ".lock"
+        return lock.is_file() and subprocess.run([sys.executable, "-c", probe, str(lock)],
+                                                 capture_output=True).returncode != 0
+
+    return locked
+
+
+def _hold(run, held, release) -> None:
+    with run.exclusive():
+        held.set()
+        release.wait(30)
+
+
+@pytest.fixture
+def hold_lock():
+    """Start a process that holds `run`'s lock until `release` is set: (process, release)."""
+    started = []
+
+    def start(run):
+        ctx = mp.get_context("fork")
+        held, release = ctx.Event(), ctx.Event()
+        proc = ctx.Process(target=_hold, args=(run, held, release))
+        proc.start()
+        started.append((proc, release))
+        assert held.wait(30), "the lock-holding process did not start"
+        return proc, release
+
+    yield start
+    for proc, release in started:
+        release.set()
+        proc.join(10)

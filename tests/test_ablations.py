@@ -163,36 +163,25 @@ def test_ablation_notebook_runs_on_smoke(tmp_path, run_notebook):
     assert len(evaluated) == 3  # reference (shared by both ablations), normalized, keep_gray
 
 
-def _hold(run, held, release) -> None:
-    with run.exclusive():
-        held.set()
-        release.wait(30)
-
-
-def test_device_grid_defers_cells_whose_ddpm_another_process_is_training(results_root,
-                                                                        load_script):
-    import multiprocessing as mp
-
+def test_device_grid_skips_cells_whose_ddpm_another_process_is_training(
+        results_root, load_script, hold_lock, locked_elsewhere):
     from dia.stages import open_stage_run
 
     grid = load_script("tools/device_grid.py")
-    by_variant = {row["variant"]: (row, cfg) for row, cfg in
-                  cells("synthetic", "smoke", seeds=1, which=["dissolver"])}
-    row, cfg = by_variant["diffusion"]
-    busy = lambda variant: grid._ddpm_busy(*by_variant[variant], str(results_root))  # noqa: E731
-    ddpm = open_stage_run(cfg, "diffusion", "ddpm", results_root)
-    ctx = mp.get_context("fork")
-    held, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold, args=(ddpm, held, release))
-    proc.start()
-    try:
-        assert held.wait(30)
-        assert busy("diffusion")  # another process is training the DDPM this cell needs
-        assert not busy("none (CSI)") and not busy("median_blur")  # these need none
-    finally:
-        release.set()
-        proc.join(10)
-    assert not busy("diffusion")  # let go of (a killed trainer's lock goes with its process)
+    pending = list(cells("synthetic", "smoke", seeds=1, which=["dissolver"]))
+    assert [row["variant"] for row, _ in pending][:2] == ["diffusion", "gaussian_blur"]
+    ddpm = open_stage_run(pending[0][1], "diffusion", "ddpm", results_root)
+    holder, release = hold_lock(ddpm)  # another process trains the DDPM the first cell needs
+    (row, _), claim = grid._next_cell(pending, str(results_root))
+    with claim:
+        assert row["variant"] == "gaussian_blur"  # the first cell that needs no DDPM
+    release.set()
+    holder.join(10)
+    (row, _), claim = grid._next_cell(pending, str(results_root))
+    assert row["variant"] == "diffusion"
+    with claim:
+        assert locked_elsewhere(ddpm.path)  # claimed before the cell even loads its data
+    assert not locked_elsewhere(ddpm.path)
 
 
 def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_path, load_script):
@@ -226,7 +215,13 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
     assert "0.820 ± 0.028 (n=2)" in body[0]  # DIA 0.80 and 0.84
     assert "-0.020 (n=2)" in body[1]  # CSI − DIA, same seed: 0.70 − 0.80 and 0.90 − 0.84
     assert "+0.040 (n=1)" in body[2] and "| –" in body[2]  # seed 1 only; no seed 0
+    assert "| 0.880 (n=1)" in body[2]  # one seed: no spread to show
     assert (root / "figures" / "gpu_x.png").is_file()
     assert (root / "figures" / "gpu_x_gpu_util.png").is_file()
     with pytest.raises(SystemExit):  # a missing file is named, not a traceback
         report.main([str(tmp_path / "nope.csv"), "--name", "x", "--results-root", str(root)])
+    changed = tmp_path / "call3.csv"  # the same cell under another config hash: refused
+    changed.write_text((tmp_path / "call1.csv").read_text().replace("aaaaaaaa", "dddddddd"))
+    with pytest.raises(SystemExit, match="more than one run id"):
+        report.main([str(tmp_path / "call1.csv"), str(changed), "--name", "x",
+                     "--results-root", str(root)])

@@ -119,33 +119,24 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def _hold_lock(run, held, release) -> None:
-    with run.exclusive():
-        held.set()
-        release.wait(30)
-
-
-def test_exclusive_lets_one_process_at_a_time_work_on_a_run(results_root, capfd):
+def test_exclusive_lets_one_process_at_a_time_work_on_a_run(results_root, capfd, hold_lock,
+                                                           locked_elsewhere):
     import threading
-
-    from dia.results import is_locked
 
     run = open_run(load_config("smoke"), stage="diffusion", method="ddpm",
                    results_root=results_root, sections=("data", "diffusion"))
-    assert not is_locked(run.path)
-    ctx = mp.get_context("fork")
-    held, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_lock, args=(run, held, release))
-    proc.start()
-    try:
-        assert held.wait(30) and is_locked(run.path)  # the other process holds it
-        threading.Timer(0.5, release.set).start()
-        tic = time.monotonic()
-        with run.exclusive():  # blocks until the other process lets go
-            waited = time.monotonic() - tic
-            assert is_locked(run.path)  # now we hold it
-    finally:
-        release.set()
-        proc.join(10)
-    assert waited >= 0.4 and not is_locked(run.path)
+    assert not locked_elsewhere(run.path)
+    _, release = hold_lock(run)
+    assert locked_elsewhere(run.path)
+    with run.exclusive(wait=False) as got:
+        assert got is False  # held elsewhere: no waiting, nothing held
+    threading.Timer(0.5, release.set).start()
+    tic = time.monotonic()
+    with run.exclusive() as got:  # blocks until the other process lets go
+        waited = time.monotonic() - tic
+        assert got and locked_elsewhere(run.path)  # now this process holds it
+        with run.exclusive(wait=False) as again:  # re-entrant within a process
+            assert again
+        assert locked_elsewhere(run.path)  # the inner exit kept the outer hold
+    assert waited >= 0.4 and not locked_elsewhere(run.path)
     assert "waiting: another process is working on" in capfd.readouterr().err

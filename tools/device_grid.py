@@ -9,16 +9,17 @@ profile has them) come first, then the others in `--which` order. Several calls 
 and one results root, each with its own seeds (`--seed-list 0`, `--seed-list 1`, ...): one DDPM
 serves every seed, its training is locked (`Run.exclusive`), and a call whose next cell needs a
 DDPM that another call is training runs a cell that does not first. A cell starts only while the
-time left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM included), so the call
-ends inside its budget with whole runs; the first cell always starts. Each finished cell is
-appended to `--out` at once (labels, auc, run_id, seconds, device), so a call killed later keeps
-what it finished. The runs themselves land in `--results-root` through the usual run-folder
+time left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM, or waits for
+one, included), so the call ends inside its budget with whole runs; the first cell always
+starts. Each finished cell is appended to `--out` at once (labels, auc, run_id, seconds,
+device), so a call killed later keeps what it finished. The runs themselves land in `--results-root` through the usual run-folder
 machinery (`dia.ablations.train_and_score`): a cell already done is read back, not retrained.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 import time
@@ -75,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"stopping with {len(pending)} of {len(grid)} cells not run",
                       file=sys.stderr, flush=True)
                 break
-            row, cfg = next((c for c in pending if not _ddpm_busy(*c, args.results_root)),
-                            pending[0])  # all wait on a DDPM: the first one waits for it
+            (row, cfg), claim = _next_cell(pending, args.results_root)
             pending.remove((row, cfg))
             tic = time.perf_counter()
-            result = train_and_score(cfg, row["method"], results_root=args.results_root,
-                                     data_root=args.data_root, device=args.device)
+            with claim:  # the lock of the DDPM this cell trains, if any, taken before we start
+                result = train_and_score(cfg, row["method"], results_root=args.results_root,
+                                         data_root=args.data_root, device=args.device)
             seconds = time.perf_counter() - tic
             longest, finished = max(longest, seconds), finished + 1
             writer.writerow({**row, **result, "seconds": round(seconds, 1), "device": device})
@@ -90,15 +91,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _ddpm_busy(row: dict, cfg, results_root: str) -> bool:
-    """Whether the cell needs a DDPM that another process is training right now."""
-    from dia.results import DONE, is_locked
-    from dia.stages import stage_run_dir
+def _next_cell(pending: list, results_root: str):
+    """The first cell whose DDPM no other process is training, with that DDPM's lock held.
+
+    Claiming the lock here, before the cell loads its data, keeps two calls side by side from
+    both starting the same DDPM. When every pending cell waits on another process's DDPM, the
+    first one is returned without a claim: `train_diffusion` then waits for that DDPM.
+    """
+    for row, cfg in pending:
+        ddpm = _untrained_ddpm(row, cfg, results_root)
+        if ddpm is None:
+            return (row, cfg), contextlib.nullcontext()
+        claim = contextlib.ExitStack()
+        if claim.enter_context(ddpm.exclusive(wait=False)):
+            return (row, cfg), claim
+        claim.close()
+    return pending[0], contextlib.nullcontext()
+
+
+def _untrained_ddpm(row: dict, cfg, results_root: str):
+    """The run of the DDPM the cell will train, or None (it needs none, or it is DONE)."""
+    from dia.stages import is_stage_done, open_stage_run
 
     if row["method"] != "dia" or cfg.dissolve.dissolver != "diffusion":
-        return False
-    path = stage_run_dir(cfg, "diffusion", "ddpm", results_root)
-    return not (path / DONE).is_file() and is_locked(path)
+        return None
+    if is_stage_done(cfg, "diffusion", "ddpm", results_root):
+        return None
+    return open_stage_run(cfg, "diffusion", "ddpm", results_root)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Reads the grid CSVs that `tools/device_grid.py` wrote in one or more calls of a 
 read back in a later call is counted once, with the seconds of the call that trained it) and
 writes, under `--results-root`:
 
-    tables/<name>.csv    one row per (ablation, variant, seed): AUC, run id, seconds, device
+    tables/<name>.csv    one row per (ablation, variant, seed): AUC, run id, device, and the
+                         seconds the cell took in its lane (a wait for another lane's DDPM too)
     tables/<name>.md     per run (DIA as specified, CSI, each variant): the AUC of every seed,
                          mean ± std, and the mean paired difference from DIA as specified
     figures/<name>.png   AUC per seed and run, this session's beside the CPU grid's (`--cpu`)
@@ -27,14 +28,18 @@ from pathlib import Path
 import pandas as pd
 
 SPECIFIED, CSI = "DIA as specified", "CSI"
+PAIRED = "paired − DIA as specified"
 
 
 def read_grids(paths: list[Path]) -> pd.DataFrame:
     """The cells of all calls, each once: the row with most seconds (the call that trained it)."""
     frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    key = ["dataset", "ablation", "variant", "method", "seed"]
+    ids = frame.groupby(key)["run_id"].nunique()
+    if (ids > 1).any():  # e.g. the code changed the config between calls: not one cell any more
+        raise SystemExit(f"error: cells with more than one run id: {list(ids[ids > 1].index)}")
     frame = frame.sort_values("seconds", ascending=False, kind="stable")
-    frame = frame.drop_duplicates(["dataset", "ablation", "variant", "method", "seed"])
-    return frame.sort_index()  # the order the calls wrote them
+    return frame.drop_duplicates(key).sort_index()  # in the order the calls wrote them
 
 
 def by_run(frame: pd.DataFrame) -> pd.DataFrame:
@@ -50,18 +55,22 @@ def by_run(frame: pd.DataFrame) -> pd.DataFrame:
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: AUC of each seed, mean ± std, mean paired difference from DIA as specified."""
     wide = runs.pivot_table(index="run", columns="seed", values="auc", sort=False)
+    wide = wide[sorted(wide.columns)]
     base = wide.loc[SPECIFIED] if SPECIFIED in wide.index else None
+    columns = ["run", *[f"seed {s}" for s in wide.columns], "mean ± std"]
     rows = []
     for run, aucs in wide.iterrows():
         seen = aucs.dropna()
+        spread = f" ± {seen.std():.3f}" if len(seen) > 1 else ""
         row = {"run": run, **{f"seed {s}": f"{a:.3f}" for s, a in seen.items()},
-               "mean ± std": f"{seen.mean():.3f} ± {seen.std():.3f} (n={len(seen)})"}
+               "mean ± std": f"{seen.mean():.3f}{spread} (n={len(seen)})"}
         if base is not None and run != SPECIFIED:
             paired = (aucs - base).dropna()
-            row["paired − DIA as specified"] = f"{paired.mean():+.3f} (n={len(paired)})"
+            row[PAIRED] = f"{paired.mean():+.3f} (n={len(paired)})" if len(paired) else "–"
         rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=columns + ([PAIRED] if base is not None else []))
     first = {SPECIFIED: "0", CSI: "1"}  # then the variants, by ablation and variant
-    return pd.DataFrame(rows).fillna("–").sort_values(
+    return table.fillna("–").sort_values(
         "run", key=lambda c: c.map(lambda r: first.get(r, "2" + r)))
 
 

@@ -13,9 +13,12 @@
 # (the argument is this script's budget in seconds; keep it ~40 s under timeout_s).
 # After the benchmarks, which run alone, the grid runs in LANES (default 4) processes side by side
 # on the one GPU, one seed each (tools/device_grid.py --seed-list). One process keeps an H200
-# only 14-29 % busy (bench_amplify); four kept it 94 % busy on average (gpu_util.csv,
-# 2026-11-30). The first lane to need a DDPM trains it; the others run cells that need none
-# meanwhile, or wait for it (`Run.exclusive`). Lanes 1+ start 15 s late: lane 0 takes the first.
+# only 14-29 % busy (bench_amplify); four kept it busy 85 % of the time over the grid and 94 %
+# while all four ran (gpu_util.csv, 2026-11-30). A lane about to train a DDPM takes its lock
+# first (`Run.exclusive`); the other lanes run cells that need no DDPM meanwhile, or wait for
+# it. Lanes 1+ start 15 s late, so lane 0 takes the first DDPM.
+# FIRST_SEED=4 runs seeds 4-7 instead of 0-3 (a DDPM already trained is reused only on the same
+# machine: a fresh one trains it again).
 #
 # Writes into $OUT (results/device/ when run by hand), at most 7 files as the tool allows:
 #   env.txt              GPU, driver, torch / diffusers / kornia versions
@@ -38,6 +41,10 @@ profile=${PROFILE:-quick}
 dataset=${DATASET:-pneumonia}
 results=${RESULTS_ROOT:-results}
 py=${PYTHON:-python3}
+lanes=${LANES:-4}  # one seed per lane, all lanes on the one GPU at once
+[ "$lanes" -ge 1 ] 2>/dev/null || { echo "error: LANES=$lanes: need a whole number >= 1"; exit 1; }
+first=${FIRST_SEED:-0}  # seeds first .. first+lanes-1 (2026-11-30 ran 0-3: FIRST_SEED=4 adds 4-7)
+last=$((first + lanes - 1))
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-results/device}
 mkdir -p "$out"
@@ -71,29 +78,34 @@ smi=$!
 echo "[session] benchmarks ($(left))"
 timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
   --steps 30 > "$out/bench_diffusion.json"
-timeout 100 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
+timeout 150 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
   > "$out/bench_amplify.json"
 
-lanes=${LANES:-4}  # one seed per lane, all lanes on the one GPU at once
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
 lane_dir=$(mktemp -d) pids=()
+merge_grid() {  # the lanes' rows into one grid.csv: also when the call is cut short
+  local files=("$lane_dir"/grid-s*.csv)
+  [ -e "${files[0]}" ] && awk 'FNR == 1 && NR != 1 { next } { print }' "${files[@]}" > "$out/grid.csv"
+  rm -rf "$lane_dir"
+}
+trap merge_grid EXIT
+trap 'exit 143' TERM INT  # a timeout's TERM still runs the EXIT trap
 if [ "$(secs)" -gt 90 ]; then
-  echo "[session] ablation grid, seeds 0-$((lanes - 1)) in $lanes lanes ($(left))"
+  echo "[session] ablation grid, seeds $first-$last in $lanes lanes ($(left))"
   lane_budget=$(($(secs) - 40))
-  for seed in $(seq 0 $((lanes - 1))); do
-    if [ "$seed" = 1 ]; then  # lane 0 takes the DDPM's lock first; the others start with CSI
+  for seed in $(seq "$first" "$last"); do
+    if [ "$seed" = $((first + 1)) ]; then  # the first lane takes the DDPM lock, the rest do CSI
       sleep 15; lane_budget=$((lane_budget - 15))
     fi
     # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
     OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
-      --dataset "$dataset" --profile "$profile" --seeds "$lanes" --seed-list "$seed" \
+      --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
       --which ddpm_budget,ddpm_steps,dissolver --budget-s "$lane_budget" \
       --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 \
       | sed -u "s/^/[lane $seed] /" &
     pids+=($!)
   done
   wait "${pids[@]}"
-  awk 'FNR == 1 && NR != 1 { next } { print }' "$lane_dir"/grid-s*.csv > "$out/grid.csv"
 fi
 
 kill "$smi" 2>/dev/null
