@@ -228,13 +228,13 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per (ablation, variant), as text cells per dataset, in run order."""
     grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)["auc"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
-    stats["cell"] = [_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
+    stats["cell"] = [mean_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
     order = list(dict.fromkeys(zip(stats["ablation"], stats["variant"])))
     table = stats.pivot(index=["ablation", "variant"], columns="dataset", values="cell")
     return table.reindex(pd.MultiIndex.from_tuples(order, names=["ablation", "variant"]))
 
 
-def _cell(mean: float, std: float, count: int) -> str:
+def mean_cell(mean: float, std: float, count: int) -> str:
     """"0.803 ± 0.039 (n=3)"; one seed has no spread: "0.829 (n=1)"."""
     if not count:
         return "not run"
@@ -255,7 +255,7 @@ def readme_layout(frame: pd.DataFrame) -> pd.DataFrame:
     parts["dissolver"] = parts["variant"].map(dissolver_of)
     parts = parts.drop_duplicates(["shift", "dissolver", "dataset", "seed"])
     stats = parts.groupby(["shift", "dissolver", "dataset"])["auc"].agg(["mean", "std", "count"])
-    stats["cell"] = [_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
+    stats["cell"] = [mean_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
     return stats["cell"].unstack("dataset")
 
 

@@ -347,16 +347,14 @@ def train_diffusion(
     unet_kwargs(dcfg)  # validates width and layers_per_block
     check_focus(dcfg)
     run = open_diffusion_run(cfg, results_root)
-    if run.is_done():  # no lock needed (the results may be read-only)
-        log.info("diffusion run %s is DONE; skipping", run.path)
-        return run
-    with run.exclusive():  # another process training this DDPM: wait, then find it DONE
-        if run.is_done():
-            log.info("diffusion run %s is DONE; skipping", run.path)
-            return run
-        device = torch.device(device) if device is not None else resolve_device(cfg.device)
-        return _fit(run, cfg, results_root=results_root, data_root=data_root, device=device,
-                    on_step=on_step)
+    if not run.is_done():  # a DONE run needs no lock (the results may be read-only)
+        with run.exclusive():  # another process training this DDPM: wait, then find it DONE
+            if not run.is_done():
+                device = torch.device(device) if device is not None else resolve_device(cfg.device)
+                return _fit(run, cfg, results_root=results_root, data_root=data_root,
+                            device=device, on_step=on_step)
+    log.info("diffusion run %s is DONE; skipping", run.path)
+    return run
 
 
 def _fit(run: Run, cfg: ExperimentConfig, *, results_root, data_root, device: torch.device,

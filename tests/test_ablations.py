@@ -184,7 +184,8 @@ def test_device_grid_skips_cells_whose_ddpm_another_process_is_training(
     assert not locked_elsewhere(ddpm.path)
 
 
-def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_path, load_script):
+def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_path,
+                                                                          load_script):
     cols = "dataset,ablation,variant,method,seed,profile,overrides,auc,status,run_id,seconds,device"
     dia, csi, med = ("evaluate/p/dia/s{}-aaaaaaaa", "evaluate/p/csi/s{}-bbbbbbbb",
                      "evaluate/p/dia/s{}-cccccccc")

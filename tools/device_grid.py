@@ -12,8 +12,9 @@ DDPM that another call is training runs a cell that does not first. A cell start
 time left exceeds 1.3 × the longest cell so far (a cell that trains its own DDPM, or waits for
 one, included), so the call ends inside its budget with whole runs; the first cell always
 starts. Each finished cell is appended to `--out` at once (labels, auc, run_id, seconds,
-device), so a call killed later keeps what it finished. The runs themselves land in `--results-root` through the usual run-folder
-machinery (`dia.ablations.train_and_score`): a cell already done is read back, not retrained.
+device), so a call killed later keeps what it finished. The runs themselves land in
+`--results-root` through the usual run-folder machinery (`dia.ablations.train_and_score`): a cell
+already done is read back, not retrained.
 """
 
 from __future__ import annotations
@@ -111,13 +112,12 @@ def _next_cell(pending: list, results_root: str):
 
 def _untrained_ddpm(row: dict, cfg, results_root: str):
     """The run of the DDPM the cell will train, or None (it needs none, or it is DONE)."""
-    from dia.stages import is_stage_done, open_stage_run
+    from dia.diffusion import open_diffusion_run
 
-    if row["method"] != "dia" or cfg.dissolve.dissolver != "diffusion":
+    if row["method"] != "dia" or cfg.dissolve.dissolver != "diffusion":  # as prepare_dissolver
         return None
-    if is_stage_done(cfg, "diffusion", "ddpm", results_root):
-        return None
-    return open_stage_run(cfg, "diffusion", "ddpm", results_root)
+    run = open_diffusion_run(cfg, results_root)
+    return None if run.is_done() else run
 
 
 if __name__ == "__main__":

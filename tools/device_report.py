@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dia.ablations import mean_cell
+
 SPECIFIED, CSI = "DIA as specified", "CSI"
 PAIRED = "paired − DIA as specified"
 
@@ -61,9 +63,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run, aucs in wide.iterrows():
         seen = aucs.dropna()
-        spread = f" ± {seen.std():.3f}" if len(seen) > 1 else ""
         row = {"run": run, **{f"seed {s}": f"{a:.3f}" for s, a in seen.items()},
-               "mean ± std": f"{seen.mean():.3f}{spread} (n={len(seen)})"}
+               "mean ± std": mean_cell(seen.mean(), seen.std(), len(seen))}
         if base is not None and run != SPECIFIED:
             paired = (aucs - base).dropna()
             row[PAIRED] = f"{paired.mean():+.3f} (n={len(paired)})" if len(paired) else "–"
@@ -74,14 +75,19 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         "run", key=lambda c: c.map(lambda r: first.get(r, "2" + r)))
 
 
-def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, path: Path, title: str) -> Path:
-    """AUC per seed (dots) and mean (bar) per run; the CPU grid's (`cpu`) hollow, above them."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(dict.fromkeys(summarise(runs)["run"]))
+    return plt
+
+
+def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, labels: list[str], path: Path,
+         title: str) -> Path:
+    """AUC per seed (dots) and mean (bar) per run, rows `labels`; the CPU grid's hollow, above."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))
     sets = [(runs, "C0", "o", 0.12, f"{runs['device'].iloc[0]}, seeds "
              f"{'/'.join(str(s) for s in sorted(runs['seed'].unique()))}")]
@@ -110,11 +116,7 @@ def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, path: Path, title: str) -
 
 def plot_utilisation(paths: list[Path], path: Path) -> Path:
     """nvidia-smi's utilisation.gpu over each call (one line per gpu_util.csv), 5 s means."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     for number, csv_path in enumerate(paths, 1):
         util = pd.read_csv(csv_path, skipinitialspace=True)
@@ -159,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{first['device']}), from `tools/device_report.py`; per run in "
               f"`tables/{args.name}.csv`. DIA as specified is also each ablation's own variant "
               f"(dissolver `diffusion`, the profile's DDPM steps and budget).\n\n")
-    table = summarise(runs).to_markdown(index=False, disable_numparse=True)
-    (tables / f"{args.name}.md").write_text(header + table + "\n")
-    figure = plot(runs, cpu, args.results_root / "figures" / f"{args.name}.png",
+    table = summarise(runs)
+    (tables / f"{args.name}.md").write_text(
+        header + table.to_markdown(index=False, disable_numparse=True) + "\n")
+    figure = plot(runs, cpu, list(table["run"]), args.results_root / "figures" / f"{args.name}.png",
                   f"{first['dataset']}, profile {first['profile']}")
     if args.util:
         figure = plot_utilisation(args.util, figure.with_name(f"{args.name}_gpu_util.png"))
