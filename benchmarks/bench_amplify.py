@@ -4,9 +4,12 @@
 
 Prints one JSON object: per device, DIA and CSI iterations/s and encoder images/s (an iteration
 feeds 3·4·B images for DIA, 2·4·B for CSI), the share of a DIA iteration spent dissolving, DIA
-with a warm `DissolveCache` (every (image, flip, t) already stored, as late in a long run), and
+with a warm `DissolveCache` (every (image, flip, t) already stored, as late in a long run) and
+with a `DissolveTable` (what training on CUDA uses; on CUDA also how fast one is filled), and
 scoring throughput (test images/s with 4 rotations × S draws); on CUDA each with the GPU's
-utilisation (`gpu_util.py`: time a second or more of work, e.g. `--iters 50`). The dissolver is
+utilisation (`gpu_util.py`: time a second or more of work, e.g. `--iters 50`), and for each
+kind of iteration the operators it dispatches and the values it reads back from the device
+(`dia.hostsync`; each read makes the host wait for a GPU). The dissolver is
 a randomly initialised width-32 DDPM U-Net (speed does not depend on the weights). On CUDA the
 U-Net dissolves under bf16 autocast with channels_last, as in training (`dissolve.cuda_bf16`), and
 the encoder is timed in fp32, as the profiles train it (`amplify.precision`), and in bf16 autocast
@@ -33,15 +36,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, warm_cache=False):
-    from dia.amplify import DissolveCache, amplify_forward
+def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, lookup=None):
+    """Seconds per iteration (wall and process CPU), dissolving seconds, GPU use, and what one
+    iteration asks of the device (`dia.hostsync.DeviceTraffic`: operators, host reads)."""
+    from dia.amplify import DissolveCache, DissolveTable, amplify_forward
     from dia.augment import make_generator
+    from dia.hostsync import DeviceTraffic
 
     gen = make_generator(0, device)
     timed = {"dissolve": 0.0}
     indices, t_range = None, (30, 100)
-    if warm_cache:  # one t and a filled cache: every (image, flip, t) is a hit, as late in a run
+    if lookup == "cache":  # one t, a filled cache: every (image, flip, t) a hit, as late in a run
         dissolver = DissolveCache(dissolver, 2**34)
+    elif lookup == "table":  # what training on CUDA uses: every (image, flip, t) dissolved before
+        as_uint8 = (images * 255).round().to(torch.uint8)
+        images = as_uint8.float() / 255
+        dissolver = DissolveTable(dissolver, as_uint8, 50, 51, progress=False)
+    if lookup:
         indices, t_range = torch.arange(images.shape[0], device=device), (50, 51)
 
     def dissolve(x, t):
@@ -52,7 +63,7 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
         timed["dissolve"] += time.perf_counter() - tic
         return out
 
-    if warm_cache:
+    if lookup:
         dissolve = dissolver  # timed as part of the iteration
 
     def step():
@@ -63,7 +74,9 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
         terms["total"].backward()
         optimizer.step()
 
-    for _ in range(3 if warm_cache else 1):  # warm-up (and cache filling)
+    for _ in range(3 if lookup else 1):  # warm-up (and cache filling)
+        step()
+    with DeviceTraffic() as traffic:
         step()
     _sync(device)
     timed["dissolve"] = 0.0
@@ -74,7 +87,21 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
         _sync(device)
     seconds = (time.perf_counter() - tic) / iters
     cpu_seconds = (time.process_time() - cpu_tic) / iters
-    return seconds, timed["dissolve"] / iters, cpu_seconds, util.summary()
+    counts = {"ops_per_it": traffic.ops, "host_reads_per_it": traffic.host_reads}
+    return seconds, timed["dissolve"] / iters, cpu_seconds, {**counts, **util.summary()}
+
+
+def _table_build_rate(dissolver, size: int, device: torch.device, images: int = 1024) -> float:
+    """Images/s of filling a `DissolveTable` (t ∈ {30..99}, both flips) of `images` images."""
+    from dia.amplify import DissolveTable
+
+    train = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8, device=device)
+    DissolveTable(dissolver, train[:8], 30, 32, progress=False)  # warm-up
+    _sync(device)
+    tic = time.perf_counter()
+    DissolveTable(dissolver, train, 30, 100, progress=False)
+    _sync(device)
+    return images * 2 * 70 / (time.perf_counter() - tic)
 
 
 def bench(device: torch.device, *, iters: int, size: int, batch: int, score_images: int,
@@ -96,14 +123,15 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     out = {"device": str(device), "torch_threads": torch.get_num_threads(), "image_size": size,
            "batch": batch, "encoder_precision": precision,
            "dissolver": "ddpm width 32 (random init)" + (", bf16" if device.type == "cuda" else "")}
-    for method, diss in (("csi", None), ("dia", dissolver), ("dia_warm_cache", dissolver)):
+    variants = (("csi", None, None), ("dia", dissolver, None),
+                ("dia_warm_cache", dissolver, "cache"), ("dia_table", dissolver, "table"))
+    for method, diss, lookup in variants:
         model = AmplifyEncoder().to(device)
         if bf16:
             model = model.to(memory_format=torch.channels_last)
         optimizer = LARS(model.parameters())
         s_per_it, s_dissolve, cpu_s, util = _time_training(
-            model, optimizer, images, diss, device, iters, bf16,
-            warm_cache=method == "dia_warm_cache",
+            model, optimizer, images, diss, device, iters, bf16, lookup=lookup,
         )
         views = 3 if diss else 2
         out[method] = {
@@ -138,7 +166,8 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
             "dia_warm_cache_over_csi": round(
                 out["dia_warm_cache"]["s_per_it"] / out["csi"]["s_per_it"], 2),
         }
-    if device.type == "cuda":
+    if device.type == "cuda":  # on the CPU a run fills its cache lazily instead (too slow)
+        out["dissolve_table_build_images_per_s"] = round(_table_build_rate(dissolver, size, device))
         out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         out["gpu"] = torch.cuda.get_device_name(device)
     return out

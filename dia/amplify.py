@@ -24,6 +24,7 @@ alinlab/CSI `training/unsup/simclr_CSI.py` (the baseline).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -102,7 +103,7 @@ def assemble_views(
         flipped = apply_hflip(images01.repeat(k, 1, 1, 1), flip)
         t = sample_shift_t(k, b, generator, t_min, t_max, images01.device)
         with torch.no_grad():
-            if isinstance(dissolve, DissolveCache) and indices is not None:
+            if isinstance(dissolve, (DissolveCache, DissolveTable)) and indices is not None:
                 dissolved = dissolve.lookup(indices.repeat(k), flip, t, flipped)
             else:
                 dissolved = dissolve(flipped, t)
@@ -164,6 +165,55 @@ class DissolveCache:
         return self.hits / total if total else 0.0
 
 
+class DissolveTable:
+    """Every dissolved (image, flip, t) of a training set, computed before training starts.
+
+    The dissolved view depends only on (image, flip, t), so for N images there are
+    N × 2 × (t_max − t_min) of them (170k for PneumoniaMNIST's 1,214 normals). Computed in large
+    batches they cost a GPU seconds, and each iteration then only gathers its rows: no dissolver
+    call and no host read, which a lazily filled `DissolveCache` needs to find its misses. A short
+    run on the CPU dissolves fewer images lazily (24 epochs of PneumoniaMNIST touch about half
+    the keys), so `dia.train_encoder` builds a table on CUDA only (`use_dissolve_table`). The
+    values are the dissolver's own, up to its floating-point reordering across batch sizes.
+
+    Args:
+        dissolve: the dissolver, `(images01, t) -> dissolved`.
+        images: uint8 (N, 3, H, W), the training set as the training loop indexes it.
+        t_min, t_max: the dissolving steps, t ∈ {t_min … t_max − 1}.
+        batch: images per dissolver call while filling.
+        progress: show a progress bar while filling.
+    """
+
+    def __init__(self, dissolve: Dissolve, images: torch.Tensor, t_min: int, t_max: int, *,
+                 batch: int = 2048, progress: bool = True):
+        from tqdm import tqdm
+
+        n, device = images.shape[0], images.device
+        self.t_min, self.steps = t_min, t_max - t_min
+        self.table = torch.empty(n, 2, self.steps, *images.shape[1:], device=device)
+        starts = range(0, n, batch)
+        bar = tqdm(total=2 * self.steps * len(starts), desc="dissolve table", unit="batch",
+                   disable=not progress)
+        for start in starts:
+            x = images[start:start + batch].float().div_(255.0)
+            for flip, flipped in enumerate((x, x.flip(-1))):
+                for step in range(self.steps):
+                    t = torch.full((flipped.shape[0],), t_min + step, device=device)
+                    self.table[start:start + batch, flip, step] = dissolve(flipped, t)
+                    bar.update(1)
+        bar.close()
+
+    @staticmethod
+    def nbytes(images: torch.Tensor, t_min: int, t_max: int) -> int:
+        """Memory of the table of `images` (float32)."""
+        return 2 * (t_max - t_min) * images[:1].numel() * images.shape[0] * 4
+
+    def lookup(self, indices: torch.Tensor, flip: torch.Tensor, t: torch.Tensor,
+               flipped: torch.Tensor | None = None) -> torch.Tensor:
+        """The dissolved images of (index, flip, t), (M, 3, H, W): one gather on the device."""
+        return self.table[indices, flip.long(), t - self.t_min]
+
+
 def pair_masks(n: int, num_views: int, *, exclude_own_dissolved: bool = True):
     """Roles of every (anchor, candidate) pair of the (V·N)×(V·N) similarity matrix.
 
@@ -189,6 +239,17 @@ def pair_masks(n: int, num_views: int, *, exclude_own_dissolved: bool = True):
     return positive, excluded, anchor
 
 
+@functools.lru_cache(maxsize=16)
+def _kept_pairs(n: int, num_views: int, exclude_own_dissolved: bool, device: torch.device):
+    """float32 (2N, V·N): 1 where an anchor row's pair enters its denominator, 0 where excluded.
+
+    Built once per shape and device: building it every iteration on the host and copying it to a
+    GPU would make the host wait for the copy.
+    """
+    _, excluded, _ = pair_masks(n, num_views, exclude_own_dissolved=exclude_own_dissolved)
+    return (~excluded[: 2 * n]).to(device, torch.float32)
+
+
 def contrastive_loss(
     projection: torch.Tensor,
     num_views: int,
@@ -211,9 +272,7 @@ def contrastive_loss(
     z = z / (z.norm(dim=1, keepdim=True) + eps)
     sim = z[: 2 * n] @ z.T  # (2N, V·N)
     logits = torch.exp(sim / temperature)
-    _, excluded, _ = pair_masks(n, num_views, exclude_own_dissolved=exclude_own_dissolved)
-    keep = (~excluded[: 2 * n]).to(logits.device, logits.dtype)
-    logits = logits * keep
+    logits = logits * _kept_pairs(n, num_views, exclude_own_dissolved, logits.device)
     denom = logits.sum(dim=1, keepdim=True)
     idx = torch.arange(2 * n, device=logits.device)
     positive_col = (idx + n) % (2 * n)  # i -> N+i, N+i -> i

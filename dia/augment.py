@@ -11,12 +11,15 @@ CutPerm) and `models/classifier.py::get_simclr_augmentation`; shijianjian/DIA us
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from dia import hostsync
 
 Shift = Literal["rotation", "cutperm"]
 NUM_SHIFTS = {"rotation": 4, "cutperm": 4}
@@ -108,6 +111,13 @@ def apply_hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 # -- SimCLR augmentation -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=32)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor, copied to its device once (a copy per call would make the host
+    wait for a GPU each time)."""
+    return torch.tensor(values, dtype=dtype).to(device)
+
+
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     """The reference's RGB→HSV; the atan2 hue in [0, 1) differs from the table hue by ≤ 1.2°."""
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
@@ -124,7 +134,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """The reference's HSV→RGB (Wikipedia's 'alternative' formula)."""
     h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
     c = v * s
-    n = hsv.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
+    n = _constant((5.0, 3.0, 1.0), hsv.device, hsv.dtype).view(1, 3, 1, 1)
     k = (n + h * 6) % 6
     t = torch.clamp(torch.minimum(k, 4 - k), 0, 1)
     return v - c * t
@@ -155,7 +165,7 @@ def color_jitter(
     """
     n, dev = x.shape[0], x.device
     apply = torch.rand(n, generator=generator, device=dev) < params.jitter_p
-    contrast_first = bool(torch.rand((), generator=generator, device=dev) > 0.5)
+    contrast_first = torch.rand((), generator=generator, device=dev) > 0.5
     f_c = _uniform((n, 1, 1, 1), generator, dev, 1 - params.contrast, 1 + params.contrast)
     f_h = _uniform((n, 1, 1), generator, dev, -params.hue, params.hue)
     s, v = params.saturation, params.brightness
@@ -172,14 +182,17 @@ def color_jitter(
         hsv_ = torch.stack([h, hsv_[:, 1] * f_s, hsv_[:, 2] * f_v], dim=1)
         return hsv_to_rgb(torch.clamp(hsv_, 0, 1))
 
-    out = hsv(contrast(x)) if contrast_first else contrast(hsv(x))
+    if hostsync.host_reads_are_free(dev):
+        out = hsv(contrast(x)) if bool(contrast_first) else contrast(hsv(x))
+    else:  # reading it would stall the GPU: compute both orders, keep one (the same values)
+        out = torch.where(contrast_first, hsv(contrast(x)), contrast(hsv(x)))
     return torch.where(apply.view(-1, 1, 1, 1), out, x)
 
 
 def random_grayscale(x: torch.Tensor, generator: torch.Generator, p: float = 0.2) -> torch.Tensor:
     """Replace an image by its luma 0.299R + 0.587G + 0.114B (3 channels) with probability p."""
     apply = torch.rand(x.shape[0], generator=generator, device=x.device) < p
-    weight = x.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+    weight = _constant(GRAY_WEIGHTS, x.device, x.dtype).view(1, 3, 1, 1)
     luma = (x * weight).sum(dim=1, keepdim=True).expand_as(x)
     return torch.where(apply.view(-1, 1, 1, 1), luma, x)
 
@@ -202,13 +215,15 @@ def sample_crop_boxes(
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
     valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    # position of each valid trial among the valid ones; take the first n (order kept)
+    # position of each valid trial among the valid ones; take the first n (order kept). A
+    # scatter, not a boolean-mask index: the mask's size would have to be read back (a GPU stall).
     order = torch.cumsum(valid.long(), 0) - 1
     take = valid & (order < n)
-    w_sel = torch.full((n,), float(width), dtype=torch.float64, device=device)
-    h_sel = torch.full((n,), float(height), dtype=torch.float64, device=device)
-    w_sel[order[take]] = w[take]
-    h_sel[order[take]] = h[take]
+    slot = torch.where(take, order, n)  # trials not taken land in a spare slot n, then dropped
+    w_sel = torch.full((n + 1,), float(width), dtype=torch.float64, device=device)
+    h_sel = torch.full((n + 1,), float(height), dtype=torch.float64, device=device)
+    w_sel = w_sel.scatter(0, slot, torch.where(take, w, float(width)))[:n]
+    h_sel = h_sel.scatter(0, slot, torch.where(take, h, float(height)))[:n]
     # randint(w - W, W - w + 1): uniform integers in [w - W, W - w]
     u = torch.rand((2, n), generator=generator, device=device, dtype=torch.float64)
     w_bias = torch.floor(u[0] * (2 * (width - w_sel) + 1)) + (w_sel - width)

@@ -77,17 +77,19 @@ def sample_t(
     once per batch and rotation (the reference draws one t per call of its transform).
 
     Returns:
-        int64 tensor (num,) on `device`, every entry the same t.
+        int64 tensor (num,) on `device`, every entry the same t. t is computed where the
+        generator is, so a CUDA generator is never read back by the host.
     """
     if not 0 <= t_min < t_max:
         raise DissolveError(f"need 0 <= t_min < t_max, got t_min={t_min}, t_max={t_max}")
     gen_device = generator.device if generator is not None else "cpu"
-    u = float(torch.rand((), generator=generator, device=gen_device))
-    t = min(int(t_min + (t_max - t_min) * u), t_max - 1)
-    return torch.full((num,), t, dtype=torch.long, device=device)
+    u = torch.rand((), generator=generator, device=gen_device)
+    # on the generator's device, in float64 as Python would compute it: no host read
+    t = (u.double() * (t_max - t_min) + t_min).long().clamp_(max=t_max - 1)
+    return t.reshape(1).repeat(num).to(device)
 
 
-def _check_images(images: torch.Tensor) -> None:
+def _check_images(images: torch.Tensor, check_values: bool) -> None:
     if not isinstance(images, torch.Tensor):
         raise DissolveError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.dim() != 4 or images.shape[1] != 3:
@@ -101,6 +103,8 @@ def _check_images(images: torch.Tensor) -> None:
         )
     if images.numel() == 0:
         raise DissolveError("images is empty")
+    if not check_values:
+        return
     lo, hi = torch.aminmax(images.detach())
     lo, hi = float(lo), float(hi)
     if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
@@ -108,7 +112,7 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 def _check_t(
-    t: torch.Tensor | int, batch: int, num_steps: int, device: torch.device
+    t: torch.Tensor | int, batch: int, num_steps: int, device: torch.device, check_values: bool
 ) -> torch.Tensor:
     t = torch.as_tensor(t, device=device)
     if t.is_floating_point() or t.dtype == torch.bool:
@@ -118,6 +122,8 @@ def _check_t(
         t = t.expand(batch)
     if t.shape != (batch,):
         raise DissolveError(f"t must be an int or have shape ({batch},), got {tuple(t.shape)}")
+    if not check_values:
+        return t
     lo, hi = torch.aminmax(t)
     if int(lo) < 0 or int(hi) >= num_steps:
         raise DissolveError(f"t must lie in [0, {num_steps - 1}], got [{int(lo)}, {int(hi)}]")
@@ -164,6 +170,7 @@ def dissolve(
     resolution: int = 32,
     autocast_dtype: torch.dtype | None = None,
     keep_gray: bool = False,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Dissolve a batch: resize/pad to `resolution`, one-step x̂₀, clamp, back to the input size.
 
@@ -177,15 +184,17 @@ def dissolve(
         resolution: the U-Net's training resolution.
         autocast_dtype: e.g. ``torch.bfloat16`` to run the U-Net under CUDA autocast.
         keep_gray: make x̂₀ of gray inputs gray (`gray_like_input`); not the reference.
+        check_values: check that the images lie in [0, 1] and t in the schedule (reading them
+            back stalls a GPU; shapes and dtypes are always checked).
 
     Returns:
         float tensor of the input's shape, dtype and device.
     """
     if value_range not in VALUE_RANGES:
         raise DissolveError(f"value_range={value_range!r}; choose one of {VALUE_RANGES}")
-    _check_images(images)
+    _check_images(images, check_values)
     device = next(unet.parameters()).device
-    t = _check_t(t, images.shape[0], int(alphas_cumprod.shape[0]), device)
+    t = _check_t(t, images.shape[0], int(alphas_cumprod.shape[0]), device, check_values)
     x = images.to(device=device, dtype=torch.float32)
     x, how = to_resolution(x, resolution)
     if value_range == "normalized":
@@ -212,7 +221,9 @@ class Dissolver:
     """A frozen dissolving transform: ``Dissolver(...)(images01, t) -> dissolved``.
 
     Holds the U-Net (eval mode, no gradients), ᾱ, the value range and the resolution. On CUDA
-    the U-Net runs channels_last under bf16 autocast (``cuda_bf16``); on CPU in plain fp32.
+    the U-Net runs channels_last under bf16 autocast (``cuda_bf16``); on CPU in plain fp32. The
+    values of the first batch (images in [0, 1], t in the schedule) are checked; later batches
+    only for shape and dtype, since reading values back would stall a GPU every iteration.
     """
 
     def __init__(
@@ -236,17 +247,21 @@ class Dissolver:
         self.resolution = resolution
         self.keep_gray = keep_gray
         self.autocast_dtype = torch.bfloat16 if (cuda_bf16 and self.device.type == "cuda") else None
+        self._values_checked = False
 
     @property
     def num_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
 
     def __call__(self, images01: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        return dissolve(
+        out = dissolve(
             images01, self.unet, self.alphas_cumprod, t,
             value_range=self.value_range, resolution=self.resolution,
             autocast_dtype=self.autocast_dtype, keep_gray=self.keep_gray,
+            check_values=not self._values_checked,
         )
+        self._values_checked = True
+        return out
 
     @classmethod
     def from_run(cls, run, dissolve_cfg, device: torch.device | str | None = None) -> "Dissolver":

@@ -38,30 +38,45 @@ class LARS(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step for all parameters at once (``torch._foreach_*``).
+
+        A Python loop over the parameters would launch ~18 small kernels per tensor (1,100 per
+        step for the ResNet-18 and its heads), which on a GPU costs more than the step's compute.
+        Here the norms, factors and updates of a parameter group are a handful of multi-tensor
+        calls, with no host read. On the CPU the values are bit-identical to the per-parameter
+        form in the class docstring (``tests/test_optim.py``).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            wd, momentum = group["weight_decay"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
-                ratio = group["trust_coef"] * p_norm / (g_norm + wd * p_norm + group["eps"])
-                adaptive = torch.where((p_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
-                d_p = grad.add(p, alpha=wd).mul_(adaptive)
-                if momentum != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = d_p.clone()
-                    else:
-                        buf.mul_(momentum).add_(d_p)
-                    d_p = buf
-                p.add_(d_p, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._step_group(group, params)
         return loss
+
+    def _step_group(self, group: dict, params: list[torch.Tensor]) -> None:
+        wd, momentum = group["weight_decay"], group["momentum"]
+        grads = [p.grad for p in params]
+        p_norm = torch.stack(torch._foreach_norm(params))
+        g_norm = torch.stack(torch._foreach_norm(grads))
+        ratio = group["trust_coef"] * p_norm / (g_norm + wd * p_norm + group["eps"])
+        adaptive = torch.where((p_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
+        d_p = list(torch._foreach_add(grads, params, alpha=wd))
+        torch._foreach_mul_(d_p, list(adaptive.unbind()))
+        if momentum != 0:
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            old = [i for i, buf in enumerate(bufs) if buf is not None]
+            if old:
+                old_bufs = [bufs[i] for i in old]
+                torch._foreach_mul_(old_bufs, momentum)
+                torch._foreach_add_(old_bufs, [d_p[i] for i in old])
+            for i, buf in enumerate(bufs):
+                if buf is None:  # first step of this parameter: the buffer starts as d_p
+                    buf = self.state[params[i]]["momentum_buffer"] = d_p[i].clone()
+                d_p[i] = buf
+        torch._foreach_add_(params, d_p, alpha=-group["lr"])
 
 
 def warmup_cosine_lr(

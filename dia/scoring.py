@@ -70,13 +70,15 @@ def extract_features(
     k = num_shifts(shift)
     params = AugmentParams(crop_scale=(crop_scale, crop_scale))
     zs, cs = [], []
+    if device.type == "cuda" and images.device.type == "cpu":  # batch copies need not wait
+        images = images.pin_memory()
     starts = range(0, images.shape[0], batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="features", unit="batch")
     for start in starts:
-        x = _to_float01(images[start : start + batch_size].to(device))
+        x = _to_float01(images[start : start + batch_size].to(device, non_blocking=True))
         b = x.shape[0]
         z_batch, c_batch = [], []
         for seed in range(num_samples):
@@ -88,9 +90,9 @@ def extract_features(
                 out = model(x_t)
             z_batch.append(out.projection.float().view(k, b, -1))
             c_batch.append(out.shift_logits.float().view(k, b, -1))
-        zs.append(torch.stack(z_batch, dim=2).permute(1, 0, 2, 3).cpu())  # (b, K, S, d)
-        cs.append(torch.stack(c_batch, dim=2).permute(1, 0, 2, 3).cpu())
-    return Features(torch.cat(zs), torch.cat(cs))
+        zs.append(torch.stack(z_batch, dim=2).permute(1, 0, 2, 3))  # (b, K, S, d)
+        cs.append(torch.stack(c_batch, dim=2).permute(1, 0, 2, 3))
+    return Features(torch.cat(zs).cpu(), torch.cat(cs).cpu())  # read back once, at the end
 
 
 def _to_float01(x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from dia.amplify import DissolveCache, amplify_forward
+from dia.amplify import DissolveCache, DissolveTable, amplify_forward
+from dia import hostsync
 from dia.augment import AugmentParams, make_generator, num_shifts
 from dia.checkpoints import save_checkpoint
 from dia.config import ExperimentConfig, comparable_sections, to_dict
@@ -36,6 +37,7 @@ from dia.stages import is_stage_done, open_stage_run, stage_sections
 METHODS = ("dia", "csi")
 CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = "dia-amplifier-v1"
+DEVICE_IMAGES_MAX_BYTES = 2 * 2**30  # a training set up to this size is copied to the GPU once
 
 
 def _check_method(method: str) -> None:
@@ -115,22 +117,44 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1)
 
 
+def images_where_trained(train: torch.Tensor, device: torch.device,
+                         max_bytes: int = DEVICE_IMAGES_MAX_BYTES) -> torch.Tensor:
+    """The uint8 training images where the loop indexes them: on `device` when they fit
+    `max_bytes` (one copy per run instead of one per iteration, which on a GPU would make the
+    host wait), else on the host (pinned on CUDA, so each batch's copy does not wait)."""
+    if device.type == "cpu":
+        return train
+    if train.numel() <= max_bytes:
+        return train.to(device)
+    return train.pin_memory() if device.type == "cuda" else train
+
+
 def _run_epoch(model, optimizer, train, order, gen, lrs, *, batch, device, bar, epoch, **step):
-    """One epoch of len(lrs) iterations; returns the mean loss terms and the last lr."""
+    """One epoch of len(lrs) iterations; returns the mean loss terms and the last lr.
+
+    Nothing in an iteration reads a value back from the device (`dia.hostsync`) unless reads
+    are free (CPU): the host can queue the next iteration while a GPU computes this one. The
+    loss shown on the progress bar is then read once per epoch.
+    """
     model.train()
     sums: dict[str, torch.Tensor] = {}
+    order_on_device = order.to(device)  # the cache keys and, for images on the device, the index
+    show = 10 if hostsync.host_reads_are_free(device) else None  # else: at the epoch's end
     for it, lr in enumerate(lrs.tolist()):
         set_lr(optimizer, lr)
-        index = order[it * batch:(it + 1) * batch]
-        x = train[index].to(device).float().div_(255.0)
-        terms = amplify_forward(model, x, gen, indices=index.to(device), **step)
+        index = order_on_device[it * batch:(it + 1) * batch]
+        if train.device.type == "cpu" and device.type != "cpu":  # too large for the device
+            x = train[order[it * batch:(it + 1) * batch]].to(device, non_blocking=True)
+        else:
+            x = train[index]
+        terms = amplify_forward(model, x.float().div_(255.0), gen, indices=index, **step)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
-        for key, value in terms.items():  # summed on the device: no sync per iteration
+        for key, value in terms.items():  # summed on the device: no read per iteration
             sums[key] = sums.get(key, 0.0) + value.detach()
         bar.update(1)
-        if it % 10 == 0 or it == len(lrs) - 1:
+        if (show and it % show == 0) or it == len(lrs) - 1:
             bar.set_postfix(epoch=epoch, loss=f"{float(terms['total'].detach()):.3f}",
                             lr=f"{lr:.3g}")
     names = {key: "loss" if key == "total" else f"loss_{key}" for key in sums}
@@ -200,6 +224,15 @@ def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool):
     return model, optimizer, int(ckpt["epoch"]) + 1
 
 
+def use_dissolve_table(train: torch.Tensor, device: torch.device, t_min: int, t_max: int,
+                       budget_bytes: int) -> bool:
+    """Dissolve every (image, flip, t) before training (`DissolveTable`) instead of lazily
+    (`DissolveCache`): on CUDA, when the table fits the cache budget. Either way the dissolved
+    values are the same; the table spares a GPU the host reads of a lazy cache."""
+    return (device.type == "cuda"
+            and DissolveTable.nbytes(train, t_min, t_max) <= budget_bytes)
+
+
 def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epoch) -> None:
     a = cfg.amplify
     n, batch = train.shape[0], a.batch_size
@@ -214,8 +247,17 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
     ckpt_path = run.checkpoint_dir / CHECKPOINT
     run.truncate_log(after_step=start_epoch - 1, key="epoch")
     augment = AugmentParams(crop_scale=(a.crop_scale_min, 1.0))
+    train = images_where_trained(train, device)
+    table_seconds = None
     if dissolver is not None and a.dissolve_cache_gib > 0:
-        dissolver = DissolveCache(dissolver, int(a.dissolve_cache_gib * 2**30))
+        budget = int(a.dissolve_cache_gib * 2**30)
+        if use_dissolve_table(train, device, cfg.dissolve.t_min, cfg.dissolve.t_max, budget):
+            tic = time.perf_counter()
+            dissolver = DissolveTable(dissolver, train.to(device), cfg.dissolve.t_min,
+                                      cfg.dissolve.t_max)
+            table_seconds = round(time.perf_counter() - tic, 1)
+        else:
+            dissolver = DissolveCache(dissolver, budget)
     from tqdm import tqdm
 
     bar = tqdm(total=a.epochs * iters, initial=(start_epoch - 1) * iters,
@@ -255,4 +297,5 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
         "method": method, "epochs": a.epochs, "iterations": a.epochs * iters,
         "iterations_per_epoch": iters, "final": last, "checkpoint": f"checkpoints/{CHECKPOINT}",
         "seconds_this_session": round(time.perf_counter() - started, 1),
+        **({"dissolve_table_seconds": table_seconds} if table_seconds is not None else {}),
     })

@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
-from dia.amplify import DissolveCache, amplify_loss, assemble_views, contrastive_loss, pair_masks
+from dia.amplify import (
+    DissolveCache, DissolveTable, amplify_loss, assemble_views, contrastive_loss, pair_masks,
+)
 from dia.augment import make_generator, rotate
+from dia.hostsync import DeviceTraffic
 
 
 def _reference_loss(z, num_views, *, exclude_own=True, tau=0.5, eps=1e-8):
@@ -148,6 +151,26 @@ def test_dissolve_cache_gives_the_same_batch_and_counts_hits():
     small = DissolveCache(fake_dissolve, max_bytes=2 * 3 * 6 * 6 * 4)  # room for two entries
     assemble_views(images, make_generator(0), dissolve=small, indices=indices)
     assert len(small.store) == 2
+
+
+def test_dissolve_table_gives_the_batch_of_the_dissolver_without_a_host_read():
+    def fake_dissolve(x, t):  # depends on (image, flip, t)
+        return x * 0.5 + t.view(-1, 1, 1, 1).float() / 1000 + x[..., :1].cumsum(-2)
+
+    gen = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8, generator=gen)
+    table = DissolveTable(fake_dissolve, train, 30, 34, batch=2, progress=False)
+    assert table.table.numel() * 4 == DissolveTable.nbytes(train, 30, 34)
+    indices = torch.tensor([4, 0, 2])
+    images = train[indices].float().div_(255.0)
+    for seed in range(20):
+        plain = assemble_views(images, make_generator(seed), dissolve=fake_dissolve, t_min=30,
+                               t_max=34)
+        with DeviceTraffic() as traffic:
+            looked_up = assemble_views(images, make_generator(seed), dissolve=table, t_min=30,
+                                       t_max=34, indices=indices)
+        assert torch.equal(plain.images, looked_up.images)
+        assert traffic.host_reads == 0
 
 
 @pytest.mark.gpu

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from dia import hostsync
 from dia.augment import (
     AugmentParams, color_jitter, cutperm, hsv_to_rgb, make_generator, random_grayscale,
     random_hflip, resized_crop, rgb_to_hsv, rotate, sample_crop_boxes, shift_chunks, shift_labels,
     shift_major, simclr_augment,
 )
+from dia.hostsync import DeviceTraffic
 
 
 def test_rotation_shift_major_order():
@@ -78,6 +82,46 @@ def test_color_jitter_reference_semantics():
     torch.testing.assert_close(out[:, 0], out[:, 1], atol=1e-6, rtol=0)
     # p = 0 is the identity
     assert torch.equal(color_jitter(x, make_generator(3), AugmentParams(jitter_p=0.0)), x)
+
+
+def test_simclr_augment_reads_nothing_back_where_reads_stall_and_gives_the_same_images(
+        monkeypatch):
+    """Off the CPU both jitter orders are computed and one kept by `torch.where`, and the crop
+    windows are scattered, not mask-indexed: the same images as the CPU path, no host read."""
+    x = torch.rand(64, 3, 8, 8)
+    params = AugmentParams(crop_scale=(0.3, 1.3))  # some crop trials invalid
+    for seed in range(6):  # both outcomes of the order coin
+        on_cpu = simclr_augment(x, make_generator(seed), params)
+        monkeypatch.setattr(hostsync, "host_reads_are_free", lambda device: False)
+        with DeviceTraffic() as traffic:
+            stalling = simclr_augment(x, make_generator(seed), params)
+        monkeypatch.undo()
+        assert traffic.host_reads == 0, traffic.reads
+        assert torch.equal(on_cpu, stalling)
+
+
+def _crop_sizes_by_mask_index(n, height, width, generator, scale, ratio):
+    """The first n valid trials picked by boolean-mask indexing (the form before the scatter)."""
+    trials = 10 * n
+    target = (torch.rand(trials, generator=generator) * (scale[1] - scale[0]) + scale[0]).double()
+    target = target * width * height
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp((torch.rand(trials, generator=generator) * (hi - lo) + lo).double())
+    w, h = torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    order = torch.cumsum(valid.long(), 0) - 1
+    take = valid & (order < n)
+    w_sel = torch.full((n,), float(width), dtype=torch.float64)
+    h_sel = torch.full((n,), float(height), dtype=torch.float64)
+    w_sel[order[take]], h_sel[order[take]] = w[take], h[take]
+    return w_sel / width, h_sel / height
+
+
+@pytest.mark.parametrize("n, scale", [(50, (0.08, 1.0)), (50, (0.9, 1.6)), (3, (1.2, 1.6))])
+def test_crop_windows_are_the_first_valid_trials(n, scale):
+    boxes = sample_crop_boxes(n, 28, 28, make_generator(5), scale=scale, ratio=(3 / 4, 4 / 3))
+    w, h = _crop_sizes_by_mask_index(n, 28, 28, make_generator(5), scale, (3 / 4, 4 / 3))
+    assert torch.equal(boxes[:, 0], w) and torch.equal(boxes[:, 1], h)
 
 
 def test_grayscale_luma():

@@ -12,6 +12,7 @@ from dia.diffusion import build_scheduler, build_unet
 from dia.dissolve import (
     DissolveError, Dissolver, dissolve, from_resolution, predict_x0, sample_t, to_resolution,
 )
+from dia.hostsync import DeviceTraffic
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +130,17 @@ def test_sample_t_range_and_distribution():
         sample_t(1, g, 50, 50)
 
 
+def test_sample_t_is_the_reference_formula_computed_without_a_host_read():
+    """t = int(30 + 70·u) on the host (as the reference and earlier runs computed it) equals
+    the device-side float64 computation for the same draw, and no value is read back."""
+    for seed in range(300):
+        u = float(torch.rand((), generator=torch.Generator().manual_seed(seed)))
+        with DeviceTraffic() as traffic:
+            t = sample_t(2, torch.Generator().manual_seed(seed))
+        assert traffic.host_reads == 0
+        assert t.tolist() == [min(int(30 + (100 - 30) * u), 99)] * 2
+
+
 def test_reference_range_feeds_01_clamps_and_does_not_rescale(alphas_cumprod):
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     # ε = −5: x̂₀ = x/√ᾱ + 5·√(1/ᾱ−1) exceeds 1 at t=400 → clamped to 1, not rescaled into [0,1]
@@ -204,6 +216,21 @@ def test_bad_inputs_are_refused(alphas_cumprod, tiny_unet):
         dissolve(ok, tiny_unet, alphas_cumprod, 50, value_range="clean")
     with pytest.raises(DissolveError, match=r"\[0, 1\]"):
         dissolve(torch.full((1, 3, 28, 28), float("nan")), tiny_unet, alphas_cumprod, 50)
+
+
+def test_dissolver_checks_the_values_of_its_first_batch_only(alphas_cumprod, tiny_unet):
+    d = Dissolver(tiny_unet, alphas_cumprod)
+    ok = torch.rand(2, 3, 28, 28)
+    with pytest.raises(DissolveError, match=r"\[0, 1\]"):
+        d(ok * 2 - 1, 50)
+    with pytest.raises(DissolveError, match="t must lie"):
+        d(ok, 1000)
+    d(ok, 50)
+    with DeviceTraffic() as traffic:  # later batches: shapes and dtypes only, nothing read back
+        d(ok, torch.full((2,), 60))
+    assert traffic.host_reads == 0
+    with pytest.raises(DissolveError, match="shape"):
+        d(torch.rand(2, 1, 28, 28), 50)
 
 
 def test_dissolver_real_unet_frozen_and_no_grad(alphas_cumprod, tiny_unet):

@@ -75,3 +75,43 @@ def test_epoch_is_capped_at_201_iterations_with_fraction_over_the_full_loader():
     assert lrs.shape == (402,)
     expected = float(warmup_cosine_lr(200 / 823, warmup_epochs=10, total_epochs=2))
     assert math.isclose(lrs[201], expected)  # first iteration of epoch 2 uses e = 0 + 200/823
+
+
+def _lars_by_loop(params, grads, bufs, *, lr, momentum, wd, eps=1e-8, trust=1e-3):
+    """The class docstring's per-parameter LARS, one tensor at a time (torchlars' form)."""
+    out = []
+    for p, g, buf in zip(params, grads, bufs):
+        p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+        ratio = trust * p_norm / (g_norm + wd * p_norm + eps)
+        adaptive = torch.where((p_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
+        d_p = g.add(p, alpha=wd).mul_(adaptive)
+        buf = d_p.clone() if buf is None else buf.mul_(momentum).add_(d_p)
+        out.append((p.clone().add_(buf, alpha=-lr), buf))
+    return out
+
+
+def test_lars_multi_tensor_step_equals_the_per_parameter_loop_bit_for_bit():
+    """Three steps over tensors of many shapes, one with a zero weight, one without a gradient
+    at first (its momentum starts a step later): every value equals the loop's exactly."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(64, 3, 7, 7), (64,), (512, 512), (4,), (128, 64, 3, 3)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    with torch.no_grad():
+        params[1].zero_()
+    opt = LARS(params, lr=0.7, momentum=0.9, weight_decay=1e-6)
+    mine = [p.detach().clone() for p in params]
+    bufs = [None] * len(params)
+    for step in range(3):
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        live = [i for i in range(len(params)) if not (step == 0 and i == 3)]
+        params[3].grad = None if step == 0 else params[3].grad
+        opt.step()
+        done = _lars_by_loop([mine[i] for i in live], [grads[i] for i in live],
+                             [bufs[i] for i in live], lr=0.7, momentum=0.9, wd=1e-6)
+        for i, (new_p, new_buf) in zip(live, done):
+            mine[i], bufs[i] = new_p, new_buf
+        for p, expected in zip(params, mine):
+            assert torch.equal(p.detach(), expected)
+    assert "momentum_buffer" in opt.state[params[3]]

@@ -109,3 +109,60 @@ def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ValueError, match="choose one of dia, csi"):
         train_amplifier(_cfg(), "simclr", results_root=tmp_path)
     assert not (tmp_path / "runs").exists()
+
+
+def _epoch_reads(iterations: int, device: str, monkeypatch) -> int:
+    """Host reads (CPU: `DeviceTraffic`; CUDA: synchronising calls) of one DIA epoch."""
+    import warnings
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from dia import hostsync, train_encoder
+    from dia.amplify import DissolveTable
+    from dia.diffusion import build_scheduler, build_unet
+    from dia.dissolve import Dissolver
+    from dia.encoder import AmplifyEncoder
+    from dia.optim import LARS
+
+    monkeypatch.setattr(hostsync, "host_reads_are_free", lambda device: False)  # the GPU's path
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    cfg = _cfg()
+    model = AmplifyEncoder(width=8).to(dev)
+    optimizer = LARS(model.parameters())
+    train = torch.randint(0, 256, (4 * iterations, 3, 28, 28), dtype=torch.uint8, device=dev)
+    unet = build_unet(cfg.diffusion).to(dev)
+    table = DissolveTable(Dissolver(unet, build_scheduler().alphas_cumprod), train, 30, 33,
+                          progress=False)
+    order = torch.randperm(train.shape[0])
+    kwargs = dict(batch=4, device=dev, bar=tqdm(disable=True), epoch=1, dissolve=table,
+                  t_min=30, t_max=33)
+    lrs = np.full(iterations, 0.1)
+    gen = torch.Generator(dev).manual_seed(0)
+    train_encoder._run_epoch(model, optimizer, train, order, gen, lrs, **kwargs)  # warm-up
+    if dev.type == "cpu":
+        with hostsync.DeviceTraffic() as traffic:
+            train_encoder._run_epoch(model, optimizer, train, order, gen, lrs, **kwargs)
+        return traffic.host_reads
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_encoder._run_epoch(model, optimizer, train, order, gen, lrs, **kwargs)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA")]),
+])
+def test_a_dia_iteration_reads_nothing_back_from_the_device(device, monkeypatch):
+    """The reads of an epoch do not grow with its iterations: the loss sums and the progress
+    bar are read at its end, the host never waits for the device inside the loop."""
+    short, long = _epoch_reads(2, device, monkeypatch), _epoch_reads(6, device, monkeypatch)
+    assert short == long and long <= 5, (short, long)

@@ -20,8 +20,10 @@
 # FIRST_SEED=4 runs seeds 4-7 instead of 0-3 (a DDPM already trained is reused only on the same
 # machine: a fresh one trains it again).
 #
-# Writes into $OUT (results/device/ when run by hand), at most 7 files as the tool allows:
+# Writes into $OUT (results/device/ when run by hand), at most 8 files as the tool allows:
 #   env.txt              GPU, driver, torch / diffusers / kornia versions
+#   gpu_tests.txt        the tests marked gpu of the amplify stage (pytest -m gpu), e.g. that a DIA
+#                        epoch makes no synchronising CUDA call per iteration
 #   bench_diffusion.json DDPM steps/s, dissolved images/s, each with GPU utilisation
 #   bench_amplify.json   DIA / CSI iterations/s, images/s, scoring images/s, GPU utilisation
 #   gpu_util.csv         nvidia-smi every 0.5 s over the whole call (utilisation, memory)
@@ -74,6 +76,11 @@ cat "$out/env.txt"
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
   > "$out/gpu_util.csv" 2>/dev/null &
 smi=$!
+
+echo "[session] GPU tests ($(left))"
+timeout 120 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_train_encoder.py \
+  tests/test_amplify.py tests/test_dissolve.py tests/test_optim.py > "$out/gpu_tests.txt" 2>&1
+tail -n 3 "$out/gpu_tests.txt"
 
 echo "[session] benchmarks ($(left))"
 timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
