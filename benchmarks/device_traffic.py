@@ -74,8 +74,8 @@ def main() -> None:
                         help="take the branches of a device where reads stall (CPU only)")
     args = parser.parse_args()
     if args.gpu_path:
-        from dia import hostsync
-        hostsync.host_reads_are_free = lambda device: False
+        from dia import runtime
+        runtime.host_reads_are_free = lambda device: False
     result = {"device": args.device, "gpu_path": args.gpu_path,
               "counts": count(torch.device(args.device))}
     print(json.dumps(result, indent=2))

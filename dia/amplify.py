@@ -85,8 +85,9 @@ def assemble_views(
         dissolve: `(images01 (M,3,H,W), t (M,) int64) -> (M,3,H,W)`, e.g. `dia.dissolve.Dissolver`;
             its output (values in [−1, 1] under the reference value range) is used as is.
         t_min, t_max: dissolving steps, t ∈ {t_min … t_max − 1}.
-        indices: int64 (B,) dataset indices of the images; with a `DissolveCache` as `dissolve`
-            they key the cache (the random draws are the same with or without it).
+        indices: int64 (B,) dataset indices of the images; with a `DissolveCache` or a
+            `DissolveTable` as `dissolve` they key its lookup (the random draws are the same
+            with or without one).
 
     Returns:
         `AmplifyBatch` with views V1, V2[, V3] concatenated, each shift-major.
@@ -103,7 +104,7 @@ def assemble_views(
         flipped = apply_hflip(images01.repeat(k, 1, 1, 1), flip)
         t = sample_shift_t(k, b, generator, t_min, t_max, images01.device)
         with torch.no_grad():
-            if isinstance(dissolve, (DissolveCache, DissolveTable)) and indices is not None:
+            if hasattr(dissolve, "lookup") and indices is not None:
                 dissolved = dissolve.lookup(indices.repeat(k), flip, t, flipped)
             else:
                 dissolved = dissolve(flipped, t)
@@ -170,11 +171,12 @@ class DissolveTable:
 
     The dissolved view depends only on (image, flip, t), so for N images there are
     N × 2 × (t_max − t_min) of them (170k for PneumoniaMNIST's 1,214 normals). Computed in large
-    batches they cost a GPU seconds, and each iteration then only gathers its rows: no dissolver
+    batches they take a GPU seconds, and each iteration then only gathers its rows: no dissolver
     call and no host read, which a lazily filled `DissolveCache` needs to find its misses. A short
     run on the CPU dissolves fewer images lazily (24 epochs of PneumoniaMNIST touch about half
     the keys), so `dia.train_encoder` builds a table on CUDA only (`use_dissolve_table`). The
-    values are the dissolver's own, up to its floating-point reordering across batch sizes.
+    values are the dissolver's own, up to the dissolver's differences between batch sizes
+    (fp32 rounding on the CPU; under bf16 autocast on CUDA possibly more, as for the cache).
 
     Args:
         dissolve: the dissolver, `(images01, t) -> dissolved`.
@@ -188,6 +190,8 @@ class DissolveTable:
                  batch: int = 2048, progress: bool = True):
         from tqdm import tqdm
 
+        if images.dtype != torch.uint8:
+            raise TypeError(f"DissolveTable takes the uint8 training images, got {images.dtype}")
         n, device = images.shape[0], images.device
         self.t_min, self.steps = t_min, t_max - t_min
         self.table = torch.empty(n, 2, self.steps, *images.shape[1:], device=device)
@@ -239,15 +243,17 @@ def pair_masks(n: int, num_views: int, *, exclude_own_dissolved: bool = True):
     return positive, excluded, anchor
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)
 def _kept_pairs(n: int, num_views: int, exclude_own_dissolved: bool, device: torch.device):
     """float32 (2N, V·N): 1 where an anchor row's pair enters its denominator, 0 where excluded.
 
     Built once per shape and device: building it every iteration on the host and copying it to a
-    GPU would make the host wait for the copy.
+    GPU would make the host wait for the copy. A normal tensor even if first asked for under
+    inference mode (an inference tensor cannot be saved for a later backward).
     """
     _, excluded, _ = pair_masks(n, num_views, exclude_own_dissolved=exclude_own_dissolved)
-    return (~excluded[: 2 * n]).to(device, torch.float32)
+    with torch.inference_mode(False):
+        return (~excluded[: 2 * n]).to(device, torch.float32)
 
 
 def contrastive_loss(

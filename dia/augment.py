@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from dia import hostsync
+from dia import runtime
 
 Shift = Literal["rotation", "cutperm"]
 NUM_SHIFTS = {"rotation": 4, "cutperm": 4}
@@ -114,8 +114,9 @@ def apply_hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=32)
 def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """A small constant tensor, copied to its device once (a copy per call would make the host
-    wait for a GPU each time)."""
-    return torch.tensor(values, dtype=dtype).to(device)
+    wait for a GPU each time). A normal tensor even if first asked for under inference mode."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype).to(device)
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -182,7 +183,7 @@ def color_jitter(
         hsv_ = torch.stack([h, hsv_[:, 1] * f_s, hsv_[:, 2] * f_v], dim=1)
         return hsv_to_rgb(torch.clamp(hsv_, 0, 1))
 
-    if hostsync.host_reads_are_free(dev):
+    if runtime.host_reads_are_free(dev):
         out = hsv(contrast(x)) if bool(contrast_first) else contrast(hsv(x))
     else:  # reading it would stall the GPU: compute both orders, keep one (the same values)
         out = torch.where(contrast_first, hsv(contrast(x)), contrast(hsv(x)))

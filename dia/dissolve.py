@@ -37,6 +37,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from dia.runtime import host_reads_are_free
+
 ValueRange = Literal["reference", "normalized"]
 VALUE_RANGES = ("reference", "normalized")
 
@@ -222,8 +224,9 @@ class Dissolver:
 
     Holds the U-Net (eval mode, no gradients), ᾱ, the value range and the resolution. On CUDA
     the U-Net runs channels_last under bf16 autocast (``cuda_bf16``); on CPU in plain fp32. The
-    values of the first batch (images in [0, 1], t in the schedule) are checked; later batches
-    only for shape and dtype, since reading values back would stall a GPU every iteration.
+    values of every batch (images in [0, 1], t in the schedule) are checked on the CPU; on a GPU
+    those of the first batch only, later ones for shape and dtype, since reading values back
+    would stall the GPU every iteration.
     """
 
     def __init__(
@@ -258,7 +261,7 @@ class Dissolver:
             images01, self.unet, self.alphas_cumprod, t,
             value_range=self.value_range, resolution=self.resolution,
             autocast_dtype=self.autocast_dtype, keep_gray=self.keep_gray,
-            check_values=not self._values_checked,
+            check_values=not self._values_checked or host_reads_are_free(self.device),
         )
         self._values_checked = True
         return out

@@ -39,6 +39,17 @@ def resolve_device(preference: str = "auto") -> "torch.device":  # noqa: F821
     return device
 
 
+def host_reads_are_free(device: "torch.device | str") -> bool:  # noqa: F821
+    """Whether reading a tensor's value back costs nothing (CPU) or stalls the device (GPU).
+
+    Code that must choose a branch by a tensor's value asks this first; tests patch it to take
+    the GPU's branch on a CPU (`dia.hostsync` counts such reads).
+    """
+    import torch
+
+    return torch.device(device).type == "cpu"
+
+
 def git_commit(repo: str | Path | None = None) -> str | None:
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:

@@ -24,14 +24,13 @@ from typing import Any
 import torch
 
 from dia.amplify import DissolveCache, DissolveTable, amplify_forward
-from dia import hostsync
 from dia.augment import AugmentParams, make_generator, num_shifts
 from dia.checkpoints import save_checkpoint
 from dia.config import ExperimentConfig, comparable_sections, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
-from dia.runtime import resolve_device, seed_everything
+from dia.runtime import host_reads_are_free, resolve_device, seed_everything
 from dia.stages import is_stage_done, open_stage_run, stage_sections
 
 METHODS = ("dia", "csi")
@@ -121,30 +120,32 @@ def images_where_trained(train: torch.Tensor, device: torch.device,
                          max_bytes: int = DEVICE_IMAGES_MAX_BYTES) -> torch.Tensor:
     """The uint8 training images where the loop indexes them: on `device` when they fit
     `max_bytes` (one copy per run instead of one per iteration, which on a GPU would make the
-    host wait), else on the host (pinned on CUDA, so each batch's copy does not wait)."""
-    if device.type == "cpu":
+    host wait), else on the host (`_run_epoch` then pins each batch before copying it)."""
+    if device.type == "cpu" or train.numel() > max_bytes:
         return train
-    if train.numel() <= max_bytes:
-        return train.to(device)
-    return train.pin_memory() if device.type == "cuda" else train
+    return train.to(device)
 
 
 def _run_epoch(model, optimizer, train, order, gen, lrs, *, batch, device, bar, epoch, **step):
     """One epoch of len(lrs) iterations; returns the mean loss terms and the last lr.
 
-    Nothing in an iteration reads a value back from the device (`dia.hostsync`) unless reads
-    are free (CPU): the host can queue the next iteration while a GPU computes this one. The
-    loss shown on the progress bar is then read once per epoch.
+    Unless reads are free (CPU), nothing in an iteration reads a value back from the device
+    (`dia.hostsync`), so the host can queue the next iteration while a GPU computes this one,
+    as long as the dissolved view comes from the dissolver or a `DissolveTable`: a lazily
+    filled `DissolveCache` (on a GPU, when the table does not fit `amplify.dissolve_cache_gib`,
+    e.g. for 224-pixel datasets) reads its keys back every iteration. The loss shown on the
+    progress bar is then read once per epoch.
     """
     model.train()
     sums: dict[str, torch.Tensor] = {}
     order_on_device = order.to(device)  # the cache keys and, for images on the device, the index
-    show = 10 if hostsync.host_reads_are_free(device) else None  # else: at the epoch's end
+    show = 10 if host_reads_are_free(device) else None  # else: at the epoch's end
     for it, lr in enumerate(lrs.tolist()):
         set_lr(optimizer, lr)
         index = order_on_device[it * batch:(it + 1) * batch]
         if train.device.type == "cpu" and device.type != "cpu":  # too large for the device
-            x = train[order[it * batch:(it + 1) * batch]].to(device, non_blocking=True)
+            x = train[order[it * batch:(it + 1) * batch]]
+            x = x.pin_memory().to(device, non_blocking=True)
         else:
             x = train[index]
         terms = amplify_forward(model, x.float().div_(255.0), gen, indices=index, **step)
@@ -227,10 +228,25 @@ def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool):
 def use_dissolve_table(train: torch.Tensor, device: torch.device, t_min: int, t_max: int,
                        budget_bytes: int) -> bool:
     """Dissolve every (image, flip, t) before training (`DissolveTable`) instead of lazily
-    (`DissolveCache`): on CUDA, when the table fits the cache budget. Either way the dissolved
-    values are the same; the table spares a GPU the host reads of a lazy cache."""
+    (`DissolveCache`): on CUDA, when the table fits the cache budget. The table spares a GPU the
+    host reads of a lazy cache; the values are the dissolver's either way, up to its differences
+    between batch sizes. On the CPU a lazy cache dissolves fewer images in a short run."""
     return (device.type == "cuda"
             and DissolveTable.nbytes(train, t_min, t_max) <= budget_bytes)
+
+
+def _build_table(dissolver, train: torch.Tensor, t_min: int, t_max: int) -> DissolveTable | None:
+    """A `DissolveTable`, or None (with a warning) when the GPU runs out of memory filling it."""
+    try:
+        return DissolveTable(dissolver, train, t_min, t_max)
+    except torch.cuda.OutOfMemoryError:
+        import warnings
+
+        torch.cuda.empty_cache()
+        warnings.warn("the dissolve table does not fit in GPU memory: dissolving lazily "
+                      "instead (lower amplify.dissolve_cache_gib to skip the attempt)",
+                      stacklevel=2)
+        return None
 
 
 def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epoch) -> None:
@@ -251,13 +267,15 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
     table_seconds = None
     if dissolver is not None and a.dissolve_cache_gib > 0:
         budget = int(a.dissolve_cache_gib * 2**30)
-        if use_dissolve_table(train, device, cfg.dissolve.t_min, cfg.dissolve.t_max, budget):
+        table = None
+        if start_epoch <= a.epochs and use_dissolve_table(
+                train, device, cfg.dissolve.t_min, cfg.dissolve.t_max, budget):
             tic = time.perf_counter()
-            dissolver = DissolveTable(dissolver, train.to(device), cfg.dissolve.t_min,
-                                      cfg.dissolve.t_max)
-            table_seconds = round(time.perf_counter() - tic, 1)
-        else:
-            dissolver = DissolveCache(dissolver, budget)
+            table = _build_table(dissolver, train.to(device), cfg.dissolve.t_min,
+                                 cfg.dissolve.t_max)
+            if table is not None:
+                table_seconds = round(time.perf_counter() - tic, 1)
+        dissolver = table if table is not None else DissolveCache(dissolver, budget)
     from tqdm import tqdm
 
     bar = tqdm(total=a.epochs * iters, initial=(start_epoch - 1) * iters,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dia import hostsync
+from dia import runtime
 from dia.augment import (
     AugmentParams, color_jitter, cutperm, hsv_to_rgb, make_generator, random_grayscale,
     random_hflip, resized_crop, rgb_to_hsv, rotate, sample_crop_boxes, shift_chunks, shift_labels,
@@ -92,7 +92,7 @@ def test_simclr_augment_reads_nothing_back_where_reads_stall_and_gives_the_same_
     params = AugmentParams(crop_scale=(0.3, 1.3))  # some crop trials invalid
     for seed in range(6):  # both outcomes of the order coin
         on_cpu = simclr_augment(x, make_generator(seed), params)
-        monkeypatch.setattr(hostsync, "host_reads_are_free", lambda device: False)
+        monkeypatch.setattr(runtime, "host_reads_are_free", lambda device: False)
         with DeviceTraffic() as traffic:
             stalling = simclr_augment(x, make_generator(seed), params)
         monkeypatch.undo()

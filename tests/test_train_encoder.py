@@ -118,14 +118,15 @@ def _epoch_reads(iterations: int, device: str, monkeypatch) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from dia import hostsync, train_encoder
+    from dia import hostsync, runtime, train_encoder
     from dia.amplify import DissolveTable
     from dia.diffusion import build_scheduler, build_unet
     from dia.dissolve import Dissolver
     from dia.encoder import AmplifyEncoder
     from dia.optim import LARS
 
-    monkeypatch.setattr(hostsync, "host_reads_are_free", lambda device: False)  # the GPU's path
+    for module in (runtime, train_encoder):  # the GPU's path, also on the CPU
+        monkeypatch.setattr(module, "host_reads_are_free", lambda device: False)
     torch.manual_seed(0)
     dev = torch.device(device)
     cfg = _cfg()
@@ -165,4 +166,34 @@ def test_a_dia_iteration_reads_nothing_back_from_the_device(device, monkeypatch)
     """The reads of an epoch do not grow with its iterations: the loss sums and the progress
     bar are read at its end, the host never waits for the device inside the loop."""
     short, long = _epoch_reads(2, device, monkeypatch), _epoch_reads(6, device, monkeypatch)
-    assert short == long and long <= 5, (short, long)
+    # per epoch: the loss terms and the bar's loss; on CUDA also the copy of the epoch's order
+    assert short == long and long <= 8, (short, long)
+
+
+def test_the_table_is_used_on_a_gpu_when_it_fits_and_the_images_go_there_when_they_fit():
+    from dia.amplify import DissolveTable
+    from dia.train_encoder import images_where_trained, use_dissolve_table
+
+    train = torch.zeros(10, 3, 28, 28, dtype=torch.uint8)
+    size = DissolveTable.nbytes(train, 30, 100)
+    assert size == 10 * 2 * 70 * 3 * 28 * 28 * 4
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use_dissolve_table(train, cuda, 30, 100, size)
+    assert not use_dissolve_table(train, cuda, 30, 100, size - 1)
+    assert not use_dissolve_table(train, cpu, 30, 100, 10 * size)  # the CPU fills a cache lazily
+    assert images_where_trained(train, cpu) is train
+    assert images_where_trained(train, cuda, max_bytes=train.numel() - 1) is train  # stays here
+    with pytest.raises(TypeError, match="uint8"):
+        DissolveTable(lambda x, t: x, train.float(), 30, 31, progress=False)
+
+
+def test_a_table_that_does_not_fit_in_gpu_memory_falls_back_to_the_lazy_cache(monkeypatch):
+    from dia import train_encoder
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(train_encoder, "DissolveTable", out_of_memory)
+    train = torch.zeros(2, 3, 28, 28, dtype=torch.uint8)
+    with pytest.warns(UserWarning, match="dissolving lazily"):
+        assert train_encoder._build_table(lambda x, t: x, train, 30, 32) is None
