@@ -24,13 +24,13 @@ alinlab/CSI `training/unsup/simclr_CSI.py` (the baseline).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from dia import runtime
 from dia.augment import (
     AugmentParams,
     apply_hflip,
@@ -243,17 +243,12 @@ def pair_masks(n: int, num_views: int, *, exclude_own_dissolved: bool = True):
     return positive, excluded, anchor
 
 
-@functools.lru_cache(maxsize=4)
-def _kept_pairs(n: int, num_views: int, exclude_own_dissolved: bool, device: torch.device):
-    """float32 (2N, V·N): 1 where an anchor row's pair enters its denominator, 0 where excluded.
-
-    Built once per shape and device: building it every iteration on the host and copying it to a
-    GPU would make the host wait for the copy. A normal tensor even if first asked for under
-    inference mode (an inference tensor cannot be saved for a later backward).
-    """
+@runtime.once_per_device
+def _kept_pairs(n: int, num_views: int, exclude_own_dissolved: bool) -> torch.Tensor:
+    """float32 (2N, V·N): 1 where an anchor row's pair enters its denominator, 0 where excluded
+    (built once per shape and device, `runtime.once_per_device`)."""
     _, excluded, _ = pair_masks(n, num_views, exclude_own_dissolved=exclude_own_dissolved)
-    with torch.inference_mode(False):
-        return (~excluded[: 2 * n]).to(device, torch.float32)
+    return (~excluded[: 2 * n]).float()
 
 
 def contrastive_loss(
@@ -278,7 +273,7 @@ def contrastive_loss(
     z = z / (z.norm(dim=1, keepdim=True) + eps)
     sim = z[: 2 * n] @ z.T  # (2N, V·N)
     logits = torch.exp(sim / temperature)
-    logits = logits * _kept_pairs(n, num_views, exclude_own_dissolved, logits.device)
+    logits = logits * _kept_pairs(n, num_views, exclude_own_dissolved, device=logits.device)
     denom = logits.sum(dim=1, keepdim=True)
     idx = torch.arange(2 * n, device=logits.device)
     positive_col = (idx + n) % (2 * n)  # i -> N+i, N+i -> i

@@ -11,7 +11,6 @@ CutPerm) and `models/classifier.py::get_simclr_augmentation`; shijianjian/DIA us
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -111,12 +110,10 @@ def apply_hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 # -- SimCLR augmentation -----------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
-def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A small constant tensor, copied to its device once (a copy per call would make the host
-    wait for a GPU each time). A normal tensor even if first asked for under inference mode."""
-    with torch.inference_mode(False):
-        return torch.tensor(values, dtype=dtype).to(device)
+@runtime.once_per_device
+def _constant(values: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor (`_constant(values, dtype, device=...)`, kept on its device)."""
+    return torch.tensor(values, dtype=dtype)
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -135,7 +132,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """The reference's HSV→RGB (Wikipedia's 'alternative' formula)."""
     h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
     c = v * s
-    n = _constant((5.0, 3.0, 1.0), hsv.device, hsv.dtype).view(1, 3, 1, 1)
+    n = _constant((5.0, 3.0, 1.0), hsv.dtype, device=hsv.device).view(1, 3, 1, 1)
     k = (n + h * 6) % 6
     t = torch.clamp(torch.minimum(k, 4 - k), 0, 1)
     return v - c * t
@@ -193,7 +190,7 @@ def color_jitter(
 def random_grayscale(x: torch.Tensor, generator: torch.Generator, p: float = 0.2) -> torch.Tensor:
     """Replace an image by its luma 0.299R + 0.587G + 0.114B (3 channels) with probability p."""
     apply = torch.rand(x.shape[0], generator=generator, device=x.device) < p
-    weight = _constant(GRAY_WEIGHTS, x.device, x.dtype).view(1, 3, 1, 1)
+    weight = _constant(GRAY_WEIGHTS, x.dtype, device=x.device).view(1, 3, 1, 1)
     luma = (x * weight).sum(dim=1, keepdim=True).expand_as(x)
     return torch.where(apply.view(-1, 1, 1, 1), luma, x)
 

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from dia.runtime import host_reads_are_free
+from dia import runtime
 
 ValueRange = Literal["reference", "normalized"]
 VALUE_RANGES = ("reference", "normalized")
@@ -261,7 +261,7 @@ class Dissolver:
             images01, self.unet, self.alphas_cumprod, t,
             value_range=self.value_range, resolution=self.resolution,
             autocast_dtype=self.autocast_dtype, keep_gray=self.keep_gray,
-            check_values=not self._values_checked or host_reads_are_free(self.device),
+            check_values=not self._values_checked or runtime.host_reads_are_free(self.device),
         )
         self._values_checked = True
         return out

@@ -66,16 +66,15 @@ class LARS(Optimizer):
         d_p = list(torch._foreach_add(grads, params, alpha=wd))
         torch._foreach_mul_(d_p, list(adaptive.unbind()))
         if momentum != 0:
-            bufs = [self.state[p].get("momentum_buffer") for p in params]
-            old = [i for i, buf in enumerate(bufs) if buf is not None]
-            if old:
-                old_bufs = [bufs[i] for i in old]
-                torch._foreach_mul_(old_bufs, momentum)
-                torch._foreach_add_(old_bufs, [d_p[i] for i in old])
-            for i, buf in enumerate(bufs):
-                if buf is None:  # first step of this parameter: the buffer starts as d_p
-                    buf = self.state[params[i]]["momentum_buffer"] = d_p[i].clone()
-                d_p[i] = buf
+            bufs = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:  # first step: momentum·0 + d_p = d_p exactly
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, d_p)
+            d_p = bufs
         torch._foreach_add_(params, d_p, alpha=-group["lr"])
 
 

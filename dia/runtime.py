@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,27 @@ def host_reads_are_free(device: "torch.device | str") -> bool:  # noqa: F821
     import torch
 
     return torch.device(device).type == "cpu"
+
+
+def once_per_device(build: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Decorate `build(*args) -> tensor`: the decorated `f(*args, device=d)` builds it once per
+    (args, device), on the host, and keeps the copy on `d`.
+
+    For masks and constants a step needs every iteration: building them each time on the host
+    and copying them to a GPU would make the host wait for the copy. The copy is a normal tensor
+    even if first asked for under inference mode (an inference tensor cannot be saved for a
+    later backward). `args` must be hashable.
+    """
+    import functools
+
+    import torch
+
+    @functools.lru_cache(maxsize=32)
+    def on_device(*args, device):
+        with torch.inference_mode(False):
+            return build(*args).to(device)
+
+    return functools.wraps(build)(on_device)
 
 
 def git_commit(repo: str | Path | None = None) -> str | None:

@@ -30,7 +30,8 @@ from dia.config import ExperimentConfig, comparable_sections, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
-from dia.runtime import host_reads_are_free, resolve_device, seed_everything
+from dia import runtime
+from dia.runtime import resolve_device, seed_everything
 from dia.stages import is_stage_done, open_stage_run, stage_sections
 
 METHODS = ("dia", "csi")
@@ -139,7 +140,7 @@ def _run_epoch(model, optimizer, train, order, gen, lrs, *, batch, device, bar, 
     model.train()
     sums: dict[str, torch.Tensor] = {}
     order_on_device = order.to(device)  # the cache keys and, for images on the device, the index
-    show = 10 if host_reads_are_free(device) else None  # else: at the epoch's end
+    show = 10 if runtime.host_reads_are_free(device) else None  # else: at the epoch's end
     for it, lr in enumerate(lrs.tolist()):
         set_lr(optimizer, lr)
         index = order_on_device[it * batch:(it + 1) * batch]

@@ -12,7 +12,7 @@ from dia.diffusion import build_scheduler, build_unet
 from dia.dissolve import (
     DissolveError, Dissolver, dissolve, from_resolution, predict_x0, sample_t, to_resolution,
 )
-from dia import dissolve as dissolve_module
+from dia import runtime
 from dia.hostsync import DeviceTraffic
 
 
@@ -227,7 +227,7 @@ def test_dissolver_checks_every_batch_on_the_cpu_and_the_first_on_a_gpu(
     d(ok, 50)
     with pytest.raises(DissolveError, match=r"\[0, 1\]"):  # the CPU: reading back is free
         d(ok * 2 - 1, 50)
-    monkeypatch.setattr(dissolve_module, "host_reads_are_free", lambda device: False)
+    monkeypatch.setattr(runtime, "host_reads_are_free", lambda device: False)
     d = Dissolver(tiny_unet, alphas_cumprod)
     with pytest.raises(DissolveError, match=r"\[0, 1\]"):
         d(ok * 2 - 1, 50)
