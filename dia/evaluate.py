@@ -24,7 +24,7 @@ from dia.results import Run, RunError
 from dia.runtime import resolve_device
 from dia.scoring import csi_normality_score, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
-from dia.train_encoder import _check_method, load_encoder
+from dia.train_encoder import _check_method, encoder_precision, load_encoder
 
 
 def finished_amplify_run(
@@ -66,10 +66,9 @@ def evaluate_amplifier(
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
     run = open_stage_run(cfg, "evaluate", method, results_root)
     s = cfg.score
-    use_bf16 = cfg.amplify.precision == "bf16" and device.type == "cuda"
-    autocast = torch.bfloat16 if use_bf16 else None
     common = dict(num_samples=s.num_samples, crop_scale=s.crop_scale, shift=cfg.amplify.shift,
-                  device=device, autocast_dtype=autocast, progress=True)
+                  device=device, autocast_dtype=encoder_precision(cfg, device).autocast_dtype,
+                  progress=True)
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
     test_feats = extract_features(model, splits.test, batch_size=s.batch_size, **common)
     stats = csi_statistics(train_feats)

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -110,7 +110,27 @@ def load_encoder(
     model = build_encoder(cfg)
     model.load_state_dict(ckpt["model"])
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
-    return model.to(device).eval(), meta
+    model = model.to(device).eval()
+    if encoder_precision(cfg, torch.device(device)).channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, meta
+
+
+class EncoderPrecision(NamedTuple):
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def encoder_precision(cfg: ExperimentConfig, device: torch.device) -> EncoderPrecision:
+    """How the encoder computes on `device`, for training and scoring alike.
+
+    bf16 autocast only on CUDA with ``amplify.precision: bf16``. channels_last (NHWC) under bf16,
+    and on the CPU, where oneDNN's convolutions of the ResNet are faster so (2-core CPU, a
+    training step of 384 images of 28²: 0.84 s → 0.66 s, note on issue 5); CUDA fp32 keeps NCHW,
+    as measured on the H200.
+    """
+    bf16 = cfg.amplify.precision == "bf16" and device.type == "cuda"
+    return EncoderPrecision(torch.bfloat16 if bf16 else None, bf16 or device.type == "cpu")
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -259,8 +279,9 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
         epochs=a.epochs, loader_len=loader_len, max_iters_per_epoch=a.max_iters_per_epoch,
         base_lr=a.lr, multiplier=a.warmup_multiplier, warmup_epochs=a.warmup_epochs,
     )
-    use_bf16 = a.precision == "bf16" and device.type == "cuda"
-    model, optimizer, start_epoch = _model_and_optimizer(cfg, method, run, device, use_bf16)
+    precision = encoder_precision(cfg, device)
+    model, optimizer, start_epoch = _model_and_optimizer(
+        cfg, method, run, device, precision.channels_last)
     ckpt_path = run.checkpoint_dir / CHECKPOINT
     run.truncate_log(after_step=start_epoch - 1, key="epoch")
     augment = AugmentParams(crop_scale=(a.crop_scale_min, 1.0))
@@ -284,8 +305,8 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
     step_kwargs = dict(
         shift=a.shift, dissolve=dissolver, t_min=cfg.dissolve.t_min, t_max=cfg.dissolve.t_max,
         augment=augment, temperature=a.temperature, exclude_own_dissolved=a.exclude_own_dissolved,
-        shift_weight=a.shift_weight, channels_last=use_bf16,
-        autocast_dtype=torch.bfloat16 if use_bf16 else None,
+        shift_weight=a.shift_weight, channels_last=precision.channels_last,
+        autocast_dtype=precision.autocast_dtype,
     )
     started, last = time.perf_counter(), {}
     for epoch in range(start_epoch, a.epochs + 1):
