@@ -29,7 +29,7 @@ NOTEBOOK_DIR = REPO / "notebooks"
 
 # Cost per job in seconds, used only for the plan's estimate; README gives measured figures with
 # their commands. "smoke" and "quick-cpu" were measured on the project's 2-core CPU ("quick-cpu"
-# on PneumoniaMNIST, 28 px: amplify is the mean of DIA 1300 s and CSI 470 s, DDAD its CPU time
+# on PneumoniaMNIST, 28 px: amplify is the mean of DIA 1300 s and CSI 420 s, DDAD its CPU time
 # on BrainTumor); "quick" (with a GPU) and "paper" are guesses until measured on a GPU.
 ESTIMATE_S = {
     "smoke": {"diffusion": 15, "gallery": 10, "amplify": 20, "evaluate": 15, "ddad": 25, "peers": 20,
