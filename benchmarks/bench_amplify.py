@@ -37,8 +37,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, lookup=None,
-                   channels_last=False):
+def _time_training(model, optimizer, images, dissolver, device, iters, precision, *,
+                   lookup=None):
     """Seconds per iteration (wall and process CPU), dissolving seconds, GPU use, and what one
     iteration asks of the device (`dia.hostsync.DeviceTraffic`: operators, host reads)."""
     from dia.amplify import DissolveCache, DissolveTable, amplify_forward
@@ -70,8 +70,8 @@ def _time_training(model, optimizer, images, dissolver, device, iters, bf16, *, 
 
     def step():
         terms = amplify_forward(model, images, gen, dissolve=dissolve if dissolver else None,
-                                channels_last=channels_last,
-                                autocast_dtype=torch.bfloat16 if bf16 else None,
+                                channels_last=precision.channels_last,
+                                autocast_dtype=precision.autocast_dtype,
                                 t_min=t_range[0], t_max=t_range[1], indices=indices)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -115,12 +115,13 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     from dia.encoder import AmplifyEncoder
     from dia.optim import LARS
     from dia.scoring import extract_features
+    from dia.train_encoder import encoder_precision
 
     torch.manual_seed(0)
     if device.type == "cuda":  # peak_memory_gib is this call's, not the largest so far
         torch.cuda.reset_peak_memory_stats(device)
-    bf16 = precision == "bf16"  # the encoder's; the dissolver is bf16 on CUDA, as in training
-    channels_last = bf16 or device.type == "cpu"  # as in training (`encoder_precision`)
+    # the encoder's, as training sets it; the dissolver is bf16 on CUDA, as in training
+    encoder = encoder_precision(precision, device)
     unet = build_unet(DiffusionConfig(width=32)).to(device)
     dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=device.type == "cuda")
     images = torch.rand(batch, 3, size, size, device=device)
@@ -131,12 +132,11 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
                 ("dia_warm_cache", dissolver, "cache"), ("dia_table", dissolver, "table"))
     for method, diss, lookup in variants:
         model = AmplifyEncoder().to(device)
-        if channels_last:
+        if encoder.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = LARS(model.parameters())
         s_per_it, s_dissolve, cpu_s, util = _time_training(
-            model, optimizer, images, diss, device, iters, bf16, lookup=lookup,
-            channels_last=channels_last,
+            model, optimizer, images, diss, device, iters, encoder, lookup=lookup,
         )
         views = 3 if diss else 2
         out[method] = {
@@ -154,7 +154,7 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     cpu_tic = time.process_time()
     with GpuUtilisation(device) as util:
         extract_features(model, test, num_samples=num_samples, batch_size=100, device=device,
-                         autocast_dtype=torch.bfloat16 if bf16 else None)
+                         autocast_dtype=encoder.autocast_dtype)
         _sync(device)
     seconds = time.perf_counter() - tic
     out["score"] = {"images": score_images, "num_samples": num_samples,

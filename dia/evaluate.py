@@ -66,9 +66,9 @@ def evaluate_amplifier(
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
     run = open_stage_run(cfg, "evaluate", method, results_root)
     s = cfg.score
+    autocast = encoder_precision(cfg.amplify.precision, device).autocast_dtype
     common = dict(num_samples=s.num_samples, crop_scale=s.crop_scale, shift=cfg.amplify.shift,
-                  device=device, autocast_dtype=encoder_precision(cfg, device).autocast_dtype,
-                  progress=True)
+                  device=device, autocast_dtype=autocast, progress=True)
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
     test_feats = extract_features(model, splits.test, batch_size=s.batch_size, **common)
     stats = csi_statistics(train_feats)

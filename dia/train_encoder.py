@@ -111,7 +111,7 @@ def load_encoder(
     model.load_state_dict(ckpt["model"])
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
     model = model.to(device).eval()
-    if encoder_precision(cfg, torch.device(device)).channels_last:
+    if encoder_precision(cfg.amplify.precision, torch.device(device)).channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, meta
 
@@ -121,15 +121,16 @@ class EncoderPrecision(NamedTuple):
     channels_last: bool
 
 
-def encoder_precision(cfg: ExperimentConfig, device: torch.device) -> EncoderPrecision:
-    """How the encoder computes on `device`, for training and scoring alike.
+def encoder_precision(precision: str, device: torch.device) -> EncoderPrecision:
+    """How the encoder computes on `device` for ``amplify.precision`` (fp32 | bf16), in
+    training, scoring and `benchmarks/bench_amplify.py` alike.
 
-    bf16 autocast only on CUDA with ``amplify.precision: bf16``. channels_last (NHWC) under bf16,
+    bf16 autocast only on CUDA with ``precision="bf16"``. channels_last (NHWC) under bf16,
     and on the CPU, where oneDNN's convolutions of the ResNet are faster so (2-core CPU, a
-    training step of 384 images of 28²: 0.85 s → 0.71 s, README "What a run costs"); CUDA fp32
-    keeps NCHW, as measured on the H200.
+    training step of 384 images of 28²: 914 → 754 ms, `benchmarks/bench_cpu_layout.py`); CUDA
+    fp32 keeps NCHW, as measured on the H200.
     """
-    bf16 = cfg.amplify.precision == "bf16" and device.type == "cuda"
+    bf16 = precision == "bf16" and device.type == "cuda"
     return EncoderPrecision(torch.bfloat16 if bf16 else None, bf16 or device.type == "cpu")
 
 
@@ -279,7 +280,7 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
         epochs=a.epochs, loader_len=loader_len, max_iters_per_epoch=a.max_iters_per_epoch,
         base_lr=a.lr, multiplier=a.warmup_multiplier, warmup_epochs=a.warmup_epochs,
     )
-    precision = encoder_precision(cfg, device)
+    precision = encoder_precision(a.precision, device)
     model, optimizer, start_epoch = _model_and_optimizer(
         cfg, method, run, device, precision.channels_last)
     ckpt_path = run.checkpoint_dir / CHECKPOINT
