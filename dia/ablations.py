@@ -105,19 +105,24 @@ def cells(dataset: str, profile: str, *, seeds: int,
 
 def train_and_score(cfg, method: str, *, results_root: str | Path = "results",
                     data_root: str | Path | None = None, device: str | None = None) -> dict:
-    """Train one cell's encoder (and its DDPM) unless done, score it: {auc, status, run_id}."""
+    """Train one cell's encoder (and its DDPM) unless done, score it.
+
+    Returns:
+        {auc, val_auc, status, run_id}; val_auc is NaN where the dataset has no validation split.
+    """
     from dia.evaluate import evaluate_amplifier
     from dia.train_encoder import train_amplifier
 
     train_amplifier(cfg, method, results_root=results_root, data_root=data_root, device=device)
     run = evaluate_amplifier(cfg, method, results_root=results_root, data_root=data_root,
                              device=device)
-    return {"auc": _auc_of(run), "status": "done", "run_id": run.run_id}
+    return {**_aucs_of(run), "status": "done", "run_id": run.run_id}
 
 
-def _auc_of(run) -> float:
-    metrics = pd.read_csv(run.path / "metrics.csv")
-    return float(metrics.loc[metrics["metric"] == "auc", "value"].iloc[0])
+def _aucs_of(run) -> dict[str, float]:
+    """The test AUC and the validation AUC (NaN when not scored) of an evaluate run."""
+    values = pd.read_csv(run.path / "metrics.csv").set_index("metric")["value"]
+    return {"auc": float(values["auc"]), "val_auc": float(values.get("val_auc", float("nan")))}
 
 
 def run_ablations(
@@ -146,7 +151,8 @@ def run_ablations(
     recorded = {}
     if not train:
         ledger = read_ledger(results_root)
-        recorded = dict(zip(ledger["run_id"], ledger["auc"]))
+        recorded = {row.run_id: {"auc": row.auc, "val_auc": row.val_auc}
+                    for row in ledger.itertuples()}
     rows = []
     for row, cfg in cells(dataset, profile, seeds=seeds, which=which):
         method = row["method"]
@@ -155,19 +161,20 @@ def run_ablations(
                                                   data_root=data_root, device=device)})
         elif is_stage_done(cfg, "evaluate", method, results_root):
             run = open_stage_run(cfg, "evaluate", method, results_root)
-            rows.append({**row, "auc": _auc_of(run), "status": "done", "run_id": run.run_id})
+            rows.append({**row, **_aucs_of(run), "status": "done", "run_id": run.run_id})
         else:
             run_id = run_id_of(stage_run_dir(cfg, "evaluate", method, results_root))
             if run_id in recorded:
-                rows.append({**row, "auc": recorded[run_id], "status": "recorded",
-                             "run_id": run_id})
+                rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
             else:
-                rows.append({**row, "auc": float("nan"), "status": "not run", "run_id": ""})
+                rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),
+                             "status": "not run", "run_id": ""})
     return pd.DataFrame(rows)
 
 
-LEDGER_COLUMNS = ["run_id", "dataset", "method", "seed", "overrides", "auc", "device",
+LEDGER_COLUMNS = ["run_id", "dataset", "method", "seed", "overrides", "auc", "val_auc", "device",
                   "git_commit", "created"]
+OPTIONAL_COLUMNS = {"val_auc"}  # ledgers written before val_auc existed lack it
 
 
 def ledger_path(results_root: str | Path) -> Path:
@@ -180,12 +187,13 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=LEDGER_COLUMNS)
     ledger = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    missing = set(LEDGER_COLUMNS) - set(ledger.columns)
+    missing = set(LEDGER_COLUMNS) - OPTIONAL_COLUMNS - set(ledger.columns)
     if missing:
         raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not an ablation "
                          "ledger; move it away and rerun")
     text = ["device", "git_commit", "created"]  # unknown for runs entered by hand: blank
     ledger[text] = ledger[text].astype(object).fillna("")
+    ledger = ledger.reindex(columns=LEDGER_COLUMNS)  # a missing optional column is NaN
     return ledger[ledger["auc"].notna()]
 
 
@@ -202,6 +210,7 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
         env = read_run_env(Path(results_root) / "runs" / row.run_id)
         rows.append({"run_id": row.run_id, "dataset": row.dataset, "method": row.method,
                      "seed": row.seed, "overrides": row.overrides, "auc": row.auc,
+                     "val_auc": getattr(row, "val_auc", float("nan")),
                      "device": env.get("device", ""), "git_commit": env.get("git_commit", ""),
                      "created": env.get("created", "")})
     old = read_ledger(results_root)
@@ -224,9 +233,13 @@ def not_run(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame["status"] == "not run", ["ablation", "variant", "method", "seed", "overrides"]]
 
 
-def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per (ablation, variant), as text cells per dataset, in run order."""
-    grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)["auc"]
+def summary(frame: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
+    """Mean ± std over seeds per (ablation, variant), as text cells per dataset, in run order.
+
+    `metric`: "auc" (the test split) or "val_auc" (the validation split, where settings
+    should be compared; runs scored before it existed count as not run).
+    """
+    grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)[metric]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
     stats["cell"] = [mean_cell(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
     order = list(dict.fromkeys(zip(stats["ablation"], stats["variant"])))
@@ -300,6 +313,9 @@ def write_ablation_tables(frame: pd.DataFrame, results_root: str | Path) -> dict
              "ledger": record_runs(frame, results_root)}
     atomic_write_text(paths["csv"], frame.to_csv(index=False))
     text = "## Ablations, mean ± std over seeds\n\n" + summary(frame).reset_index().to_markdown(index=False) + "\n"
+    if "val_auc" in frame and frame["val_auc"].notna().any():
+        text += ("\n## The validation split (val_auc): compare settings on this\n\n"
+                 + summary(frame, "val_auc").reset_index().to_markdown(index=False) + "\n")
     layout = readme_layout(frame)
     if not layout.empty:
         text += "\n## Shift × dissolver (DIA README layout)\n\n" + layout.reset_index().to_markdown(index=False) + "\n"

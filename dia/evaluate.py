@@ -4,8 +4,11 @@
 
 Scores the LAST checkpoint of a finished amplify run (no test-set model selection), writes
 `scores.csv` (sample_id, label, anomaly_score; label 1 = anomalous) and `metrics.csv` (AUC with a
-bootstrap interval) through `dia.metrics`, then `DONE`. Plotting helpers for the notebook (ROC,
-score histograms, most/least anomalous images) read those files back.
+bootstrap interval) through `dia.metrics`, then `DONE`. Where the dataset has a labelled
+validation split (MedMNIST's official val, the synthetic set's), it is scored the same way into
+`val_scores.csv` and a `val_auc` row: the figure to compare settings on (a DDPM length, a number
+of epochs) without choosing them on the test set. Plotting helpers for the notebook (ROC, score
+histograms, most/least anomalous images) read the test files back.
 
 Reference: shijianjian/DIA README `eval.py --mode ood_pre --ood_score CSI --shift_trans_type
 rotation --ood_samples 10 --resize_factor 0.54 --resize_fix` (see `dia.scoring`).
@@ -13,6 +16,7 @@ rotation --ood_samples 10 --resize_factor 0.54 --resize_fix` (see `dia.scoring`)
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,9 @@ from dia.runtime import resolve_device
 from dia.scoring import csi_normality_score, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
 from dia.train_encoder import _check_method, encoder_precision, load_encoder
+
+log = logging.getLogger(__name__)
+VAL_SCORES = "val_scores.csv"
 
 
 def finished_amplify_run(
@@ -54,7 +61,8 @@ def evaluate_amplifier(
     """CSI-score the test split with the last checkpoint of the amplify run of (cfg, method).
 
     Returns:
-        the finished evaluate `Run` (scores.csv, metrics.csv, csi_statistics.json, DONE).
+        the finished evaluate `Run` (scores.csv, metrics.csv, csi_statistics.json, DONE; and
+        val_scores.csv where the dataset has a validation split with both classes).
     """
     amplify = finished_amplify_run(cfg, method, results_root)
     if is_stage_done(cfg, "evaluate", method, results_root):
@@ -75,17 +83,33 @@ def evaluate_amplifier(
     anomaly_score = (-csi_normality_score(stats, test_feats)).numpy()
     labels = splits.test_labels.numpy().astype(int)
     write_scores(run, splits.test_ids, labels, anomaly_score)
-    rows = auc_rows(run, method=method, profile=cfg.profile, image_size=splits.image_size,
-                    labels=labels, anomaly_score=anomaly_score)
+    row_of = dict(method=method, profile=cfg.profile, image_size=splits.image_size)
+    rows = auc_rows(run, labels=labels, anomaly_score=anomaly_score, **row_of)
+    if _has_both_classes(splits.val_labels, cfg.dataset):
+        val_feats = extract_features(model, splits.val, batch_size=s.batch_size, **common)
+        val_score = (-csi_normality_score(stats, val_feats)).numpy()
+        val_labels = splits.val_labels.numpy().astype(int)
+        write_scores(run, splits.val_ids, val_labels, val_score, name=VAL_SCORES)
+        rows += auc_rows(run, labels=val_labels, anomaly_score=val_score, metric="val_auc",
+                         **row_of)
     write_metrics(run, rows)
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
         "num_train": int(splits.train.shape[0]), "num_test": int(splits.test.shape[0]),
     })
     summary = {key: rows[0][key] for key in ("ci_low", "ci_high")}
-    run.mark_done({"auc": rows[0]["value"], **summary, "amplify_run": amplify.run_id,
+    val = {row["metric"]: row["value"] for row in rows[1:]}  # val_auc, when scored
+    run.mark_done({"auc": rows[0]["value"], **summary, **val, "amplify_run": amplify.run_id,
                    "epoch": meta["epoch"]})
     return run
+
+
+def _has_both_classes(labels: torch.Tensor, dataset: str) -> bool:
+    """Whether a validation split can give an AUC; says why not when it has images but one class."""
+    if labels.numel() and labels.unique().numel() < 2:
+        log.warning("the validation split of %s has one class only: no val_auc", dataset)
+        return False
+    return labels.numel() > 0
 
 
 # -- reading results back and plotting (for notebooks/30_evaluate) -------------------------------

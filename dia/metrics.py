@@ -93,14 +93,18 @@ def write_scores(
 
 def auc_rows(
     run: Run, *, method: str, profile: str, image_size: int,
-    labels: Sequence[int], anomaly_score: Sequence[float],
+    labels: Sequence[int], anomaly_score: Sequence[float], metric: str = "auc",
 ) -> list[dict[str, Any]]:
-    """Tidy metric rows (AUC with its bootstrap interval) for one method of a run."""
+    """Tidy metric rows (AUC with its bootstrap interval) for one method of a run.
+
+    `metric` names the row: "auc" is the test split (the table reads only these rows),
+    "val_auc" the validation split.
+    """
     auc = compute_auc(labels, anomaly_score)
     low, high = bootstrap_auc_ci(labels, anomaly_score)
     return [{
         "dataset": run.dataset, "method": method, "seed": run.seed, "profile": profile,
-        "image_size": image_size, "metric": "auc", "value": round(auc, 6),
+        "image_size": image_size, "metric": metric, "value": round(auc, 6),
         "ci_low": round(low, 6), "ci_high": round(high, 6), "run_id": run.run_id,
     }]
 

@@ -75,8 +75,8 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     frame = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
                           results_root=results_root)
     assert list(frame["variant"]) == ["diffusion", "median_blur", "none (CSI)"]
-    assert frame["auc"].between(0, 1).all()
-    assert len(summary(frame)) == 3
+    assert frame["auc"].between(0, 1).all() and frame["val_auc"].between(0, 1).all()
+    assert len(summary(frame)) == 3 and len(summary(frame, "val_auc")) == 3
     table = report.tidy_auc(results_root)
     ours = table[table["source"] == "re-run"]
     assert len(ours) == 2  # only the profile's own DIA and CSI, not the blur variants
@@ -96,6 +96,7 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     order = [0, 0, 2, 1]  # the main table's cells (DIA, CSI) first, then median_blur
     assert list(rows["run_id"]) == list(frame["run_id"].iloc[order])
     assert list(rows["auc"]) == pytest.approx(list(frame["auc"].iloc[order]), abs=1e-6)
+    assert list(rows["val_auc"]) == pytest.approx(list(frame["val_auc"].iloc[order]), abs=1e-6)
     assert rows["device"].str.startswith("cpu").all() and (rows["status"] == "done").all()
 
     folders = sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir())
@@ -120,9 +121,22 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     recorded = kept[kept["status"] == "recorded"]  # ... only under the run id the config still has
     assert list(recorded["run_id"]) == list(done["run_id"])[:-1]
     assert list(recorded["auc"]) == pytest.approx(list(done["auc"])[:-1], abs=1e-6)
+    assert list(recorded["val_auc"]) == pytest.approx(list(done["val_auc"])[:-1], abs=1e-6)
     assert len(ablations.not_run(kept)) == 4 and not (results_root / "runs").exists()
     ablations.write_ablation_tables(kept, results_root)  # recorded rows are not lost on rewrite
     assert len(ablations.read_ledger(results_root)) == len(done)
+
+
+def test_a_ledger_written_before_val_auc_still_reads(results_root):
+    from dia import ablations
+
+    path = ablations.ledger_path(results_root)
+    path.parent.mkdir(parents=True)
+    path.write_text("run_id,dataset,method,seed,overrides,auc,device,git_commit,created\n"
+                    "evaluate/pneumonia/dia/s0-6d31e124,pneumonia,dia,0,{},0.765187,cpu,,\n")
+    ledger = ablations.read_ledger(results_root)
+    assert list(ledger.columns) == ablations.LEDGER_COLUMNS
+    assert ledger["auc"].tolist() == [0.765187] and ledger["val_auc"].isna().all()
 
 
 def test_ddpm_steps_figure_draws_seeds_means_and_the_csi_line(tmp_path, monkeypatch):

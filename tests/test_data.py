@@ -33,6 +33,10 @@ def test_pneumonia_counts(shared_data, results_root):
     assert int((splits.test_labels == 0).sum()) == 234
     assert int((splits.test_labels == 1).sum()) == 390
     assert splits.pool.shape[0] == 3494 and bool((splits.pool_labels == 1).all())
+    # the official val split, labelled for model comparison: 135 normal, 389 pneumonia
+    assert splits.val.shape == (524, 3, 28, 28) and splits.val_ids[0] == "val_0"
+    assert splits.counts()["val_normal"] == 135 and splits.counts()["val_anomalous"] == 389
+    assert not set(splits.val_ids) & (set(splits.train_ids) | set(splits.test_ids))
     assert not any(results_root.iterdir())  # an official split writes nothing
 
 
@@ -42,7 +46,8 @@ def test_braintumor_ddad_split_with_missing_files(shared_data, results_root):
                               image_size=32)
     counts = splits.counts()
     assert counts == {"train_normal": 998, "test_normal": 599, "test_anomalous": 600,
-                      "pool_normal": 399, "pool_anomalous": 600}
+                      "pool_normal": 399, "pool_anomalous": 600, "val_normal": 0,
+                      "val_anomalous": 0}
     assert splits.train.shape[1:] == (3, 32, 32)
     assert not set(splits.pool_ids) & set(splits.test_ids)
 
@@ -125,7 +130,13 @@ def test_breast_normal_is_label_one(tmp_path, results_root):
     splits = load_dataset("breast", data_root=tmp_path, results_root=results_root)
     assert splits.train.shape[0] == 7
     assert splits.test_labels.tolist() == [0, 0, 0, 0, 1, 1]  # malignant = anomalous
+    assert splits.val_labels.tolist() == [0, 1]
     assert torch.equal(splits.train[0, 0], torch.from_numpy(arrays["train_images"][0]))
+    # a file without the val arrays still loads, with an empty val split
+    np.savez(tmp_path / "medmnist" / "breastmnist.npz",
+             **{k: v for k, v in arrays.items() if not k.startswith("val")})
+    no_val = load_dataset("breast", data_root=tmp_path, results_root=results_root)
+    assert no_val.val.shape[0] == 0 and no_val.counts()["val_anomalous"] == 0
 
 
 def test_synthetic_is_seeded_and_fine_grained():
@@ -144,8 +155,14 @@ def test_load_for_config_applies_size_and_caps():
     splits = load_for_config(cfg)
     assert splits.train.shape[0] == cfg.data.max_train
     assert int((splits.test_labels == 1).sum()) == cfg.data.max_test_per_class
+    val = splits.counts()
+    assert val["val_normal"] == val["val_anomalous"] == cfg.data.max_test_per_class  # of 75 each
     again = load_for_config(cfg)
-    assert again.test_ids == splits.test_ids
+    assert again.test_ids == splits.test_ids and again.val_ids == splits.val_ids
+    # the val split is drawn apart from the test split: none of its images is a test image
+    full = load_synthetic(28)
+    test_images = {bytes(image.numpy()) for image in full.test}
+    assert not any(bytes(image.numpy()) in test_images for image in full.val)
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -226,6 +243,7 @@ def test_braintumor_bad_json(tmp_path, results_root):
 def test_data_check_against_shared_data(shared_data, results_root):
     rows = {r["dataset"]: r for r in check_datasets(shared_data, results_root)}
     assert rows["pneumonia"]["present"] and rows["pneumonia"]["train_normal"] == 1214
+    assert rows["pneumonia"]["val_normal"] == 135 and rows["braintumor"]["val_normal"] == 0
     assert rows["braintumor"]["present"] and rows["braintumor"]["test_anomalous"] == 600
     assert rows["synthetic"]["present"]
     for key in ("breast", "sars_cov2", "kvasir", "oct", "aptos"):

@@ -14,12 +14,15 @@ from dia.stages import open_stage_run
 
 
 def _fake_run(results_root, dataset, method, seed, labels, scores, profile="smoke", done=True,
-              overrides=None):
+              overrides=None, val_scores=None):
     cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides)
     run = open_stage_run(cfg, "evaluate", method, results_root)
     write_scores(run, [f"x{i}" for i in range(len(labels))], labels, scores)
-    write_metrics(run, auc_rows(run, method=method, profile=profile, image_size=28,
-                                labels=labels, anomaly_score=scores))
+    row_of = dict(method=method, profile=profile, image_size=28, labels=labels)
+    rows = auc_rows(run, anomaly_score=scores, **row_of)
+    if val_scores is not None:  # a validation AUC, as evaluate_amplifier writes it
+        rows += auc_rows(run, anomaly_score=val_scores, metric="val_auc", **row_of)
+    write_metrics(run, rows)
     if done:
         run.mark_done()
     return run
@@ -35,7 +38,8 @@ def test_paper_transcription_has_14_methods_by_6_datasets():
 
 
 def test_table_from_runs(results_root):
-    _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])  # AUC 1
+    _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9],  # AUC 1
+              val_scores=[0.9, 0.8, 0.2, 0.1])  # val AUC 0: must not enter the table
     _fake_run(results_root, "synthetic", "dia", 1, [0, 0, 1, 1], [0.1, 0.9, 0.2, 0.8])  # AUC 0.5
     _fake_run(results_root, "synthetic", "csi", 0, [0, 1], [0.9, 0.1], done=False)  # unfinished
     _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.9, 0.1],  # an ablation variant

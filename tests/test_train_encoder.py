@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -91,6 +92,14 @@ def test_train_resume_and_score(method, tmp_path):
     assert scores["anomaly_score"].notna().all()
     metrics = pd.read_csv(ev.path / "metrics.csv")
     assert metrics.loc[0, "metric"] == "auc" and 0.0 <= metrics.loc[0, "value"] <= 1.0
+    # the synthetic set's validation split is scored beside the test split, never mixed with it
+    assert list(metrics["metric"]) == ["auc", "val_auc"]
+    val = pd.read_csv(ev.path / "val_scores.csv")
+    assert len(val) == 8 and set(val["label"]) == {0, 1}
+    assert val["sample_id"].str.startswith("val_").all()
+    assert not set(val["sample_id"]) & set(scores["sample_id"])
+    done = json.loads((ev.path / "DONE").read_text())
+    assert done["auc"] == metrics.loc[0, "value"] and done["val_auc"] == metrics.loc[1, "value"]
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 COLUMNS = ["dataset", "ablation", "variant", "method", "seed", "profile", "overrides", "auc",
-           "status", "run_id", "seconds", "device"]
+           "val_auc", "status", "run_id", "seconds", "device"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow({**row, **result, "seconds": round(seconds, 1), "device": device})
             handle.flush()
             print(f"[grid] {row['ablation']}={row['variant']} {row['method']} seed {row['seed']}: "
-                  f"AUC {result['auc']:.4f} in {seconds:.0f} s", file=sys.stderr, flush=True)
+                  f"AUC {result['auc']:.4f} (val {result['val_auc']:.4f}) in {seconds:.0f} s", file=sys.stderr, flush=True)
     return 0
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def load_for_config(
 def subsample(
     splits: DatasetSplits, *, max_train: int | None, max_test_per_class: int | None, seed: int = 0
 ) -> DatasetSplits:
-    """Seeded caps on the training normals and on each test class (smoke profile only).
+    """Seeded caps on the training normals and on each test (and validation) class (smoke only).
 
     The subsample depends on the data and `seed` (fixed), never on the run's seed, so every
     method and seed sees the same images.
@@ -95,23 +96,24 @@ def subsample(
     train_idx = np.arange(splits.train.shape[0])
     if max_train is not None and train_idx.size > max_train:
         train_idx = np.sort(rng.permutation(train_idx.size)[:max_train])
-    labels = splits.test_labels.numpy()
-    test_idx = np.arange(labels.size)
-    if max_test_per_class is not None:
-        parts = []
-        for label in (0, 1):
-            idx = np.flatnonzero(labels == label)
-            parts.append(np.sort(rng.permutation(idx)[:max_test_per_class]))
-        test_idx = np.concatenate(parts)
-    return DatasetSplits(
-        key=splits.key,
-        image_size=splits.image_size,
+    test_idx = _per_class(splits.test_labels.numpy(), max_test_per_class, rng)
+    val_idx = _per_class(splits.val_labels.numpy(), max_test_per_class, rng)
+    return replace(
+        splits,
         train=splits.train[train_idx],
         train_ids=[splits.train_ids[i] for i in train_idx],
         test=splits.test[test_idx],
         test_labels=splits.test_labels[test_idx],
         test_ids=[splits.test_ids[i] for i in test_idx],
-        pool=splits.pool,
-        pool_labels=splits.pool_labels,
-        pool_ids=splits.pool_ids,
+        val=splits.val[val_idx],
+        val_labels=splits.val_labels[val_idx],
+        val_ids=[splits.val_ids[i] for i in val_idx],
     )
+
+
+def _per_class(labels: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most `cap` images per class (0, then 1), each class sorted; all if no cap."""
+    if cap is None:
+        return np.arange(labels.size)
+    parts = [np.sort(rng.permutation(np.flatnonzero(labels == label))[:cap]) for label in (0, 1)]
+    return np.concatenate(parts)

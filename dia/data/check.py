@@ -7,7 +7,8 @@ from pathlib import Path
 
 from dia.data.registry import SPECS, DataError, resolve_data_root
 
-COUNT_COLUMNS = ("train_normal", "test_normal", "test_anomalous", "pool_anomalous")
+COUNT_COLUMNS = ("train_normal", "test_normal", "test_anomalous", "pool_anomalous", "val_normal",
+                 "val_anomalous")
 
 
 def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
@@ -18,7 +19,8 @@ def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
 
     if key == "synthetic":
         return {"train_normal": COUNTS["train"], "test_normal": COUNTS["test_normal"],
-                "test_anomalous": COUNTS["test_anomalous"], "pool_anomalous": COUNTS["pool_anomalous"]}
+                "test_anomalous": COUNTS["test_anomalous"], "pool_anomalous": COUNTS["pool_anomalous"],
+                "val_normal": COUNTS["val_normal"], "val_anomalous": COUNTS["val_anomalous"]}
     if key in FLAGS:
         return count_medmnist(key, root)
     return count_folder_dataset(key, root, results_root)
@@ -36,7 +38,7 @@ def check_datasets(
             with warnings.catch_warnings():  # a count needs no notice of absent files
                 warnings.simplefilter("ignore")
                 counts = count_dataset(key, root, Path(results_root))
-            row.update(counts, present=True, problem="")
+            row.update({c: 0 for c in COUNT_COLUMNS}, **counts, present=True, problem="")
         except DataError as err:
             row.update({c: "" for c in COUNT_COLUMNS}, present=False, problem=str(err))
         rows.append(row)
@@ -50,7 +52,7 @@ def format_check(rows: list[dict[str, object]], data_root: Path) -> str:
     table = [[r["dataset"], r["title"], "yes" if r["present"] else "MISSING",
               *[r[c] for c in COUNT_COLUMNS]] for r in rows]
     headers = ["dataset", "name", "present", "train normal", "test normal", "test anomalous",
-               "train anomalous/pool"]
+               "train anomalous/pool", "val normal", "val anomalous"]
     lines = [f"data root: {data_root}  (set DIA_DATA_ROOT to change it)", "",
              tabulate(table, headers=headers, tablefmt="github"), ""]
     for r in rows:

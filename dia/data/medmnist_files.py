@@ -21,6 +21,7 @@ from dia.data.splits import DatasetSplits
 FLAGS = {"pneumonia": "pneumoniamnist", "breast": "breastmnist"}
 NORMAL_LABEL = {"pneumonia": 0, "breast": 1}  # BreastMNIST: 0 = malignant, 1 = normal + benign
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+VAL_KEYS = ("val_images", "val_labels")  # optional: read when the file has both
 
 
 def npz_path(key: str, root: Path) -> Path:
@@ -41,27 +42,30 @@ def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
                     f"{path} lacks the key(s) {', '.join(missing)}; a MedMNIST file has "
                     f"{', '.join(KEYS)} (and val_*); it holds {', '.join(npz.files)}"
                 )
-            return {name: npz[name] for name in KEYS}
+            has_val = all(name in npz.files for name in VAL_KEYS)
+            return {name: npz[name] for name in KEYS + (VAL_KEYS if has_val else ())}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}; expected a MedMNIST .npz file") from err
 
 
 def load_medmnist(key: str, root: Path, size: int = 28) -> DatasetSplits:
-    """Official train/test split; train = training-split normals, pool = training anomalies."""
+    """Official splits; train = training-split normals, pool = training anomalies, val = val."""
     arrays = read_npz(key, root)
     path = npz_path(key, root)
     normal = NORMAL_LABEL[key]
-    train_labels = arrays["train_labels"].reshape(-1).astype(np.int64)
-    test_labels = arrays["test_labels"].reshape(-1).astype(np.int64)
-    train_images = to_rgb_uint8(arrays["train_images"], size, f"{path}: train_images")
-    test_images = to_rgb_uint8(arrays["test_images"], size, f"{path}: test_images")
-    if len(train_labels) != len(train_images) or len(test_labels) != len(test_images):
-        raise DataError(f"{path}: image and label counts differ")
+    train_images, train_labels = _split(arrays, "train", size, path)
+    test_images, test_labels = _split(arrays, "test", size, path)
     is_normal = train_labels == normal
     anomalous_test = (test_labels != normal).astype(np.int64)
     train_idx, pool_idx = np.flatnonzero(is_normal), np.flatnonzero(~is_normal)
     import torch
 
+    val = {}
+    if "val_images" in arrays:
+        val_images, val_labels = _split(arrays, "val", size, path)
+        val = dict(val=val_images,
+                   val_labels=torch.from_numpy((val_labels != normal).astype(np.int64)),
+                   val_ids=[f"val_{i}" for i in range(len(val_labels))])
     return DatasetSplits(
         key=key,
         image_size=size,
@@ -73,7 +77,18 @@ def load_medmnist(key: str, root: Path, size: int = 28) -> DatasetSplits:
         pool=train_images[pool_idx],
         pool_labels=torch.ones(len(pool_idx), dtype=torch.int64),
         pool_ids=[f"train_{i}" for i in pool_idx],
+        **val,
     )
+
+
+def _split(arrays: dict[str, np.ndarray], name: str, size: int, path: Path):
+    """(uint8 RGB images, int64 labels) of one split, their counts checked."""
+    labels = arrays[f"{name}_labels"].reshape(-1).astype(np.int64)
+    images = to_rgb_uint8(arrays[f"{name}_images"], size, f"{path}: {name}_images")
+    if len(labels) != len(images):
+        raise DataError(f"{path}: {name}_images and {name}_labels counts differ "
+                        f"({len(images)} against {len(labels)})")
+    return images, labels
 
 
 def count_medmnist(key: str, root: Path) -> dict[str, int]:
@@ -81,11 +96,14 @@ def count_medmnist(key: str, root: Path) -> dict[str, int]:
     normal = NORMAL_LABEL[key]
     train = arrays["train_labels"].reshape(-1)
     test = arrays["test_labels"].reshape(-1)
+    val = arrays["val_labels"].reshape(-1) if "val_labels" in arrays else np.empty(0)
     return {
         "train_normal": int((train == normal).sum()),
         "test_normal": int((test == normal).sum()),
         "test_anomalous": int((test != normal).sum()),
         "pool_anomalous": int((train != normal).sum()),
+        "val_normal": int((val == normal).sum()),
+        "val_anomalous": int((val != normal).sum()),
     }
 
 

@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 import torch
 
 
+def _no_images() -> torch.Tensor:
+    return torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+
+
+def _no_labels() -> torch.Tensor:
+    return torch.empty(0, dtype=torch.int64)
+
+
 @dataclass
 class DatasetSplits:
     """Images of one dataset as uint8 tensors (N, 3, H, W), label 1 = anomalous.
@@ -25,6 +33,11 @@ class DatasetSplits:
         pool_labels: int64 labels of `pool` (1 = anomalous), used only to draw the set at the
             asked anomaly rate and for bookkeeping, never for training.
         pool_ids: ids of `pool`.
+        val: a labelled validation split disjoint from `train` and `test` (MedMNIST's official
+            val split; the synthetic set draws one), for comparing settings without looking at
+            the test set. Empty where the dataset has none. No method trains on it.
+        val_labels: int64 (V,), 1 = anomalous.
+        val_ids: one stable string per validation image.
     """
 
     key: str
@@ -34,9 +47,12 @@ class DatasetSplits:
     test_labels: torch.Tensor
     test_ids: list[str]
     train_ids: list[str]
-    pool: torch.Tensor = field(default_factory=lambda: torch.empty(0, 3, 0, 0, dtype=torch.uint8))
-    pool_labels: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    pool: torch.Tensor = field(default_factory=_no_images)
+    pool_labels: torch.Tensor = field(default_factory=_no_labels)
     pool_ids: list[str] = field(default_factory=list)
+    val: torch.Tensor = field(default_factory=_no_images)
+    val_labels: torch.Tensor = field(default_factory=_no_labels)
+    val_ids: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Counts per split and class, for `dia data check` and the notebooks."""
@@ -46,6 +62,8 @@ class DatasetSplits:
             "test_anomalous": int((self.test_labels == 1).sum()),
             "pool_normal": int((self.pool_labels == 0).sum()),
             "pool_anomalous": int((self.pool_labels == 1).sum()),
+            "val_normal": int((self.val_labels == 0).sum()),
+            "val_anomalous": int((self.val_labels == 1).sum()),
         }
 
     def __repr__(self) -> str:

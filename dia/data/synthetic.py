@@ -14,8 +14,10 @@ import torch
 
 from dia.data.splits import DatasetSplits
 
-COUNTS = {"train": 600, "test_normal": 150, "test_anomalous": 150, "pool_anomalous": 150}
-SPLIT_CODES = {"train": 1, "test_normal": 2, "test_anomalous": 3, "pool_anomalous": 4}
+COUNTS = {"train": 600, "test_normal": 150, "test_anomalous": 150, "pool_anomalous": 150,
+          "val_normal": 75, "val_anomalous": 75}
+SPLIT_CODES = {"train": 1, "test_normal": 2, "test_anomalous": 3, "pool_anomalous": 4,
+               "val_normal": 5, "val_anomalous": 6}
 
 
 def make_images(num: int, size: int, *, seed: int, split: str, anomalous: bool) -> torch.Tensor:
@@ -57,20 +59,25 @@ def _lesions(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.nda
 
 def load_synthetic(size: int = 28, *, seed: int = 0) -> DatasetSplits:
     """The synthetic dataset at `size` (28 by default; any size draws the same pictures)."""
-    train = make_images(COUNTS["train"], size, seed=seed, split="train", anomalous=False)
-    test_normal = make_images(COUNTS["test_normal"], size, seed=seed, split="test_normal", anomalous=False)
-    test_anom = make_images(COUNTS["test_anomalous"], size, seed=seed, split="test_anomalous", anomalous=True)
-    pool = make_images(COUNTS["pool_anomalous"], size, seed=seed, split="pool_anomalous", anomalous=True)
+    def draw(split: str) -> torch.Tensor:
+        anomalous = split != "train" and not split.endswith("_normal")
+        return make_images(COUNTS[split], size, seed=seed, split=split, anomalous=anomalous)
+
+    def labelled(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        normal, anomalous = draw(f"{name}_normal"), draw(f"{name}_anomalous")
+        labels = torch.cat([torch.zeros(len(normal)), torch.ones(len(anomalous))]).long()
+        ids = ([f"{name}_normal_{i}" for i in range(len(normal))]
+               + [f"{name}_anomalous_{i}" for i in range(len(anomalous))])
+        return torch.cat([normal, anomalous]), labels, ids
+
+    train, pool = draw("train"), draw("pool_anomalous")
+    test, test_labels, test_ids = labelled("test")
+    val, val_labels, val_ids = labelled("val")
     return DatasetSplits(
-        key="synthetic",
-        image_size=size,
-        train=train,
-        train_ids=[f"train_{i}" for i in range(len(train))],
-        test=torch.cat([test_normal, test_anom]),
-        test_labels=torch.cat([torch.zeros(len(test_normal)), torch.ones(len(test_anom))]).long(),
-        test_ids=[f"test_normal_{i}" for i in range(len(test_normal))]
-        + [f"test_anomalous_{i}" for i in range(len(test_anom))],
-        pool=pool,
-        pool_labels=torch.ones(len(pool), dtype=torch.int64),
+        key="synthetic", image_size=size,
+        train=train, train_ids=[f"train_{i}" for i in range(len(train))],
+        test=test, test_labels=test_labels, test_ids=test_ids,
+        pool=pool, pool_labels=torch.ones(len(pool), dtype=torch.int64),
         pool_ids=[f"pool_{i}" for i in range(len(pool))],
+        val=val, val_labels=val_labels, val_ids=val_ids,
     )
