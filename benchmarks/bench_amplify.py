@@ -29,7 +29,8 @@ import time
 import torch
 from gpu_util import GpuUtilisation
 
-REFERENCE_CPU = {"dia_s_per_it": 2.76, "csi_s_per_it": 0.253, "score_images_per_s": 1838 / 23.8}
+REFERENCE_CPU = {"dia_s_per_it": 2.76, "csi_s_per_it": 0.253, "score_images_per_s": 1838 / 23.8,
+                 "cpu_capability": "AVX512"}  # an AVX-512 EPYC (reference-run-cpu.md)
 
 
 def _sync(device: torch.device) -> None:
@@ -170,6 +171,9 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
             "dia_over_csi": round(out["dia"]["s_per_it"] / out["csi"]["s_per_it"], 2),
             "dia_warm_cache_over_csi": round(
                 out["dia_warm_cache"]["s_per_it"] / out["csi"]["s_per_it"], 2),
+            # the speed-ups compare machines too where this is False
+            "same_cpu_capability": torch.backends.cpu.get_cpu_capability()
+            == REFERENCE_CPU["cpu_capability"],
         }
     if device.type == "cuda":  # on the CPU a run fills its cache lazily instead (too slow)
         out["dissolve_table_build_images_per_s"] = round(_table_build_rate(dissolver, size, device))
@@ -197,7 +201,10 @@ def main() -> None:
         devices.append(torch.device("cpu"))
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    result = {"load_average_1min": round(os.getloadavg()[0], 2), "results": []}
+    from dia.runtime import describe_device
+
+    result = {"load_average_1min": round(os.getloadavg()[0], 2), "cpu": describe_device("cpu"),
+              "results": []}
     both = ("fp32", "bf16") if args.encoder_precision == "both" else (args.encoder_precision,)
     for device in devices:
         for precision in both if device.type == "cuda" else ("fp32",):

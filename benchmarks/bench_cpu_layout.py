@@ -47,7 +47,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    out = {"benchmark": "cpu_layout", "torch": torch.__version__,
+    from dia.runtime import describe_device
+
+    out = {"benchmark": "cpu_layout", "torch": torch.__version__, "cpu": describe_device("cpu"),
            "threads": torch.get_num_threads(), "load_average_1min_before": os.getloadavg()[0]}
 
     convs = {"512->512 3x3 on 1x1": ((384, 512, 1, 1), 512, 512, 3, 1, 1),

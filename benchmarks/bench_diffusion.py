@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -106,11 +105,13 @@ def main() -> None:
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    from dia.runtime import describe_device
+
     report: dict = {
         "benchmark": "diffusion",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
+        "cpu": describe_device("cpu"),
         "reference_cpu": REFERENCE_CPU,
         "load_average_1min_before": os.getloadavg()[0],  # other processes skew CPU figures
         "results": [],

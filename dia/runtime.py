@@ -94,7 +94,10 @@ def describe_device(preference: str = "auto") -> str:
     device = resolve_device(preference)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    # The vector ISA torch dispatches to (AVX512 / AVX2 / ...): two CPUs of the same core count
+    # differ by ~1.5x in speed and round differently when it differs.
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, {isa})"
 
 
 def capture_env(device: str = "auto") -> dict[str, Any]:

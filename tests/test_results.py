@@ -26,6 +26,16 @@ def test_run_folder_layout(results_root):
     assert find_runs(results_root, "diffusion") == [run.path]
 
 
+def test_a_cpu_is_described_with_its_vector_isa():
+    """Two 2-core CPUs differ ~1.5x in speed (AVX-512 against AVX2): env.json must say which."""
+    import torch
+
+    from dia.runtime import describe_device
+
+    text = describe_device("cpu")
+    assert text.startswith("cpu (") and torch.backends.cpu.get_cpu_capability() in text
+
+
 def test_done_marker_and_reopen(results_root):
     cfg = load_config("smoke")
     run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
