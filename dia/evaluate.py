@@ -31,7 +31,7 @@ from dia.stages import is_stage_done, open_stage_run, stage_run_dir
 from dia.train_encoder import _check_method, encoder_precision, load_encoder
 
 log = logging.getLogger(__name__)
-VAL_SCORES = "val_scores.csv"
+SCORES, VAL_SCORES = "scores.csv", "val_scores.csv"  # per-image scores of test and val
 
 
 def finished_amplify_run(
@@ -78,29 +78,28 @@ def evaluate_amplifier(
     common = dict(num_samples=s.num_samples, crop_scale=s.crop_scale, shift=cfg.amplify.shift,
                   device=device, autocast_dtype=autocast, progress=True)
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
-    test_feats = extract_features(model, splits.test, batch_size=s.batch_size, **common)
     stats = csi_statistics(train_feats)
-    anomaly_score = (-csi_normality_score(stats, test_feats)).numpy()
-    labels = splits.test_labels.numpy().astype(int)
-    write_scores(run, splits.test_ids, labels, anomaly_score)
-    row_of = dict(method=method, profile=cfg.profile, image_size=splits.image_size)
-    rows = auc_rows(run, labels=labels, anomaly_score=anomaly_score, **row_of)
+
+    def score(images, labels, ids, scores_file: str, metric: str) -> list[dict]:
+        """Score one labelled split: its per-image file and its AUC row."""
+        feats = extract_features(model, images, batch_size=s.batch_size, **common)
+        anomaly_score = (-csi_normality_score(stats, feats)).numpy()
+        labels = labels.numpy().astype(int)
+        write_scores(run, ids, labels, anomaly_score, name=scores_file)
+        return auc_rows(run, method=method, profile=cfg.profile, image_size=splits.image_size,
+                        labels=labels, anomaly_score=anomaly_score, metric=metric)
+
+    rows = score(splits.test, splits.test_labels, splits.test_ids, SCORES, "auc")
     if _has_both_classes(splits.val_labels, cfg.dataset):
-        val_feats = extract_features(model, splits.val, batch_size=s.batch_size, **common)
-        val_score = (-csi_normality_score(stats, val_feats)).numpy()
-        val_labels = splits.val_labels.numpy().astype(int)
-        write_scores(run, splits.val_ids, val_labels, val_score, name=VAL_SCORES)
-        rows += auc_rows(run, labels=val_labels, anomaly_score=val_score, metric="val_auc",
-                         **row_of)
+        rows += score(splits.val, splits.val_labels, splits.val_ids, VAL_SCORES, "val_auc")
     write_metrics(run, rows)
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
         "num_train": int(splits.train.shape[0]), "num_test": int(splits.test.shape[0]),
     })
-    summary = {key: rows[0][key] for key in ("ci_low", "ci_high")}
-    val = {row["metric"]: row["value"] for row in rows[1:]}  # val_auc, when scored
-    run.mark_done({"auc": rows[0]["value"], **summary, **val, "amplify_run": amplify.run_id,
-                   "epoch": meta["epoch"]})
+    aucs = {row["metric"]: row["value"] for row in rows}  # auc, and val_auc when scored
+    run.mark_done({**aucs, "ci_low": rows[0]["ci_low"], "ci_high": rows[0]["ci_high"],
+                   "amplify_run": amplify.run_id, "epoch": meta["epoch"]})
     return run
 
 
@@ -120,7 +119,7 @@ def read_scores(run: Run):
     import pandas as pd
 
     run.require_done("evaluate")
-    return pd.read_csv(run.path / "scores.csv", dtype={"sample_id": str})
+    return pd.read_csv(run.path / SCORES, dtype={"sample_id": str})
 
 
 def read_metrics(run: Run):

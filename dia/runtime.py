@@ -94,8 +94,9 @@ def describe_device(preference: str = "auto") -> str:
     device = resolve_device(preference)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    # The vector ISA torch dispatches to (AVX512 / AVX2 / ...): two CPUs of the same core count
-    # differ by ~1.5x in speed and round differently when it differs.
+    # The vector ISA torch dispatches to (AVX512 / AVX2 / ...): it changes rounding, and 2-core
+    # machines of this project have differed in speed (the quick DDPM: 1687 s on one, 2423 s on
+    # an AVX2 one; README "What a run costs").
     isa = torch.backends.cpu.get_cpu_capability()
     return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, {isa})"
 

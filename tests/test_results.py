@@ -27,7 +27,7 @@ def test_run_folder_layout(results_root):
 
 
 def test_a_cpu_is_described_with_its_vector_isa():
-    """Two 2-core CPUs differ ~1.5x in speed (AVX-512 against AVX2): env.json must say which."""
+    """The vector ISA changes rounding and speed: env.json must say which one a run used."""
     import torch
 
     from dia.runtime import describe_device

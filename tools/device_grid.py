@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerow({**row, **result, "seconds": round(seconds, 1), "device": device})
             handle.flush()
             print(f"[grid] {row['ablation']}={row['variant']} {row['method']} seed {row['seed']}: "
-                  f"AUC {result['auc']:.4f} (val {result['val_auc']:.4f}) in {seconds:.0f} s", file=sys.stderr, flush=True)
+                  f"AUC {result['auc']:.4f} (val {result['val_auc']:.4f}) in {seconds:.0f} s",
+                  file=sys.stderr, flush=True)
     return 0
 
 

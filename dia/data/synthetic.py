@@ -60,8 +60,8 @@ def _lesions(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.nda
 def load_synthetic(size: int = 28, *, seed: int = 0) -> DatasetSplits:
     """The synthetic dataset at `size` (28 by default; any size draws the same pictures)."""
     def draw(split: str) -> torch.Tensor:
-        anomalous = split != "train" and not split.endswith("_normal")
-        return make_images(COUNTS[split], size, seed=seed, split=split, anomalous=anomalous)
+        return make_images(COUNTS[split], size, seed=seed, split=split,
+                           anomalous=split.endswith("_anomalous"))
 
     def labelled(name: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         normal, anomalous = draw(f"{name}_normal"), draw(f"{name}_anomalous")
