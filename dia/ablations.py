@@ -61,7 +61,11 @@ DDPM_STEP_FRACTIONS = (0.25, 0.5, 1.0)  # of the profile's diffusion.steps
 # DDPM (width 32, 10.7 M parameters, 600 x 128 images) into the budget of the reference authors'
 # short run (DIA 0.906): width 64 (42.9 M; their U-Net has 36.3 M) and 512 images per step.
 DDPM_BUDGET_SCALES = ((1, 1), (2, 4))  # (width, images per step) factors; (1, 1) = the profile's
-COMPUTED = ("ddpm_steps", "ddpm_budget")  # ablations whose variants depend on the profile
+# The DDPM's timestep focus (`diffusion.focus_fraction`: the share of each batch whose t is drawn
+# from the range dissolving uses, DECISIONS.md DIA 17): can a DDPM of a quarter of the profile's
+# steps serve DIA as well as the profile's when all or half of its t lie where dissolving needs them?
+DDPM_FOCUS = ((0.25, 0.0), (0.25, 0.5), (0.25, 1.0))  # (x diffusion.steps, focus_fraction)
+COMPUTED = ("ddpm_steps", "ddpm_budget", "ddpm_focus")  # variants that depend on the profile
 
 
 def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str, str, dict, str]]:
@@ -74,7 +78,7 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
     for name in which:
         if name == "ddpm_steps":
             for fraction in DDPM_STEP_FRACTIONS:
-                n = max(1, int(round(ddpm.steps * fraction)))
+                n = _scaled_steps(ddpm.steps, fraction)
                 out.append((name, str(n), {} if fraction == 1.0 else {"diffusion.steps": n}, "dia"))
         elif name == "ddpm_budget":
             for width_x, batch_x in DDPM_BUDGET_SCALES:
@@ -82,11 +86,24 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
                 overrides = {"diffusion.width": width, "diffusion.batch_size": batch}
                 out.append((name, f"width {width}, {ddpm.steps} x {batch} images",
                             {} if (width_x, batch_x) == (1, 1) else overrides, "dia"))
+        elif name == "ddpm_focus":
+            own = (ddpm.steps, ddpm.focus_fraction)
+            pairs = [own] + [(_scaled_steps(ddpm.steps, x), f) for x, f in DDPM_FOCUS]
+            for n, focus in dict.fromkeys(pairs):  # a pair equal to the profile's runs once
+                where = (f"{focus:.0%} of t from {ddpm.focus_t_min}-{ddpm.focus_t_max - 1}"
+                         if focus else "t ~ U{0..999}")
+                overrides = {"diffusion.steps": n, "diffusion.focus_fraction": focus}
+                out.append((name, f"{n} steps, {where}", {} if (n, focus) == own else overrides,
+                            "dia"))
         elif name == "resolution" and dataset in ("pneumonia", "breast", "synthetic"):
             continue
         else:
             out += [(name, label, overrides, method) for label, overrides, method in ABLATIONS[name]]
     return out
+
+
+def _scaled_steps(steps: int, fraction: float) -> int:
+    return max(1, int(round(steps * fraction)))
 
 
 def cells(dataset: str, profile: str, *, seeds: int,

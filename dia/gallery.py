@@ -145,7 +145,8 @@ def plot_loss_curve(run: Run, *, results_root: str | Path | None = None) -> Path
 def plot_noise_error(
     rows: list[dict[str, float]], cfg: ExperimentConfig, *, results_root: str | Path = "results",
 ) -> Path:
-    """The DDPM's L1 noise error against t (`dia.noise_check`), with dissolving's t range shaded.
+    """The DDPM's L1 noise error against t (`dia.noise_check`), one line per image sample
+    (training normals, held-out normals), with dissolving's t range shaded.
 
     Returns:
         ``<results_root>/figures/ddpm_noise_error_<dataset>.png``.
@@ -156,14 +157,23 @@ def plot_noise_error(
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.axvspan(cfg.dissolve.t_min, cfg.dissolve.t_max - 1, color="tab:orange", alpha=0.15,
                label=f"t used by dissolving ({cfg.dissolve.t_min}-{cfg.dissolve.t_max - 1})")
-    ax.plot([r["t"] for r in rows], [r["l1"] for r in rows], marker="o", label="DDPM")
+    labels = {"train": "DDPM, training normals", "val": "DDPM, held-out normals (val)"}
+    for split, label in labels.items():  # rows written before the val check have no "split"
+        own = [r for r in rows if r.get("split", "train") == split]
+        if own:
+            ax.plot([r["t"] for r in own], [r["l1"] for r in own], marker="o", label=label)
     ax.axhline(rows[0]["zero_l1"], color="grey", linestyle="--", label="always predict ε = 0")
     ax.set_xscale("log")
+    ticks = sorted({r["t"] for r in rows})
+    ax.set_xticks(ticks, [str(t) for t in ticks])  # the measured t, not powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("timestep t (of 1000)")
     ax.set_ylabel("mean |ε_θ(x_t, t) − ε|")
     d = cfg.diffusion
+    focus = (f", {d.focus_fraction:.0%} of t from {d.focus_t_min}-{d.focus_t_max - 1}"
+             if d.focus_fraction else "")
     ax.set_title(f"Noise-prediction error — {cfg.dataset}, width {d.width}, {d.steps} steps "
-                 f"× {d.batch_size}", fontsize=9)
+                 f"× {d.batch_size}{focus}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -5,8 +5,8 @@ Dissolving uses the U-Net only at t ∈ {30..99} of 1000, where the noise is sma
 sees those timesteps in 7 % of its samples, and its loss curve, an average over all t, does not
 show how well it does there. The yardstick is a model that always answers
 ε = 0, whose L1 error is E|ε| = √(2/π) ≈ 0.80: near it, x̂₀ is the input plus the model's error
-rather than the input without its fine detail. Measured on the DDPM's own training images,
-never on the test split.
+rather than the input without its fine detail. Measured on the DDPM's own training images and
+on held-out normal images of the validation split, never on the test split.
 """
 
 from __future__ import annotations
@@ -72,7 +72,15 @@ def check_ddpm(
     timesteps: tuple[int, ...] = TIMESTEPS,
     device: torch.device | str | None = None,
 ) -> list[dict[str, float]]:
-    """`noise_error` of the finished DDPM of `cfg` on a seeded sample of its training normals."""
+    """`noise_error` of the finished DDPM of `cfg` on training normals and on held-out normals.
+
+    Returns:
+        the rows of `noise_error`, each with a ``"split"``: ``"train"`` for a seeded sample of
+        `num_images` training normals, then ``"val"`` for up to `num_images` normal images of the
+        validation split where the dataset has one (never the test split). The DDPM never saw
+        the val images, so a val error well above the train error means it memorised its
+        training set rather than learnt to denoise the kind of image it will dissolve.
+    """
     from dia.data import load_for_config
     from dia.diffusion import load_dissolver_model, open_diffusion_run, prepare_images
     from dia.stages import stage_config
@@ -80,7 +88,14 @@ def check_ddpm(
     cfg = stage_config(cfg, "diffusion")
     unet, alphas_cumprod = load_dissolver_model(open_diffusion_run(cfg, results_root), device)
     splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
+    samples = {"train": splits.train, "val": splits.val[splits.val_labels == 0]}
     g = torch.Generator().manual_seed(cfg.seed)
-    pick = torch.randperm(splits.train.shape[0], generator=g)[:num_images]
-    images11 = prepare_images(splits.train[pick], device="cpu")
-    return noise_error(unet, alphas_cumprod, images11, timesteps, seed=cfg.seed)
+    rows = []
+    for split, images in samples.items():
+        if images.shape[0] == 0:
+            continue
+        pick = torch.randperm(images.shape[0], generator=g)[:num_images]
+        images11 = prepare_images(images[pick], device="cpu")
+        rows += [{"split": split, **row}
+                 for row in noise_error(unet, alphas_cumprod, images11, timesteps, seed=cfg.seed)]
+    return rows

@@ -65,6 +65,25 @@ def test_ddpm_budget_scales_the_profiles_ddpm_to_the_reference_short_run():
     assert (big.width, big.batch_size, big.steps, big.lr) == (64, 512, quick.steps, quick.lr)
 
 
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_ddpm_focus_varies_the_share_of_t_drawn_where_dissolving_uses_it(profile):
+    from dia.config import load_config
+
+    own = load_config(profile, dataset="pneumonia")
+    d = own.diffusion
+    rows = variants(["ddpm_focus"], profile, "pneumonia")
+    assert rows[0][2] == {} and rows[0][1].startswith(f"{d.steps} steps, ")  # the profile's own
+    ddpms = [load_config(profile, dataset="pneumonia", overrides=r[2]).diffusion for r in rows]
+    cells = [(x.steps, x.focus_fraction) for x in ddpms]
+    assert cells[0] == (d.steps, d.focus_fraction) and len(set(cells)) == len(cells)
+    quarter = round(d.steps / 4)
+    assert cells[1:] == [(quarter, 0.0), (quarter, 0.5), (quarter, 1.0)]
+    dissolving = f"{own.dissolve.t_min}-{own.dissolve.t_max - 1}"  # the t range focused on
+    for (steps, focus), (_, label, _, _) in zip(cells, rows):
+        assert label == (f"{steps} steps, {focus:.0%} of t from {dissolving}" if focus
+                         else f"{steps} steps, t ~ U{{0..999}}")
+
+
 @pytest.mark.slow
 def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch,
                                                                     load_script):

@@ -47,3 +47,7 @@ def test_notebooks_run_on_smoke(tmp_path, run_notebook):
         images = [o for c in executed["cells"] for o in c.get("outputs", [])
                   if "image/png" in o.get("data", {})]
         assert len(images) == figures, notebook.name
+    shown = "".join("".join(o.get("data", {}).get("text/plain", ""))
+                    for c in json.loads((tmp_path / TRAIN.name).read_text())["cells"]
+                    for o in c.get("outputs", []))
+    assert "'split': 'train'" in shown and "'split': 'val'" in shown  # synthetic has a val split
