@@ -38,3 +38,49 @@ def test_oracle_and_zero_predictor():
     for row in zero:  # batches of 5 over 16 images: the mean is still over every element
         assert row["l1"] == pytest.approx(row["zero_l1"], rel=1e-5)
         assert row["zero_l1"] == pytest.approx(ZERO_PREDICTOR_L1, abs=0.02)
+
+
+class Recorder(torch.nn.Module):
+    """Answers ε = 0 and remembers how many images each call was shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def forward(self, x_t, t):
+        self.seen.append(x_t.shape[0])
+        return SimpleNamespace(sample=torch.zeros_like(x_t))
+
+
+@pytest.mark.parametrize("val_labels, splits_measured", [
+    ([], ["train"]),  # no validation split (the folder datasets)
+    ([1, 1, 1], ["train"]),  # anomalous val images are never denoised
+    ([0, 1, 0], ["train", "val"]),
+])
+def test_check_ddpm_adds_held_out_normals_where_there_are_any(monkeypatch, val_labels,
+                                                               splits_measured):
+    import dia.data
+    import dia.diffusion
+    from dia.config import load_config
+    from dia.data.splits import DatasetSplits
+    from dia.noise_check import check_ddpm
+
+    def images(n):
+        return torch.randint(0, 256, (n, 3, 28, 28), dtype=torch.uint8)
+
+    val = images(len(val_labels)) if val_labels else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+    splits = DatasetSplits(key="synthetic", image_size=28, train=images(6), test=images(2),
+                           test_labels=torch.tensor([0, 1]), test_ids=["a", "b"],
+                           train_ids=[str(i) for i in range(6)], val=val,
+                           val_labels=torch.tensor(val_labels, dtype=torch.int64))
+    model = Recorder()
+    ac = build_scheduler().alphas_cumprod
+    monkeypatch.setattr(dia.data, "load_for_config", lambda *a, **k: splits)
+    monkeypatch.setattr(dia.diffusion, "open_diffusion_run", lambda *a, **k: None)
+    monkeypatch.setattr(dia.diffusion, "load_dissolver_model", lambda *a, **k: (model, ac))
+    rows = check_ddpm(load_config("smoke"), num_images=4, timesteps=(30, 99))
+    assert [r["split"] for r in rows] == [s for s in splits_measured for _ in (30, 99)]
+    # 4 of the 6 training normals per t, then every normal val image (2) per t
+    assert model.seen == [4, 4] + ([2, 2] if "val" in splits_measured else [])
+    assert all(r["l1"] == pytest.approx(r["zero_l1"]) for r in rows)
