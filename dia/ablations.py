@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from dia.config import load_config
+from dia.diffusion import describe_focus
 
 # name -> list of (variant label, overrides, method)
 ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
@@ -90,8 +91,7 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
             own = (ddpm.steps, ddpm.focus_fraction)
             pairs = [own] + [(_scaled_steps(ddpm.steps, x), f) for x, f in DDPM_FOCUS]
             for n, focus in dict.fromkeys(pairs):  # a pair equal to the profile's runs once
-                where = (f"{focus:.0%} of t from {ddpm.focus_t_min}-{ddpm.focus_t_max - 1}"
-                         if focus else "t ~ U{0..999}")
+                where = describe_focus(focus, ddpm.focus_t_min, ddpm.focus_t_max)
                 overrides = {"diffusion.steps": n, "diffusion.focus_fraction": focus}
                 out.append((name, f"{n} steps, {where}", {} if (n, focus) == own else overrides,
                             "dia"))

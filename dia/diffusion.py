@@ -206,6 +206,13 @@ def focus_of(diffusion_cfg: DiffusionConfig) -> tuple[int, int, float]:
     return diffusion_cfg.focus_t_min, diffusion_cfg.focus_t_max, diffusion_cfg.focus_fraction
 
 
+def describe_focus(fraction: float, t_min: int, t_max: int) -> str:
+    """Where a DDPM's training t come from, for labels: "50% of t from 30-99"."""
+    if not fraction:
+        return f"t ~ U{{0..{NUM_TRAIN_TIMESTEPS - 1}}}"
+    return f"{fraction:.0%} of t from {t_min}-{t_max - 1}"
+
+
 def ddpm_loss(
     unet: torch.nn.Module, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
     generator: torch.Generator, autocast_dtype: torch.dtype | None = None,

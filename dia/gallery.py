@@ -170,7 +170,9 @@ def plot_noise_error(
     ax.set_xlabel("timestep t (of 1000)")
     ax.set_ylabel("mean |ε_θ(x_t, t) − ε|")
     d = cfg.diffusion
-    focus = (f", {d.focus_fraction:.0%} of t from {d.focus_t_min}-{d.focus_t_max - 1}"
+    from dia.diffusion import describe_focus
+
+    focus = (", " + describe_focus(d.focus_fraction, d.focus_t_min, d.focus_t_max)
              if d.focus_fraction else "")
     ax.set_title(f"Noise-prediction error — {cfg.dataset}, width {d.width}, {d.steps} steps "
                  f"× {d.batch_size}{focus}", fontsize=9)
