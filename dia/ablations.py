@@ -66,7 +66,12 @@ DDPM_BUDGET_SCALES = ((1, 1), (2, 4))  # (width, images per step) factors; (1, 1
 # from the range dissolving uses, DECISIONS.md DIA 17): can a DDPM of a quarter of the profile's
 # steps serve DIA as well as the profile's when all or half of its t lie where dissolving needs them?
 DDPM_FOCUS = ((0.25, 0.0), (0.25, 0.5), (0.25, 1.0))  # (x diffusion.steps, focus_fraction)
-COMPUTED = ("ddpm_steps", "ddpm_budget", "ddpm_focus")  # variants that depend on the profile
+# The DDPM's own draw: one DDPM serves every amplifier seed (DECISIONS.md DIA 10), so a spread
+# over seeds leaves out how far DIA moves with the DDPM it dissolves with. This trains the
+# profile's DDPM under its own `diffusion.seed` and the next ones (README *Ablations*: checkpoints
+# of one short DDPM already moved DIA by as much as amplifier seeds do).
+DDPM_SEEDS = 3
+COMPUTED = ("ddpm_steps", "ddpm_budget", "ddpm_focus", "ddpm_seed")  # depend on the profile
 
 
 def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str, str, dict, str]]:
@@ -94,6 +99,11 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
                 where = describe_focus(focus, ddpm.focus_t_min, ddpm.focus_t_max)
                 overrides = {"diffusion.steps": n, "diffusion.focus_fraction": focus}
                 out.append((name, f"{n} steps, {where}", {} if (n, focus) == own else overrides,
+                            "dia"))
+        elif name == "ddpm_seed":
+            for k in range(DDPM_SEEDS):
+                seed = ddpm.seed + k
+                out.append((name, f"DDPM seed {seed}", {} if k == 0 else {"diffusion.seed": seed},
                             "dia"))
         elif name == "resolution" and dataset in ("pneumonia", "breast", "synthetic"):
             continue

@@ -84,6 +84,25 @@ def test_ddpm_focus_varies_the_share_of_t_drawn_where_dissolving_uses_it(profile
                          else f"{steps} steps, t ~ U{{0..999}}")
 
 
+def test_ddpm_seed_trains_the_profiles_ddpm_under_other_seeds():
+    from dia.config import load_config
+    from dia.stages import stage_run_dir
+
+    own = load_config("quick", dataset="pneumonia", seed=2)
+    rows = variants(["ddpm_seed"], "quick", "pneumonia")
+    assert [r[1] for r in rows] == ["DDPM seed 0", "DDPM seed 1", "DDPM seed 2"]
+    assert rows[0][2] == {} and {r[3] for r in rows} == {"dia"}
+    cfgs = [load_config("quick", dataset="pneumonia", seed=2, overrides=r[2] or None) for r in rows]
+    assert all(c.seed == own.seed for c in cfgs)  # the amplifier's seed is not what varies
+    assert all(c.diffusion.seed == k for k, c in enumerate(cfgs))
+    changed = {k for c in cfgs[1:] for k, v in vars(c.diffusion).items()
+               if v != getattr(own.diffusion, k)}
+    assert changed == {"seed"}  # nothing but the DDPM's seed
+    ddpm_runs = {stage_run_dir(c, "diffusion", "ddpm", "R") for c in cfgs}
+    dia_runs = {stage_run_dir(c, "amplify", "dia", "R") for c in cfgs}
+    assert len(ddpm_runs) == len(dia_runs) == 3  # three DDPMs, each with its own DIA run
+
+
 @pytest.mark.slow
 def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch,
                                                                     load_script):

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 5 and 10 as ONE call of the device tool (a session gets ~15 min of GPU
-# time): both benchmarks with GPU utilisation, then quick PneumoniaMNIST cells of the DDPM-budget,
-# DDPM-length and dissolver ablations, with DIA and CSI as specified first. The 2026-11-30 session
-# (one H200) ran it twice on a warm machine: its record is results/device_sessions/2026-11-30_h200/,
-# published by tools/device_report.py (README "Ablations" and "Benchmarks" give the commands).
+# time): both benchmarks with GPU utilisation, then quick PneumoniaMNIST cells of the ablations in
+# WHICH (default: DDPM seed, DDPM focus, DDPM length), with DIA and CSI as specified first. The
+# 2026-11-30 session (one H200) ran it twice on a warm machine: its record is
+# results/device_sessions/2026-11-30_h200/, published by tools/device_report.py (README
+# "Ablations" and "Benchmarks" give the commands).
 #
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
 #   ../shared/tools/device-wheels.sh          # diffusers, kornia, medmnist wheels -> .device-wheels/
@@ -46,6 +47,9 @@ py=${PYTHON:-python3}
 lanes=${LANES:-4}  # one seed per lane, all lanes on the one GPU at once
 [ "$lanes" -ge 1 ] 2>/dev/null || { echo "error: LANES=$lanes: need a whole number >= 1"; exit 1; }
 first=${FIRST_SEED:-0}  # seeds first .. first+lanes-1 (2026-11-30 ran 0-3: FIRST_SEED=4 adds 4-7)
+# the ablations of the grid, in order. 2026-11-30 ran ddpm_budget,ddpm_steps,dissolver (seeds
+# 0-3, published); next: how far DIA moves with the DDPM's own draw, then the timestep focus
+which=${WHICH:-ddpm_seed,ddpm_focus,ddpm_steps}
 last=$((first + lanes - 1))
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-results/device}
@@ -98,7 +102,7 @@ merge_grid() {  # the lanes' rows into one grid.csv: also when the call is cut s
 trap merge_grid EXIT
 trap 'exit 143' TERM INT  # a timeout's TERM still runs the EXIT trap
 if [ "$(secs)" -gt 90 ]; then
-  echo "[session] ablation grid, seeds $first-$last in $lanes lanes ($(left))"
+  echo "[session] ablation grid ($which), seeds $first-$last in $lanes lanes ($(left))"
   lane_budget=$(($(secs) - 40))
   for seed in $(seq "$first" "$last"); do
     if [ "$seed" = $((first + 1)) ]; then  # the first lane takes the DDPM lock, the rest do CSI
@@ -107,7 +111,7 @@ if [ "$(secs)" -gt 90 ]; then
     # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
     OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
       --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
-      --which ddpm_budget,ddpm_steps,dissolver --budget-s "$lane_budget" \
+      --which "$which" --budget-s "$lane_budget" \
       --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 \
       | sed -u "s/^/[lane $seed] /" &
     pids+=($!)
