@@ -8,7 +8,9 @@ Prints one JSON object (milliseconds, means over `--repeats`, the alternatives t
 2. an encoder training step (384 images of 28², forward + backward) in NCHW and channels_last
    (`dia.train_encoder.encoder_precision` picks channels_last on the CPU);
 3. the width-32 DDPM U-Net's dissolving forward (96 images of 32², inference) in NCHW and
-   channels_last (`dia.dissolve.Dissolver` runs channels_last). Random weights.
+   channels_last (`dia.dissolve.Dissolver` runs channels_last). Random weights;
+4. a DDPM training step of the same U-Net (`dia.diffusion.training_step`: 128 images of 32²,
+   forward, backward, clipping, Adam) in NCHW and channels_last.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _conv(cls, shape, in_ch, out_ch, kernel, stride, pad):
 
 def main() -> None:
     from dia.config import DiffusionConfig
-    from dia.diffusion import build_unet
+    from dia.diffusion import build_scheduler, build_unet, make_optimizer, training_step
     from dia.encoder import AmplifyEncoder, Conv2d
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,8 +82,20 @@ def main() -> None:
                 net(x, t)
         return forward
 
+    ddpm_cfg = DiffusionConfig(width=32)
+    alphas_cumprod = build_scheduler().alphas_cumprod.float()
+
+    def ddpm_step(fmt):
+        torch.manual_seed(0)
+        net = build_unet(ddpm_cfg).train().to(memory_format=fmt)
+        optimizer = make_optimizer(net, ddpm_cfg)
+        x0 = (torch.rand(128, 3, 32, 32) * 2 - 1).contiguous(memory_format=fmt)
+        generator = torch.Generator().manual_seed(0)
+        return lambda: training_step(net, optimizer, x0, alphas_cumprod, generator)
+
     formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-    for key, make in (("encoder_step_ms", encoder_step), ("dissolve_96_ms", dissolve)):
+    for key, make in (("encoder_step_ms", encoder_step), ("dissolve_96_ms", dissolve),
+                      ("ddpm_train_step_128_ms", ddpm_step)):
         times = {name: [] for name in formats}
         for _ in range(args.repeats):  # in turn, so drifting machine load hits both alike
             for name, fmt in formats.items():
