@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 5 and 10 as ONE call of the device tool (a session gets ~15 min of GPU
 # time): both benchmarks with GPU utilisation, then quick PneumoniaMNIST cells of the ablations in
-# WHICH (default: DDPM seed, DDPM focus, DDPM length), with DIA and CSI as specified first. The
-# 2026-11-30 session (one H200) ran it twice on a warm machine: its record is
-# results/device_sessions/2026-11-30_h200/, published by tools/device_report.py (README
-# "Ablations" and "Benchmarks" give the commands).
+# WHICH (default: DDPM seed, DDPM focus, DDPM length; only `dissolver` adds CSI), each seed's
+# cells of the profile's own config first. The 2026-11-30 session (one H200) ran it twice on a
+# warm machine: its record is results/device_sessions/2026-11-30_h200/, published by
+# tools/device_report.py (README "Ablations" and "Benchmarks" give the commands).
 #
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
 #   ../shared/tools/device-wheels.sh          # diffusers, kornia, medmnist wheels -> .device-wheels/
@@ -105,7 +105,7 @@ if [ "$(secs)" -gt 90 ]; then
   echo "[session] ablation grid ($which), seeds $first-$last in $lanes lanes ($(left))"
   lane_budget=$(($(secs) - 40))
   for seed in $(seq "$first" "$last"); do
-    if [ "$seed" = $((first + 1)) ]; then  # the first lane takes the DDPM lock, the rest do CSI
+    if [ "$seed" = $((first + 1)) ]; then  # lane 0 takes the first DDPM's lock first
       sleep 15; lane_budget=$((lane_budget - 15))
     fi
     # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
