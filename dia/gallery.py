@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from dia.config import ExperimentConfig
+from dia.diffusion import describe_focus
 from dia.results import Run
 
 VALUE_RANGES = ("reference", "normalized")
@@ -170,8 +171,6 @@ def plot_noise_error(
     ax.set_xlabel("timestep t (of 1000)")
     ax.set_ylabel("mean |ε_θ(x_t, t) − ε|")
     d = cfg.diffusion
-    from dia.diffusion import describe_focus
-
     focus = (", " + describe_focus(d.focus_fraction, d.focus_t_min, d.focus_t_max)
              if d.focus_fraction else "")
     ax.set_title(f"Noise-prediction error — {cfg.dataset}, width {d.width}, {d.steps} steps "

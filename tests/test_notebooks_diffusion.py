@@ -42,12 +42,11 @@ def test_notebooks_run_on_smoke(tmp_path, run_notebook):
     assert figures == ["ddpm_loss_synthetic.png", "ddpm_noise_error_synthetic.png",
                        "dissolving_synthetic.png"]
     assert (results / "figures" / "dissolving_synthetic.png").stat().st_size < 2 * 2**20
+    executed = {nb: json.loads((tmp_path / nb.name).read_text()) for nb in (TRAIN, GALLERY)}
     for notebook, figures in ((TRAIN, 2), (GALLERY, 1)):  # TRAIN: loss curve, noise error
-        executed = json.loads((tmp_path / notebook.name).read_text())
-        images = [o for c in executed["cells"] for o in c.get("outputs", [])
+        images = [o for c in executed[notebook]["cells"] for o in c.get("outputs", [])
                   if "image/png" in o.get("data", {})]
         assert len(images) == figures, notebook.name
     shown = "".join("".join(o.get("data", {}).get("text/plain", ""))
-                    for c in json.loads((tmp_path / TRAIN.name).read_text())["cells"]
-                    for o in c.get("outputs", []))
+                    for c in executed[TRAIN]["cells"] for o in c.get("outputs", []))
     assert "'split': 'train'" in shown and "'split': 'val'" in shown  # synthetic has a val split
