@@ -143,6 +143,20 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     assert sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir()) == folders
     done = partial[partial["status"] == "done"]
     assert list(done["run_id"]) == list(frame["run_id"]) and (done["seed"] == 0).all()
+
+    # device_grid --no-train publishes the scored cells of a grid trained some other way, with
+    # the device each run's env.json names; it trains nothing, so seed 1 stays out.
+    read_back = results_root / "read_back.csv"
+    with pytest.raises(SystemExit):  # without --no-train a budget is required
+        grid.main(args)
+    assert grid.main(["--dataset", "synthetic", "--profile", "smoke", "--seeds", "2", "--which",
+                      "dissolver", "--results-root", str(results_root), "--out", str(read_back),
+                      "--no-train"]) == 0
+    assert sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir()) == folders
+    rows = pd.read_csv(read_back)
+    assert list(rows.columns) == grid.COLUMNS and list(rows["run_id"]) == list(done["run_id"])
+    assert list(rows["val_auc"]) == pytest.approx(list(done["val_auc"]), abs=1e-6)
+    assert rows["device"].str.startswith("cpu (").all() and rows["seconds"].isna().all()
     missing = ablations.not_run(partial)
     assert list(missing["seed"]) == [1, 1, 1] and partial.loc[missing.index, "auc"].isna().all()
     assert all(cell.endswith("(n=1)") for cell in summary(partial)["synthetic"])
@@ -238,16 +252,17 @@ def test_device_grid_skips_cells_whose_ddpm_another_process_is_training(
 
 def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_path,
                                                                           load_script):
-    cols = "dataset,ablation,variant,method,seed,profile,overrides,auc,status,run_id,seconds,device"
+    cols = ("dataset,ablation,variant,method,seed,profile,overrides,auc,val_auc,status,run_id,"
+            "seconds,device")
     dia, csi, med = ("evaluate/p/dia/s{}-aaaaaaaa", "evaluate/p/csi/s{}-bbbbbbbb",
                      "evaluate/p/dia/s{}-cccccccc")
     rows = {  # call 1 trains seed 0 and CSI seed 1; call 2 reads them back (0 s) and adds the rest
-        "call1.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,done,{dia.format(0)},60,G",
-                      f"p,dissolver,none (CSI),csi,0,quick,{{}},0.70,done,{csi.format(0)},40,G",
-                      f"p,dissolver,none (CSI),csi,1,quick,{{}},0.90,done,{csi.format(1)},40,G"],
-        "call2.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,done,{dia.format(0)},0.1,G",
-                      f"p,dissolver,diffusion,dia,1,quick,{{}},0.84,done,{dia.format(1)},61,G",
-                      f'p,dissolver,median_blur,dia,1,quick,"{{""d"": 1}}",0.88,done,'
+        "call1.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,0.90,done,{dia.format(0)},60,G",
+                      f"p,dissolver,none (CSI),csi,0,quick,{{}},0.70,0.85,done,{csi.format(0)},40,G",
+                      f"p,dissolver,none (CSI),csi,1,quick,{{}},0.90,0.95,done,{csi.format(1)},40,G"],
+        "call2.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,0.90,done,{dia.format(0)},0.1,G",
+                      f"p,dissolver,diffusion,dia,1,quick,{{}},0.84,0.92,done,{dia.format(1)},61,G",
+                      f'p,dissolver,median_blur,dia,1,quick,"{{""d"": 1}}",0.88,0.93,done,'
                       f"{med.format(1)},50,G"],
     }
     for name, lines in rows.items():
@@ -261,15 +276,21 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
                         "--name", "gpu_x", "--util", str(util), "--results-root", str(root)]) == 0
     cells = pd.read_csv(root / "tables" / "gpu_x.csv")
     assert len(cells) == 5 and cells.loc[cells["run_id"] == dia.format(0), "seconds"].item() == 60
-    table = (root / "tables" / "gpu_x.md").read_text().splitlines()
-    body = [line for line in table if line.startswith("| ") and "---" not in line][1:]
+    table, val = (root / "tables" / "gpu_x.md").read_text().split("\nValidation AUC")
+    body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [line.split("|")[1].strip() for line in body] == [
         "DIA as specified", "CSI", "dissolver: median_blur"]
     assert "0.820 ± 0.028 (n=2)" in body[0]  # DIA 0.80 and 0.84
     assert "-0.020 (n=2)" in body[1]  # CSI − DIA, same seed: 0.70 − 0.80 and 0.90 − 0.84
     assert "+0.040 (n=1)" in body[2] and "| –" in body[2]  # seed 1 only; no seed 0
     assert "| 0.880 (n=1)" in body[2]  # one seed: no spread to show
+    body = [line for line in val.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split("|")[1].strip() for line in body] == [
+        "DIA as specified", "CSI", "dissolver: median_blur"]
+    assert "0.910 ± 0.014 (n=2)" in body[0]  # the same layout for the validation AUC
+    assert "-0.010 (n=2)" in body[1] and "+0.010 (n=1)" in body[2]
     assert (root / "figures" / "gpu_x.png").is_file()
+    assert (root / "figures" / "gpu_x_val.png").is_file()
     assert (root / "figures" / "gpu_x_gpu_util.png").is_file()
     with pytest.raises(SystemExit):  # a missing file is named, not a traceback
         report.main([str(tmp_path / "nope.csv"), "--name", "x", "--results-root", str(root)])

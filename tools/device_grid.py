@@ -15,6 +15,11 @@ starts. Each finished cell is appended to `--out` at once (labels, auc, run_id, 
 device), so a call killed later keeps what it finished. The runs themselves land in
 `--results-root` through the usual run-folder machinery (`dia.ablations.train_and_score`): a cell
 already done is read back, not retrained.
+
+With `--no-train` nothing is trained or written under `--results-root`: the cells already scored
+there are read back (`run_ablations(..., train=False)`), each with the device its run's `env.json`
+names, and the others are listed as not run. That publishes a grid whose runs were made some
+other way (by `train_and_score` calls on a CPU, say) in the same CSV, for `tools/device_report.py`.
 """
 
 from __future__ import annotations
@@ -39,12 +44,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated seeds to run (of range(--seeds)); default all")
     parser.add_argument("--which", default="ddpm_steps,dissolver",
                         help="comma-separated ablations (dia.ablations.ABLATIONS, ddpm_steps)")
-    parser.add_argument("--budget-s", type=float, required=True, help="seconds this call may use")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds this call may use (required unless --no-train)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="train nothing: read back the cells already scored, list the rest")
     parser.add_argument("--out", type=Path, required=True, help="CSV, one row per finished cell")
     parser.add_argument("--results-root", default="results")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     args = parser.parse_args(argv)
+    if args.budget_s is None and not args.no_train:
+        parser.error("--budget-s is required unless --no-train")
 
     from dia.ablations import cells, train_and_score
     from dia.runtime import describe_device
@@ -61,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
          if cell[0]["seed"] in seeds),
         key=lambda cell: (cell[0]["seed"], cell[0]["overrides"] != "{}"),  # stable sort
     )
-    device = describe_device(args.device or "auto")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.is_file()
+    if args.no_train:
+        return _read_back(args, which, seeds, new_file)
+    device = describe_device(args.device or "auto")
     longest, finished = 0.0, 0
     with args.out.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -90,6 +102,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[grid] {row['ablation']}={row['variant']} {row['method']} seed {row['seed']}: "
                   f"AUC {result['auc']:.4f} (val {result['val_auc']:.4f}) in {seconds:.0f} s",
                   file=sys.stderr, flush=True)
+    return 0
+
+
+def _read_back(args, which: list[str], seeds, new_file: bool) -> int:
+    """--no-train: the cells of `seeds` scored under --results-root, appended to --out."""
+    from dia.ablations import run_ablations
+    from dia.results import read_run_env
+
+    frame = run_ablations(args.dataset, args.profile, seeds=args.seeds, which=which,
+                          results_root=args.results_root, train=False)
+    frame = frame[frame["seed"].isin(list(seeds))]
+    for row in frame[frame["status"] != "done"].itertuples():
+        print(f"[grid] {row.status}: {row.ablation}={row.variant} {row.method} seed {row.seed}",
+              file=sys.stderr, flush=True)
+    frame = frame[frame["status"] == "done"].copy()
+    frame["seconds"] = float("nan")  # this call spent none on them
+    frame["device"] = [read_run_env(Path(args.results_root) / "runs" / run_id).get("device", "")
+                       for run_id in frame["run_id"]]
+    frame.reindex(columns=COLUMNS).to_csv(args.out, mode="a", header=new_file, index=False)
+    print(f"[grid] read back {len(frame)} scored cells into {args.out}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Publish the ablation grid of a GPU session: its runs, a summary, and a figure beside the CPU's.
+"""Publish the ablation grid of a session: its runs, a summary, and a figure beside the CPU's.
 
     python tools/device_report.py call1/grid.csv call2/grid.csv --name gpu_h200_pneumonia_quick \
         --cpu results/tables/ablations_pneumonia.csv
@@ -10,8 +10,10 @@ writes, under `--results-root`:
     tables/<name>.csv    one row per (ablation, variant, seed): AUC, run id, device, and the
                          seconds the cell took in its lane (a wait for another lane's DDPM too)
     tables/<name>.md     per run (DIA as specified, CSI, each variant): the AUC of every seed,
-                         mean ± std, and the mean paired difference from DIA as specified
-    figures/<name>.png   AUC per seed and run, this session's beside the CPU grid's (`--cpu`)
+                         mean ± std, and the mean paired difference from DIA as specified; the
+                         same for the validation AUC when the grid has one (`val_auc`)
+    figures/<name>.png   AUC per seed and run, this session's beside the CPU grid's (`--cpu`);
+                         `<name>_val.png` the validation AUC, when there is one
     figures/<name>_gpu_util.png   with `--util` (the session's gpu_util.csv): how busy the GPU
                          was over each call, 5-second means of nvidia-smi's 0.5-second samples
 
@@ -54,9 +56,9 @@ def by_run(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run: AUC of each seed, mean ± std, mean paired difference from DIA as specified."""
-    wide = runs.pivot_table(index="run", columns="seed", values="auc", sort=False)
+def summarise(runs: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
+    """Per run: `metric` of each seed, mean ± std, mean paired difference from DIA as specified."""
+    wide = runs.pivot_table(index="run", columns="seed", values=metric, sort=False)
     wide = wide[sorted(wide.columns)]
     base = wide.loc[SPECIFIED] if SPECIFIED in wide.index else None
     columns = ["run", *[f"seed {s}" for s in wide.columns], "mean ± std"]
@@ -85,8 +87,8 @@ def _pyplot():
 
 
 def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, labels: list[str], path: Path,
-         title: str) -> Path:
-    """AUC per seed (dots) and mean (bar) per run, rows `labels`; the CPU grid's hollow, above."""
+         title: str, metric: str = "auc") -> Path:
+    """`metric` per seed (dots) and mean (bar) per run, rows `labels`; the CPU grid's hollow."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))
     sets = [(runs, "C0", "o", 0.12, f"{runs['device'].iloc[0]}, seeds "
@@ -98,13 +100,14 @@ def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, labels: list[str], path: 
         data = data[data["run"].isin(labels)]
         y = [labels.index(r) + offset for r in data["run"]]
         face = colour if offset > 0 else "none"
-        ax.scatter(data["auc"], y, color=colour, facecolors=face, marker=marker, label=label)
-        means = data.groupby("run")["auc"].mean()
+        ax.scatter(data[metric], y, color=colour, facecolors=face, marker=marker, label=label)
+        means = data.groupby("run")[metric].mean()
         ax.scatter(means.values, [labels.index(r) + offset for r in means.index], color=colour,
                    marker="|", s=250, linewidths=2)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel("AUC (dots: one seed each; bar: mean)")
+    name = {"auc": "AUC", "val_auc": "validation AUC"}.get(metric, metric)
+    ax.set_xlabel(f"{name} (dots: one seed each; bar: mean)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.1), frameon=False)
@@ -157,15 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     tables.mkdir(parents=True, exist_ok=True)
     cells.to_csv(tables / f"{args.name}.csv", index=False)
     first = cells.iloc[0]
-    header = (f"AUC of the runs of a GPU session ({first['dataset']}, profile {first['profile']}, "
-              f"{first['device']}), from `tools/device_report.py`; per run in "
+    devices = ", ".join(cells["device"].dropna().astype(str).unique())
+    header = (f"AUC of the runs of a session ({first['dataset']}, profile {first['profile']}, "
+              f"{devices}), from `tools/device_report.py`; per run in "
               f"`tables/{args.name}.csv`. DIA as specified is also each ablation's own variant "
-              f"(dissolver `diffusion`, the profile's DDPM steps and budget).\n\n")
+              f"(dissolver `diffusion`, the profile's DDPM steps, budget and seed).\n\n")
     table = summarise(runs)
-    (tables / f"{args.name}.md").write_text(
-        header + table.to_markdown(index=False, disable_numparse=True) + "\n")
-    figure = plot(runs, cpu, list(table["run"]), args.results_root / "figures" / f"{args.name}.png",
-                  f"{first['dataset']}, profile {first['profile']}")
+    text = header + table.to_markdown(index=False, disable_numparse=True) + "\n"
+    figures = args.results_root / "figures"
+    title = f"{first['dataset']}, profile {first['profile']}"
+    figure = plot(runs, cpu, list(table["run"]), figures / f"{args.name}.png", title)
+    if "val_auc" in runs and runs["val_auc"].notna().any():
+        val = summarise(runs[runs["val_auc"].notna()], "val_auc")
+        text += ("\nValidation AUC (the official validation split, which no run trains on; "
+                 "a choice between variants is made here, not on the test AUC above):\n\n"
+                 + val.to_markdown(index=False, disable_numparse=True) + "\n")
+        plot(runs, None, list(val["run"]), figures / f"{args.name}_val.png",
+             f"{title}, validation split", "val_auc")
+    (tables / f"{args.name}.md").write_text(text)
     if args.util:
         figure = plot_utilisation(args.util, figure.with_name(f"{args.name}_gpu_util.png"))
     print(f"wrote {tables / args.name}.csv, .md and {figure.parent}/{args.name}*.png",
