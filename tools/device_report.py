@@ -110,7 +110,7 @@ def plot(runs: pd.DataFrame, cpu: pd.DataFrame | None, labels: list[str], path: 
     ax.set_xlabel(f"{name} (dots: one seed each; bar: mean)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.1), frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.16), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     text = header + table.to_markdown(index=False, disable_numparse=True) + "\n"
     figures = args.results_root / "figures"
     title = f"{first['dataset']}, profile {first['profile']}"
-    figure = plot(runs, cpu, list(table["run"]), figures / f"{args.name}.png", title)
+    figure = plot(runs, cpu, list(table["run"]), figures / f"{args.name}.png",
+                  f"{title}, test split")
     if "val_auc" in runs and runs["val_auc"].notna().any():
         val = summarise(runs[runs["val_auc"].notna()], "val_auc")
         text += ("\nValidation AUC (the official validation split, which no run trains on; "
