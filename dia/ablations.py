@@ -143,12 +143,12 @@ def train_and_score(cfg, method: str, *, results_root: str | Path = "results",
     train_amplifier(cfg, method, results_root=results_root, data_root=data_root, device=device)
     run = evaluate_amplifier(cfg, method, results_root=results_root, data_root=data_root,
                              device=device)
-    return {**_aucs_of(run), "status": "done", "run_id": run.run_id}
+    return {**_aucs_of(run.path), "status": "done", "run_id": run.run_id}
 
 
-def _aucs_of(run) -> dict[str, float]:
-    """The test AUC and the validation AUC (NaN when not scored) of an evaluate run."""
-    values = pd.read_csv(run.path / "metrics.csv").set_index("metric")["value"]
+def _aucs_of(path: Path) -> dict[str, float]:
+    """The test AUC and the validation AUC (NaN when not scored) of an evaluate run's folder."""
+    values = pd.read_csv(path / "metrics.csv").set_index("metric")["value"]
     return {"auc": float(values["auc"]), "val_auc": float(values.get("val_auc", float("nan")))}
 
 
@@ -165,15 +165,15 @@ def run_ablations(
 ) -> pd.DataFrame:
     """Train and score every (variant, seed); one row per run: ablation, variant, seed, auc.
 
-    With `train=False` nothing is trained: runs already scored are read back (status "done");
-    a run whose folder is not on this machine but which `record_runs` entered in the ledger
-    `results_root/tables/ablation_runs.csv` under the same run id (so the same config hash) is
-    taken from there (status "recorded"); the others get status "not run" and no AUC. A grid
-    measured over several machines can so be published as what it is, and a stale record (its
-    config changed since) never enters.
+    With `train=False` nothing is trained or written: runs already scored are read back (status
+    "done"); a run whose folder is not on this machine but which `record_runs` entered in the
+    ledger `results_root/tables/ablation_runs.csv` under the same run id (so the same config
+    hash) is taken from there (status "recorded"); the others get status "not run" and no AUC.
+    A grid measured over several machines can so be published as what it is, and a stale record
+    (its config changed since) never enters.
     """
     from dia.results import run_id_of
-    from dia.stages import is_stage_done, open_stage_run, stage_run_dir
+    from dia.stages import stage_run_dir
 
     recorded = {}
     if not train:
@@ -186,16 +186,16 @@ def run_ablations(
         if train:
             rows.append({**row, **train_and_score(cfg, method, results_root=results_root,
                                                   data_root=data_root, device=device)})
-        elif is_stage_done(cfg, "evaluate", method, results_root):
-            run = open_stage_run(cfg, "evaluate", method, results_root)
-            rows.append({**row, **_aucs_of(run), "status": "done", "run_id": run.run_id})
+            continue
+        path = stage_run_dir(cfg, "evaluate", method, results_root)  # read, never written
+        run_id = run_id_of(path)
+        if (path / "DONE").is_file():
+            rows.append({**row, **_aucs_of(path), "status": "done", "run_id": run_id})
+        elif run_id in recorded:
+            rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
         else:
-            run_id = run_id_of(stage_run_dir(cfg, "evaluate", method, results_root))
-            if run_id in recorded:
-                rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
-            else:
-                rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),
-                             "status": "not run", "run_id": ""})
+            rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),
+                         "status": "not run", "run_id": ""})
     return pd.DataFrame(rows)
 
 

@@ -145,18 +145,31 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     assert list(done["run_id"]) == list(frame["run_id"]) and (done["seed"] == 0).all()
 
     # device_grid --no-train publishes the scored cells of a grid trained some other way, with
-    # the device each run's env.json names; it trains nothing, so seed 1 stays out.
-    read_back = results_root / "read_back.csv"
+    # the device each run's env.json names (a run without one is not credited to this machine,
+    # and no env.json is written for it); it trains nothing, so seed 1 stays out.
+    read_back, runs = results_root / "read_back.csv", results_root / "runs"
     with pytest.raises(SystemExit):  # without --no-train a budget is required
         grid.main(args)
-    assert grid.main(["--dataset", "synthetic", "--profile", "smoke", "--seeds", "2", "--which",
-                      "dissolver", "--results-root", str(results_root), "--out", str(read_back),
-                      "--no-train"]) == 0
-    assert sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir()) == folders
+    envs = [runs / run_id / "env.json" for run_id in done["run_id"]]
+    saved = [env.read_text() for env in envs]
+    envs[0].write_text(saved[0].replace('"device": "cpu', '"device": "elsewhere cpu'))
+    envs[1].unlink()
+    read_args = ["--dataset", "synthetic", "--profile", "smoke", "--seeds", "2", "--which",
+                 "dissolver", "--results-root", str(results_root), "--out", str(read_back),
+                 "--no-train"]
+    assert grid.main(read_args) == 0
+    assert sorted(p for p in runs.rglob("*") if p.is_dir()) == folders and not envs[1].exists()
     rows = pd.read_csv(read_back)
     assert list(rows.columns) == grid.COLUMNS and list(rows["run_id"]) == list(done["run_id"])
     assert list(rows["val_auc"]) == pytest.approx(list(done["val_auc"]), abs=1e-6)
-    assert rows["device"].str.startswith("cpu (").all() and rows["seconds"].isna().all()
+    assert rows["device"][0].startswith("elsewhere cpu (") and pd.isna(rows["device"][1])
+    assert rows["device"][2].startswith("cpu (") and rows["seconds"].isna().all()
+    for env, text in zip(envs, saved):
+        env.write_text(text)
+    nothing = results_root / "nothing.csv"  # no scored cell: an error, and no file
+    assert grid.main([*read_args[:-3], "--out", str(nothing), "--seed-list", "1",
+                      "--no-train"]) == 1
+    assert not nothing.exists()
     missing = ablations.not_run(partial)
     assert list(missing["seed"]) == [1, 1, 1] and partial.loc[missing.index, "auc"].isna().all()
     assert all(cell.endswith("(n=1)") for cell in summary(partial)["synthetic"])
@@ -257,12 +270,12 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
     dia, csi, med = ("evaluate/p/dia/s{}-aaaaaaaa", "evaluate/p/csi/s{}-bbbbbbbb",
                      "evaluate/p/dia/s{}-cccccccc")
     rows = {  # call 1 trains seed 0 and CSI seed 1; call 2 reads them back (0 s) and adds the rest
-        "call1.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,0.90,done,{dia.format(0)},60,G",
-                      f"p,dissolver,none (CSI),csi,0,quick,{{}},0.70,0.85,done,{csi.format(0)},40,G",
-                      f"p,dissolver,none (CSI),csi,1,quick,{{}},0.90,0.95,done,{csi.format(1)},40,G"],
-        "call2.csv": [f"p,dissolver,diffusion,dia,0,quick,{{}},0.80,0.90,done,{dia.format(0)},0.1,G",
-                      f"p,dissolver,diffusion,dia,1,quick,{{}},0.84,0.92,done,{dia.format(1)},61,G",
-                      f'p,dissolver,median_blur,dia,1,quick,"{{""d"": 1}}",0.88,0.93,done,'
+        "call1.csv": [f"p,dissolver,diffusion,dia,0,q,{{}},0.80,0.90,done,{dia.format(0)},60,G",
+                      f"p,dissolver,none (CSI),csi,0,q,{{}},0.70,0.85,done,{csi.format(0)},40,G",
+                      f"p,dissolver,none (CSI),csi,1,q,{{}},0.90,0.95,done,{csi.format(1)},40,G"],
+        "call2.csv": [f"p,dissolver,diffusion,dia,0,q,{{}},0.80,0.90,done,{dia.format(0)},0.1,G",
+                      f"p,dissolver,diffusion,dia,1,q,{{}},0.84,0.92,done,{dia.format(1)},61,G",
+                      f'p,dissolver,median_blur,dia,1,q,"{{""d"": 1}}",0.88,0.93,done,'
                       f"{med.format(1)},50,G"],
     }
     for name, lines in rows.items():
@@ -292,8 +305,17 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
     assert (root / "figures" / "gpu_x.png").is_file()
     assert (root / "figures" / "gpu_x_val.png").is_file()
     assert (root / "figures" / "gpu_x_gpu_util.png").is_file()
+    noval = tmp_path / "noval.csv"  # a grid without val_auc (the 2026-11-30 H200 grids)
+    pd.read_csv(tmp_path / "call1.csv").drop(columns="val_auc").to_csv(noval, index=False)
+    assert report.main([str(noval), "--name", "noval", "--results-root", str(root)]) == 0
+    assert "Validation" not in (root / "tables" / "noval.md").read_text()
+    assert not (root / "figures" / "noval_val.png").exists()
     with pytest.raises(SystemExit):  # a missing file is named, not a traceback
         report.main([str(tmp_path / "nope.csv"), "--name", "x", "--results-root", str(root)])
+    empty = tmp_path / "empty.csv"
+    empty.write_text(cols + "\n")
+    with pytest.raises(SystemExit):  # so is a grid without cells
+        report.main([str(empty), "--name", "x", "--results-root", str(root)])
     changed = tmp_path / "call3.csv"  # the same cell under another config hash: refused
     changed.write_text((tmp_path / "call1.csv").read_text().replace("aaaaaaaa", "dddddddd"))
     with pytest.raises(SystemExit, match="more than one run id"):

@@ -16,10 +16,11 @@ device), so a call killed later keeps what it finished. The runs themselves land
 `--results-root` through the usual run-folder machinery (`dia.ablations.train_and_score`): a cell
 already done is read back, not retrained.
 
-With `--no-train` nothing is trained or written under `--results-root`: the cells already scored
-there are read back (`run_ablations(..., train=False)`), each with the device its run's `env.json`
-names, and the others are listed as not run. That publishes a grid whose runs were made some
-other way (by `train_and_score` calls on a CPU, say) in the same CSV, for `tools/device_report.py`.
+With `--no-train` nothing is trained or written under `--results-root`: the cells whose run
+folder there is scored are read back (`run_ablations(..., train=False)`), each with the device its
+run's `env.json` names, and the others are named and left out (exit status 1 when none is left).
+That publishes a grid whose runs were made some other way (by `train_and_score` calls on a CPU,
+say) in the same CSV, for `tools/device_report.py`.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-list", default=None,
                         help="comma-separated seeds to run (of range(--seeds)); default all")
     parser.add_argument("--which", default="ddpm_steps,dissolver",
-                        help="comma-separated ablations (dia.ablations.ABLATIONS, ddpm_steps)")
+                        help="comma-separated ablations (dia.ablations.ABLATIONS and the computed "
+                             "ddpm_steps, ddpm_focus, ddpm_seed, ddpm_budget)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds this call may use (required unless --no-train)")
     parser.add_argument("--no-train", action="store_true",
-                        help="train nothing: read back the cells already scored, list the rest")
+                        help="train nothing: read back the cells already scored, name the rest")
     parser.add_argument("--out", type=Path, required=True, help="CSV, one row per finished cell")
     parser.add_argument("--results-root", default="results")
     parser.add_argument("--data-root", default=None)
@@ -66,16 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seed_list.split(",")]
         if not all(0 <= s < args.seeds for s in seeds):
             parser.error(f"--seed-list {args.seed_list}: seeds must be in 0..{args.seeds - 1}")
+    if args.no_train:
+        return _read_back(args, which, seeds)
     grid = sorted(
         (cell for cell in cells(args.dataset, args.profile, seeds=args.seeds, which=which)
          if cell[0]["seed"] in seeds),
         key=lambda cell: (cell[0]["seed"], cell[0]["overrides"] != "{}"),  # stable sort
     )
+    device = describe_device(args.device or "auto")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.is_file()
-    if args.no_train:
-        return _read_back(args, which, seeds, new_file)
-    device = describe_device(args.device or "auto")
     longest, finished = 0.0, 0
     with args.out.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -105,22 +107,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _read_back(args, which: list[str], seeds, new_file: bool) -> int:
-    """--no-train: the cells of `seeds` scored under --results-root, appended to --out."""
+def _read_back(args, which: list[str], seeds) -> int:
+    """--no-train: the cells of `seeds` whose run folder is scored, appended to --out.
+
+    A cell only in the ledger of --results-root (its folder on another machine) is named and
+    left out, like one not run: the grid lists runs whose files are there to be published.
+    """
     from dia.ablations import run_ablations
     from dia.results import read_run_env
 
     frame = run_ablations(args.dataset, args.profile, seeds=args.seeds, which=which,
                           results_root=args.results_root, train=False)
-    frame = frame[frame["seed"].isin(list(seeds))]
-    for row in frame[frame["status"] != "done"].itertuples():
-        print(f"[grid] {row.status}: {row.ablation}={row.variant} {row.method} seed {row.seed}",
-              file=sys.stderr, flush=True)
-    frame = frame[frame["status"] == "done"].copy()
+    if not frame.empty:
+        frame = frame[frame["seed"].isin(list(seeds))]
+        for row in frame[frame["status"] != "done"].itertuples():
+            print(f"[grid] left out ({row.status}): {row.ablation}={row.variant} {row.method} "
+                  f"seed {row.seed}", file=sys.stderr, flush=True)
+        frame = frame[frame["status"] == "done"].copy()
+    if frame.empty:
+        print(f"error: no scored run folder of these cells under {args.results_root}/runs; "
+              "nothing written", file=sys.stderr)
+        return 1
     frame["seconds"] = float("nan")  # this call spent none on them
     frame["device"] = [read_run_env(Path(args.results_root) / "runs" / run_id).get("device", "")
                        for run_id in frame["run_id"]]
-    frame.reindex(columns=COLUMNS).to_csv(args.out, mode="a", header=new_file, index=False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    frame.reindex(columns=COLUMNS).to_csv(args.out, mode="a", header=not args.out.is_file(),
+                                          index=False)
     print(f"[grid] read back {len(frame)} scored cells into {args.out}", file=sys.stderr)
     return 0
 

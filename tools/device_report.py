@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such file: {', '.join(missing)}")
 
     cells = read_grids(args.grids)
+    if cells.empty:
+        parser.error(f"no cells in {', '.join(str(p) for p in args.grids)}")
     runs = by_run(cells)
     cpu = by_run(pd.read_csv(args.cpu)) if args.cpu else None
     tables = args.results_root / "tables"
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"AUC of the runs of a session ({first['dataset']}, profile {first['profile']}, "
               f"{devices}), from `tools/device_report.py`; per run in "
               f"`tables/{args.name}.csv`. DIA as specified is also each ablation's own variant "
-              f"(dissolver `diffusion`, the profile's DDPM steps, budget and seed).\n\n")
+              f"(dissolver `diffusion`, the profile's DDPM steps, focus, budget and seed); any "
+              f"other run that is a variant of several ablations is one row, named after the "
+              f"first.\n\n")
     table = summarise(runs)
     text = header + table.to_markdown(index=False, disable_numparse=True) + "\n"
     figures = args.results_root / "figures"
