@@ -229,12 +229,12 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
 
     Each row names the machine and commit the run was made with (its folder's `env.json`).
     """
-    from dia.results import atomic_write_text, read_run_env
+    from dia.results import atomic_write_text, read_run_env, run_path
 
     done = frame[frame["status"] == "done"].drop_duplicates("run_id")
     rows = []
     for row in done.itertuples():
-        env = read_run_env(Path(results_root) / "runs" / row.run_id)
+        env = read_run_env(run_path(results_root, row.run_id))
         rows.append({"run_id": row.run_id, "dataset": row.dataset, "method": row.method,
                      "seed": row.seed, "overrides": row.overrides, "auc": row.auc,
                      "val_auc": getattr(row, "val_auc", float("nan")),

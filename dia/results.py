@@ -199,6 +199,11 @@ def run_id_of(path: str | Path) -> str:
     return "/".join(Path(path).parts[-4:])
 
 
+def run_path(results_root: str | Path, run_id: str) -> Path:
+    """The folder of a run id (`run_id_of`) under `results_root`, without creating anything."""
+    return Path(results_root) / "runs" / run_id
+
+
 def parse_run_id(run_id: str) -> tuple[str, str, str, int]:
     """(stage, dataset, method, seed) of a run id (`run_id_of`); ValueError when it is not one."""
     parts = run_id.split("/")

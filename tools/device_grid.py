@@ -114,7 +114,7 @@ def _read_back(args, which: list[str], seeds) -> int:
     left out, like one not run: the grid lists runs whose files are there to be published.
     """
     from dia.ablations import run_ablations
-    from dia.results import read_run_env
+    from dia.results import read_run_env, run_path
 
     frame = run_ablations(args.dataset, args.profile, seeds=args.seeds, which=which,
                           results_root=args.results_root, train=False)
@@ -128,10 +128,10 @@ def _read_back(args, which: list[str], seeds) -> int:
         print(f"error: no scored run folder of these cells under {args.results_root}/runs; "
               "nothing written", file=sys.stderr)
         return 1
-    frame["seconds"] = float("nan")  # this call spent none on them
-    frame["device"] = [read_run_env(Path(args.results_root) / "runs" / run_id).get("device", "")
+    frame["device"] = [read_run_env(run_path(args.results_root, run_id)).get("device", "")
                        for run_id in frame["run_id"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # reindex leaves `seconds` empty: this call spent none on these cells
     frame.reindex(columns=COLUMNS).to_csv(args.out, mode="a", header=not args.out.is_file(),
                                           index=False)
     print(f"[grid] read back {len(frame)} scored cells into {args.out}", file=sys.stderr)
