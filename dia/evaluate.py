@@ -16,22 +16,20 @@ rotation --ood_samples 10 --resize_factor 0.54 --resize_fix` (see `dia.scoring`)
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dia.config import ExperimentConfig
-from dia.metrics import auc_rows, write_metrics, write_scores
+from dia.metrics import SPLIT_FILES, has_both_classes, score_split, write_metrics
 from dia.results import Run, RunError
 from dia.runtime import resolve_device
 from dia.scoring import csi_normality_score, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
 from dia.train_encoder import _check_method, encoder_precision, load_encoder
 
-log = logging.getLogger(__name__)
-SCORES, VAL_SCORES = "scores.csv", "val_scores.csv"  # per-image scores of test and val
+SCORES = SPLIT_FILES["test"][0]  # per-image scores of the test split
 
 
 def finished_amplify_run(
@@ -80,18 +78,16 @@ def evaluate_amplifier(
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
     stats = csi_statistics(train_feats)
 
-    def score(images, labels, ids, scores_file: str, metric: str) -> list[dict]:
+    def score(split: str, images, labels, ids) -> list[dict]:
         """Score one labelled split: its per-image file and its AUC row."""
         feats = extract_features(model, images, batch_size=s.batch_size, **common)
-        anomaly_score = (-csi_normality_score(stats, feats)).numpy()
-        labels = labels.numpy().astype(int)
-        write_scores(run, ids, labels, anomaly_score, name=scores_file)
-        return auc_rows(run, method=method, profile=cfg.profile, image_size=splits.image_size,
-                        labels=labels, anomaly_score=anomaly_score, metric=metric)
+        return score_split(run, split, sample_ids=ids, labels=labels.numpy().astype(int),
+                           anomaly_score=(-csi_normality_score(stats, feats)).numpy(),
+                           method=method, profile=cfg.profile, image_size=splits.image_size)
 
-    rows = score(splits.test, splits.test_labels, splits.test_ids, SCORES, "auc")
-    if _has_both_classes(splits.val_labels, cfg.dataset):
-        rows += score(splits.val, splits.val_labels, splits.val_ids, VAL_SCORES, "val_auc")
+    rows = score("test", splits.test, splits.test_labels, splits.test_ids)
+    if has_both_classes(splits.val_labels, cfg.dataset):
+        rows += score("val", splits.val, splits.val_labels, splits.val_ids)
     write_metrics(run, rows)
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
@@ -101,14 +97,6 @@ def evaluate_amplifier(
     run.mark_done({**aucs, "ci_low": rows[0]["ci_low"], "ci_high": rows[0]["ci_high"],
                    "amplify_run": amplify.run_id, "epoch": meta["epoch"]})
     return run
-
-
-def _has_both_classes(labels: torch.Tensor, dataset: str) -> bool:
-    """Whether a validation split can give an AUC; says why not when it has images but one class."""
-    if labels.numel() and labels.unique().numel() < 2:
-        log.warning("the validation split of %s has one class only: no val_auc", dataset)
-        return False
-    return labels.numel() > 0
 
 
 # -- reading results back and plotting (for notebooks/30_evaluate) -------------------------------

@@ -6,6 +6,7 @@ Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,10 @@ import numpy as np
 
 from dia.results import Run, write_csv
 
+log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["sample_id", "label", "anomaly_score"]
+# a labelled split -> (its per-image scores file, its metric name in metrics.csv)
+SPLIT_FILES = {"test": ("scores.csv", "auc"), "val": ("val_scores.csv", "val_auc")}
 METRIC_COLUMNS = [
     "dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low", "ci_high",
     "run_id",
@@ -111,3 +115,33 @@ def auc_rows(
 
 def write_metrics(run: Run, rows: Sequence[dict[str, Any]]) -> None:
     write_csv(run.file("metrics.csv"), rows, METRIC_COLUMNS)
+
+
+def has_both_classes(labels: Sequence[int], what: str) -> bool:
+    """Whether a validation split can give an AUC: it has images of both classes.
+
+    An empty split is False silently (the dataset has none); a one-class split is False with a
+    warning naming `what` (e.g. the dataset), since its AUC would be undefined.
+    """
+    labels = np.asarray(labels).ravel()
+    if labels.size and np.unique(labels).size < 2:
+        log.warning("the validation split of %s has one class only: no val_auc", what)
+        return False
+    return labels.size > 0
+
+
+def score_split(
+    run: Run, split: str, *, sample_ids: Sequence[str], labels: Sequence[int],
+    anomaly_score: Sequence[float], method: str, profile: str, image_size: int,
+) -> list[dict[str, Any]]:
+    """Write one labelled split's per-image scores and return its AUC row.
+
+    `split` is "test" (scores.csv, metric "auc", the table's row) or "val" (val_scores.csv,
+    metric "val_auc", where settings are compared).
+    """
+    if split not in SPLIT_FILES:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_FILES)}")
+    name, metric = SPLIT_FILES[split]
+    write_scores(run, sample_ids, labels, anomaly_score, name=name)
+    return auc_rows(run, method=method, profile=profile, image_size=image_size, labels=labels,
+                    anomaly_score=anomaly_score, metric=metric)

@@ -4,7 +4,8 @@
     run = train_peer(cfg, "patchcore")    # results/runs/peers/<dataset>/patchcore/s<seed>-<hash>/
 
 Both write scores.csv (sample_id, label, anomaly_score) and metrics.csv (method = the key, which
-`dia.report.METHOD_ROWS` maps to the rows "GANomaly" and "PatchCore (MobileNetV2)"), then DONE.
+`dia.report.METHOD_ROWS` maps to the rows "GANomaly" and "PatchCore (MobileNetV2)"), then DONE;
+where the dataset has a labelled validation split, also val_scores.csv and a `val_auc` row.
 A run folder depends on the config sections ``("data", "peers")``.
 """
 
@@ -105,7 +106,8 @@ def plot_scores(run: Run, ax=None):
     import matplotlib.pyplot as plt
 
     scores = load_scores(run)
-    auc = float(load_metrics(run)["value"].iloc[0])
+    metrics = load_metrics(run)
+    auc = float(metrics.loc[metrics["metric"] == "auc", "value"].iloc[0])
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     bins = 30

@@ -26,6 +26,7 @@ from dia.baselines.ddad_models import (
 )
 from dia.config import load_config
 from dia.data.splits import DatasetSplits
+from dia.metrics import compute_auc
 
 # -- score maps -----------------------------------------------------------------------------------
 
@@ -258,17 +259,30 @@ def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
         "checkpoints/udm_0.pt", "checkpoints/udm_1.pt"]
 
     metrics = pd.read_csv(run.path / "metrics.csv")
-    assert metrics["method"].tolist() == ["DDAD-rec", "DDAD-intra", "DDAD-inter", "DDAD-ASR"]
+    methods = ["DDAD-rec", "DDAD-intra", "DDAD-inter", "DDAD-ASR"]
+    assert metrics["method"].tolist() == methods * 2  # the test split, then the validation split
+    assert metrics["metric"].tolist() == ["auc"] * 4 + ["val_auc"] * 4
     assert metrics["value"].between(0, 1).all() and (metrics["image_size"] == 16).all()
-    for kind in ("rec", "intra", "inter", "asr", "asr_intra"):
-        scores = pd.read_csv(run.path / f"scores_{kind}.csv")
-        assert len(scores) == 24 and np.isfinite(scores["anomaly_score"]).all()
-        # the resumed run computes exactly what the uninterrupted one did
-        expected = pd.read_csv(ref.path / f"scores_{kind}.csv")
-        np.testing.assert_allclose(scores["anomaly_score"], expected["anomaly_score"], rtol=1e-5)
-    assert pd.read_csv(run.path / "scores.csv").equals(pd.read_csv(run.path / "scores_asr.csv"))
+    for prefix, metric in (("scores", "auc"), ("val_scores", "val_auc")):
+        for kind in ("rec", "intra", "inter", "asr", "asr_intra"):
+            scores = pd.read_csv(run.path / f"{prefix}_{kind}.csv", dtype={"sample_id": str})
+            assert len(scores) == 24 and np.isfinite(scores["anomaly_score"]).all()
+            # the resumed run computes exactly what the uninterrupted one did
+            expected = pd.read_csv(ref.path / f"{prefix}_{kind}.csv")
+            np.testing.assert_allclose(scores["anomaly_score"], expected["anomaly_score"],
+                                       rtol=1e-5)
+            if kind in ddad.METHOD_NAMES:  # asr_intra has no row (its AUC is in DONE)
+                row = metrics[(metrics["metric"] == metric)
+                              & (metrics["method"] == ddad.METHOD_NAMES[kind])]
+                assert row["value"].item() == pytest.approx(
+                    compute_auc(scores["label"], scores["anomaly_score"]), abs=1e-6)
+        assert pd.read_csv(run.path / f"{prefix}.csv").equals(
+            pd.read_csv(run.path / f"{prefix}_asr.csv"))
+    test_ids = set(pd.read_csv(run.path / "scores.csv", dtype={"sample_id": str})["sample_id"])
+    val_ids = set(pd.read_csv(run.path / "val_scores.csv", dtype={"sample_id": str})["sample_id"])
+    assert not test_ids & val_ids
     done = json.loads((run.path / "DONE").read_text())
-    assert {"DDAD-ASR", "DDAD-ASR-intra", "unlabeled_anomaly_rate"} <= set(done)
+    assert {"DDAD-ASR", "DDAD-ASR val", "DDAD-ASR-intra", "unlabeled_anomaly_rate"} <= set(done)
 
     # a DONE run is skipped; the plots load exactly the recorded ensemble
     assert train_ddad(cfg, results_root=root, device="cpu").path == run.path

@@ -1,4 +1,4 @@
-"""AUC orientation, one-class errors and the bootstrap interval."""
+"""AUC orientation, one-class errors, the bootstrap interval and the per-split files."""
 
 import numpy as np
 import pytest
@@ -37,3 +37,36 @@ def test_bootstrap_matches_sklearn_resamples_and_brackets_the_auc():
     ranks = rankdata(both)
     mw = (ranks[:40].sum() - 40 * 41 / 2) / (40 * 60)
     assert mw == pytest.approx(roc_auc_score(np.r_[np.ones(40), np.zeros(60)], both))
+
+
+def test_a_validation_split_gives_an_auc_only_with_both_classes(caplog):
+    from dia.metrics import has_both_classes
+
+    with caplog.at_level("WARNING"):
+        assert not has_both_classes([], "toy")  # no split: nothing to say
+        assert not caplog.records
+        assert not has_both_classes([0, 0, 0], "toy")  # one class: said, not a NaN AUC
+    assert "toy has one class only" in caplog.text
+    assert has_both_classes(np.array([0, 1, 0]), "toy")
+
+
+def test_score_split_writes_the_split_file_and_its_metric(results_root):
+    import pandas as pd
+
+    from dia.config import load_config
+    from dia.metrics import score_split
+    from dia.results import open_run
+
+    run = open_run(load_config("smoke", dataset="synthetic"), stage="peers", method="toy",
+                   results_root=results_root)
+    common = dict(labels=[0, 1, 1], method="toy", profile="smoke", image_size=28)
+    test = score_split(run, "test", sample_ids=["a", "b", "c"], anomaly_score=[0.1, 0.9, 0.5],
+                       **common)
+    val = score_split(run, "val", sample_ids=["d", "e", "f"], anomaly_score=[0.6, 0.9, 0.5],
+                      **common)
+    assert (test[0]["metric"], test[0]["value"]) == ("auc", 1.0)
+    assert (val[0]["metric"], val[0]["value"]) == ("val_auc", 0.5)
+    assert pd.read_csv(run.path / "scores.csv")["sample_id"].tolist() == ["a", "b", "c"]
+    assert pd.read_csv(run.path / "val_scores.csv")["anomaly_score"].tolist() == [0.6, 0.9, 0.5]
+    with pytest.raises(ValueError, match="unknown split 'train'; choose one of test, val"):
+        score_split(run, "train", sample_ids=["a", "b", "c"], anomaly_score=[0, 1, 1], **common)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -89,6 +90,8 @@ def test_ganomaly_shapes_and_padding():
     x = to_gan_input(torch.full((2, 3, 28, 28), 255, dtype=torch.uint8), 32)
     assert x.shape == (2, 3, 32, 32) and x[0, 0, 0, 0] == -1 and x[0, 0, 2, 2] == 1
     assert to_gan_input(torch.zeros(1, 3, 224, 224, dtype=torch.uint8), 64).shape == (1, 3, 64, 64)
+    # the empty validation split of a dataset without one (DatasetSplits' default)
+    assert to_gan_input(torch.empty(0, 3, 0, 0, dtype=torch.uint8), 32).shape == (0, 3, 32, 32)
     for size in (32, 64):
         netg, netd = Generator(size, nz=10, width=8), Discriminator(size, width=8)
         fake, zi, zo = netg(torch.randn(2, 3, size, size))
@@ -141,12 +144,23 @@ class Killed(RuntimeError):
 
 
 def _check_run(run, method: str, n_test: int) -> pd.DataFrame:
+    from dia.metrics import compute_auc
+
     assert run.is_done()
-    scores = pd.read_csv(run.path / "scores.csv")
+    scores = pd.read_csv(run.path / "scores.csv", dtype={"sample_id": str})
     assert list(scores.columns) == ["sample_id", "label", "anomaly_score"]
     assert len(scores) == n_test and np.isfinite(scores["anomaly_score"]).all()
+    # the synthetic set has a labelled validation split: scored the same way, its own row
+    val = pd.read_csv(run.path / "val_scores.csv", dtype={"sample_id": str})
+    assert len(val) == 64 and set(val["label"]) == {0, 1}
+    assert not set(val["sample_id"]) & set(scores["sample_id"])
     metrics = pd.read_csv(run.path / "metrics.csv")
-    assert metrics["method"].tolist() == [method] and 0 <= metrics["value"].iloc[0] <= 1
+    assert metrics["method"].tolist() == [method] * 2
+    assert metrics["metric"].tolist() == ["auc", "val_auc"]
+    assert metrics["value"].tolist() == pytest.approx(
+        [compute_auc(frame["label"], frame["anomaly_score"]) for frame in (scores, val)], abs=1e-6)
+    done = json.loads((run.path / "DONE").read_text())
+    assert (done["auc"], done["val_auc"]) == tuple(metrics["value"])
     assert run.path.parent.parent.parent.name == "peers"
     return scores
 
@@ -174,7 +188,7 @@ def test_ganomaly_trains_resumes_after_a_kill_and_scores(cfg, results_root, tmp_
     assert {"event": "resume", "epoch": 1} in log
     assert [r["epoch"] for r in log if "steps" in r] == [1, 2]
     metrics = pd.read_csv(run.path / "metrics.csv")
-    assert metrics["image_size"].tolist() == [32]  # 28-px synthetic padded to 32
+    assert metrics["image_size"].tolist() == [32] * 2  # 28-px synthetic padded to 32
     # the resumed run equals an uninterrupted one
     fresh = train_peer(cfg, "ganomaly", results_root=tmp_path / "fresh", device="cpu")
     np.testing.assert_allclose(pd.read_csv(fresh.path / "scores.csv")["anomaly_score"],
@@ -206,7 +220,7 @@ def test_patchcore_fits_resumes_from_its_bank_and_scores(cfg, results_root, monk
     _check_run(run, "patchcore", 64)
     assert any(r.get("event") == "resume" for r in run.read_log())
     metrics = pd.read_csv(run.path / "metrics.csv")
-    assert metrics["image_size"].tolist() == [64]
+    assert metrics["image_size"].tolist() == [64] * 2
     assert np.load(run.path / "patch_maps.npy").shape == (64, 8, 8)
 
 

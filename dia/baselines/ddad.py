@@ -15,6 +15,9 @@ What a run folder holds (besides config.yaml, env.json, train_log.jsonl, DONE):
   rec, intra, inter, asr (= scores.csv) and asr_intra (R_intra, when trained).
 * ``metrics.csv`` - AUC rows for DDAD-rec, DDAD-intra, DDAD-inter and DDAD-ASR (R_dual); the
   R_intra AUC is in the DONE summary.
+* ``val_scores.csv``, ``val_scores_<kind>.csv`` and ``val_auc`` rows in metrics.csv: the same for
+  the labelled validation split, where the dataset has one with both classes (MedMNIST's
+  official val). Nothing trains on it; it is there to compare settings without the test set.
 
 The unlabeled set (decision D4): see `dia.baselines.ddad_models.draw_unlabeled`. Its anomalous
 images come from the training split's pool, its normals from the pool's normals when it has any
@@ -80,6 +83,9 @@ class DDADData:
     split: UnlabeledSplit
     unlabeled_ids: list[str]
     unlabeled_labels: list[int]  # bookkeeping only, never trained on
+    val: torch.Tensor  # the labelled validation split (empty where the dataset has none)
+    val_labels: np.ndarray
+    val_ids: list[str]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -118,14 +124,17 @@ def build_ddad_data(splits, cfg) -> DDADData:
         parts.append(to_ddad_gray(splits.pool[split.unlabeled_pool], size))
         ids += [splits.pool_ids[i] for i in split.unlabeled_pool.tolist()]
         labels += pool_labels[split.unlabeled_pool].tolist()
-    overlap = set(ids) & set(splits.test_ids)
-    if overlap:  # guards a loader bug: the test split must never be trained on
-        raise RunError(f"{len(overlap)} unlabeled images are also test images, "
-                       f"e.g. {sorted(overlap)[:3]}")
+    for name, held_out in (("test", splits.test_ids), ("validation", splits.val_ids)):
+        overlap = set(ids) & set(held_out)
+        if overlap:  # guards a loader bug: no labelled held-out image is ever trained on
+            raise RunError(f"{len(overlap)} unlabeled images are also {name} images, "
+                           f"e.g. {sorted(overlap)[:3]}")
     return DDADData(
         known=known, unlabeled=torch.cat(parts), test=to_ddad_gray(splits.test, size),
         test_labels=np.asarray(splits.test_labels).astype(int), test_ids=list(splits.test_ids),
-        split=split, unlabeled_ids=ids, unlabeled_labels=[int(v) for v in labels])
+        split=split, unlabeled_ids=ids, unlabeled_labels=[int(v) for v in labels],
+        val=to_ddad_gray(splits.val, size),
+        val_labels=np.asarray(splits.val_labels).astype(int), val_ids=list(splits.val_ids))
 
 
 def prepare_data(cfg, *, data_root=None, results_root="results") -> DDADData:
@@ -320,7 +329,14 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
         NotApplicable: the training split has no anomalous image for the unlabeled set (raised
             before anything is written under `results_root/runs`).
     """
-    from dia.metrics import auc_rows, compute_auc, write_metrics, write_scores
+    from dia.metrics import (
+        SPLIT_FILES,
+        auc_rows,
+        compute_auc,
+        has_both_classes,
+        write_metrics,
+        write_scores,
+    )
     from dia.runtime import resolve_device, seed_everything
     from dia.stages import is_stage_done
 
@@ -346,17 +362,27 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
                 for mode in plan["refine"]}
     train_seconds = time.perf_counter() - t0
 
-    scores = score_images(data.test, nets_a, nets_b, refiners,
-                          batch_size=cfg.ddad.eval_batch_size, device=device)
-    for kind, values in scores.items():
-        write_scores(run, data.test_ids, data.test_labels, values, name=f"scores_{kind}.csv")
-    write_scores(run, data.test_ids, data.test_labels, scores["asr"])
-    rows = []
-    for kind, method in METHOD_NAMES.items():
-        rows += auc_rows(run, method=method, profile=cfg.profile, image_size=cfg.ddad.image_size,
-                         labels=data.test_labels, anomaly_score=scores[kind])
+    def score(split: str, images: torch.Tensor, labels: np.ndarray, ids: list[str]):
+        """Write every kind's scores of one labelled split; return its AUC rows and the scores."""
+        scores = score_images(images, nets_a, nets_b, refiners,
+                              batch_size=cfg.ddad.eval_batch_size, device=device)
+        name, metric = SPLIT_FILES[split]  # scores.csv or val_scores.csv: R_dual (DDAD-ASR)
+        for kind, values in scores.items():
+            write_scores(run, ids, labels, values, name=name.replace(".csv", f"_{kind}.csv"))
+        write_scores(run, ids, labels, scores["asr"], name=name)
+        rows = [row for kind, method in METHOD_NAMES.items()
+                for row in auc_rows(run, method=method, profile=cfg.profile,
+                                    image_size=cfg.ddad.image_size, labels=labels,
+                                    anomaly_score=scores[kind], metric=metric)]
+        return rows, scores
+
+    rows, scores = score("test", data.test, data.test_labels, data.test_ids)
+    if has_both_classes(data.val_labels, cfg.dataset):
+        rows += score("val", data.val, data.val_labels, data.val_ids)[0]
     write_metrics(run, rows)
-    summary = {row["method"]: row["value"] for row in rows}
+    summary = {row["method"]: row["value"] for row in rows if row["metric"] == "auc"}
+    summary.update({f"{row['method']} val": row["value"] for row in rows
+                    if row["metric"] == "val_auc"})
     if "asr_intra" in scores:
         summary["DDAD-ASR-intra"] = round(compute_auc(data.test_labels, scores["asr_intra"]), 6)
     epoch_seconds = sum(r.get("seconds", 0.0) for r in run.read_log() if "net" in r)
@@ -401,12 +427,14 @@ def _read_json(path: Path) -> Any:
 
 
 def read_metrics(run: Run):
-    """metrics.csv of a finished run as a DataFrame (method, AUC and its 95 % interval)."""
+    """metrics.csv of a finished run as a DataFrame: method, metric (auc = test, val_auc =
+    validation split), AUC and its 95 % interval."""
     import pandas as pd
 
     run.require_done("DDAD-ASR")
     frame = pd.read_csv(run.path / "metrics.csv")
-    columns = ["dataset", "method", "seed", "profile", "image_size", "value", "ci_low", "ci_high"]
+    columns = ["dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low",
+               "ci_high"]
     return frame[columns]
 
 

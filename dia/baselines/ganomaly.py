@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -139,11 +140,14 @@ def ganomaly_image_size(cfg) -> int:
 
 def to_gan_input(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float in [-1, 1] at `size`: black padding when H < size and the
-    difference is even and at most 4 px (28 -> 32), else a bilinear resize."""
+    difference is even and at most 4 px (28 -> 32), else a bilinear resize. An empty batch (a
+    dataset without a validation split) gives an empty (0, C, size, size)."""
     x = images.float() / 127.5 - 1.0
     h = x.shape[-1]
     if h == size:
         return x
+    if x.shape[0] == 0:
+        return x.new_zeros(0, x.shape[1], size, size)
     if h < size and (size - h) % 2 == 0 and size - h <= 4:
         pad = (size - h) // 2
         return F.pad(x, (pad, pad, pad, pad), value=-1.0)
@@ -151,8 +155,21 @@ def to_gan_input(images: torch.Tensor, size: int) -> torch.Tensor:
                          antialias=h > size).clamp(-1, 1)
 
 
-def load_gan_data(cfg, *, data_root=None, results_root="results"):
-    """(train, test, test_labels, test_ids) as [-1, 1] tensors at `ganomaly_image_size(cfg)`."""
+@dataclass
+class GanData:
+    """[-1, 1] tensors (N, 3, S, S) at `ganomaly_image_size`; labels int (1 = anomalous)."""
+
+    train: torch.Tensor  # normal training images, the only ones GANomaly sees
+    test: torch.Tensor
+    test_labels: np.ndarray
+    test_ids: list[str]
+    val: torch.Tensor  # empty where the dataset has no validation split
+    val_labels: np.ndarray
+    val_ids: list[str]
+
+
+def load_gan_data(cfg, *, data_root=None, results_root="results") -> GanData:
+    """Train, test and validation images of `cfg.dataset` at `ganomaly_image_size(cfg)`."""
     from dia.data import get_spec, load_for_config
 
     size = ganomaly_image_size(cfg)
@@ -160,8 +177,11 @@ def load_gan_data(cfg, *, data_root=None, results_root="results"):
     # 224-px datasets are loaded straight at the GAN size; 28-px ones natively, then padded
     splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root,
                              image_size=None if native else size)
-    return (to_gan_input(splits.train, size), to_gan_input(splits.test, size),
-            np.asarray(splits.test_labels).astype(int), list(splits.test_ids))
+    return GanData(
+        train=to_gan_input(splits.train, size), test=to_gan_input(splits.test, size),
+        test_labels=np.asarray(splits.test_labels).astype(int), test_ids=list(splits.test_ids),
+        val=to_gan_input(splits.val, size),
+        val_labels=np.asarray(splits.val_labels).astype(int), val_ids=list(splits.val_ids))
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -288,24 +308,28 @@ def load_generator(run: Run, cfg, device: torch.device | str = "cpu") -> Generat
     return netg.to(device).eval()
 
 
-def run_ganomaly(run: Run, cfg, data, *, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Train (or resume) GANomaly in `run` on `data` (from `load_gan_data`), score the test
-    set, write scores.csv + metrics.csv. Returns the summary for DONE (the caller marks it)."""
-    from dia.metrics import auc_rows, write_metrics, write_scores
+def run_ganomaly(run: Run, cfg, data: GanData, *, device: torch.device | str = "cpu"
+                 ) -> dict[str, Any]:
+    """Train (or resume) GANomaly in `run` on `data` (from `load_gan_data`), score the test set
+    (and the validation split where it has both classes), write scores.csv (val_scores.csv) and
+    metrics.csv. Returns the summary for DONE (the caller marks it)."""
+    from dia.metrics import has_both_classes, score_split, write_metrics
 
     device = torch.device(device)
-    train, test, labels, ids = data
-    size = train.shape[-1]
+    size = data.train.shape[-1]
     run.append_log({"event": "start", "device": str(device), "image_size": size,
-                    "train": int(train.shape[0]), "test": int(test.shape[0])})
+                    "train": int(data.train.shape[0]), "test": int(data.test.shape[0])})
     t0 = time.perf_counter()
-    netg, _ = train_ganomaly_models(run, cfg, train, device)
+    netg, _ = train_ganomaly_models(run, cfg, data.train, device)
     train_seconds = time.perf_counter() - t0
-    scores = score_ganomaly(netg, test, device=device)
-    write_scores(run, ids, labels, scores)
-    rows = auc_rows(run, method=METHOD, profile=cfg.profile, image_size=size, labels=labels,
-                    anomaly_score=scores)
+    common = dict(method=METHOD, profile=cfg.profile, image_size=size)
+    rows = score_split(run, "test", sample_ids=data.test_ids, labels=data.test_labels,
+                       anomaly_score=score_ganomaly(netg, data.test, device=device), **common)
+    if has_both_classes(data.val_labels, cfg.dataset):
+        rows += score_split(run, "val", sample_ids=data.val_ids, labels=data.val_labels,
+                            anomaly_score=score_ganomaly(netg, data.val, device=device), **common)
     write_metrics(run, rows)
-    return {"auc": rows[0]["value"], "image_size": size, "train_seconds": round(train_seconds, 1),
-            "epochs": cfg.peers.ganomaly_epochs, "train_images": int(train.shape[0]),
-            "test_images": int(test.shape[0]), "device": str(device)}
+    return {**{row["metric"]: row["value"] for row in rows}, "image_size": size,
+            "train_seconds": round(train_seconds, 1), "epochs": cfg.peers.ganomaly_epochs,
+            "train_images": int(data.train.shape[0]), "test_images": int(data.test.shape[0]),
+            "device": str(device)}

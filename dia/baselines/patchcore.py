@@ -127,12 +127,12 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, *, chunk: int = 
 @torch.no_grad()
 def score_patchcore(backbone, bank: torch.Tensor, images: torch.Tensor, *,
                     layers: tuple[int, ...], image_size: int, batch_size: int = 32,
-                    device: torch.device | str = "cpu", progress: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    device: torch.device | str = "cpu", progress: bool = False,
+                    desc: str = "patchcore test") -> tuple[np.ndarray, np.ndarray]:
     """(image scores (N,), patch score maps (N, h, w)): max over patches of the NN distance."""
     scores, maps = [], []
     starts = range(0, images.shape[0], batch_size)
-    for start in tqdm(starts, desc="patchcore test", disable=not progress):
+    for start in tqdm(starts, desc=desc, disable=not progress):
         feats = patch_features(backbone, images[start:start + batch_size], layers=layers,
                                image_size=image_size, batch_size=batch_size, device=device)
         b, p, d = feats.shape
@@ -188,35 +188,45 @@ def build_memory_bank(run: Run, cfg, backbone, train: torch.Tensor,
 
 def run_patchcore(run: Run, cfg, splits, *, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Fit PatchCore in `run` on `splits` (a `DatasetSplits`) or reuse its memory bank, score the
-    test set, write scores.csv, patch_maps.npy and metrics.csv. Returns the summary for DONE."""
-    from dia.metrics import auc_rows, write_metrics, write_scores
+    test set (and the validation split where it has both classes), write scores.csv,
+    patch_maps.npy (test), val_scores.csv and metrics.csv. Returns the summary for DONE."""
+    from dia.metrics import has_both_classes, score_split, write_metrics
     from dia.mobilenet import mobilenet_v2
 
     p = cfg.peers
     device = torch.device(device)
     backbone = mobilenet_v2(pretrained=True).to(device)
-    labels = np.asarray(splits.test_labels).astype(int)
     run.append_log({"event": "start", "device": str(device), "image_size": p.patchcore_image_size,
                     "layers": list(p.patchcore_layers), "train": int(splits.train.shape[0]),
                     "test": int(splits.test.shape[0])})
     t0 = time.perf_counter()
     state = build_memory_bank(run, cfg, backbone, splits.train, device)
     fit_seconds = time.perf_counter() - t0
+
+    def score(images: torch.Tensor, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return score_patchcore(backbone, state["bank"], images, layers=p.patchcore_layers,
+                               image_size=p.patchcore_image_size,
+                               batch_size=p.patchcore_batch_size, device=device, progress=True,
+                               desc=f"patchcore {split}")
+
+    common = dict(method=METHOD, profile=cfg.profile, image_size=p.patchcore_image_size)
     t1 = time.perf_counter()
-    scores, maps = score_patchcore(backbone, state["bank"], splits.test,
-                                   layers=p.patchcore_layers, image_size=p.patchcore_image_size,
-                                   batch_size=p.patchcore_batch_size, device=device,
-                                   progress=True)
+    scores, maps = score(splits.test, "test")
     score_seconds = time.perf_counter() - t1
     buffer = io.BytesIO()
     np.save(buffer, maps.astype(np.float16))
     atomic_write_bytes(run.file("patch_maps.npy"), buffer.getvalue())
-    write_scores(run, list(splits.test_ids), labels, scores)
-    rows = auc_rows(run, method=METHOD, profile=cfg.profile, image_size=p.patchcore_image_size,
-                    labels=labels, anomaly_score=scores)
+    rows = score_split(run, "test", sample_ids=list(splits.test_ids),
+                       labels=np.asarray(splits.test_labels).astype(int), anomaly_score=scores,
+                       **common)
+    if has_both_classes(splits.val_labels, cfg.dataset):
+        rows += score_split(run, "val", sample_ids=list(splits.val_ids),
+                            labels=np.asarray(splits.val_labels).astype(int),
+                            anomaly_score=score(splits.val, "val")[0], **common)
     write_metrics(run, rows)
     run.append_log({"event": "scored", "seconds": round(score_seconds, 3)})
-    return {"auc": rows[0]["value"], "image_size": p.patchcore_image_size,
+    return {**{row["metric"]: row["value"] for row in rows},
+            "image_size": p.patchcore_image_size,
             "layers": list(p.patchcore_layers), "bank": list(state["bank"].shape),
             "patches": state["patches"], "fit_seconds": round(fit_seconds, 1),
             "score_seconds": round(score_seconds, 1), "train_images": int(splits.train.shape[0]),
