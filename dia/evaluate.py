@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from dia.config import ExperimentConfig
-from dia.metrics import SPLIT_FILES, has_both_classes, score_split, write_metrics
+from dia.metrics import SPLITS, score_splits, write_metrics
 from dia.results import Run, RunError
 from dia.runtime import resolve_device
 from dia.scoring import csi_normality_score, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
 from dia.train_encoder import _check_method, encoder_precision, load_encoder
 
-SCORES = SPLIT_FILES["test"][0]  # per-image scores of the test split
+SCORES = SPLITS["test"].scores  # per-image scores of the test split
 
 
 def finished_amplify_run(
@@ -78,16 +78,12 @@ def evaluate_amplifier(
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
     stats = csi_statistics(train_feats)
 
-    def score(split: str, images, labels, ids) -> list[dict]:
-        """Score one labelled split: its per-image file and its AUC row."""
+    def score(images: torch.Tensor, split: str) -> np.ndarray:
         feats = extract_features(model, images, batch_size=s.batch_size, **common)
-        return score_split(run, split, sample_ids=ids, labels=labels.numpy().astype(int),
-                           anomaly_score=(-csi_normality_score(stats, feats)).numpy(),
-                           method=method, profile=cfg.profile, image_size=splits.image_size)
+        return (-csi_normality_score(stats, feats)).numpy()
 
-    rows = score("test", splits.test, splits.test_labels, splits.test_ids)
-    if has_both_classes(splits.val_labels, cfg.dataset):
-        rows += score("val", splits.val, splits.val_labels, splits.val_ids)
+    rows = score_splits(run, splits, score, method=method, profile=cfg.profile,
+                        image_size=splits.image_size, dataset=cfg.dataset)
     write_metrics(run, rows)
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),

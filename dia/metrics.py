@@ -7,8 +7,8 @@ Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,8 +16,17 @@ from dia.results import Run, write_csv
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["sample_id", "label", "anomaly_score"]
-# a labelled split -> (its per-image scores file, its metric name in metrics.csv)
-SPLIT_FILES = {"test": ("scores.csv", "auc"), "val": ("val_scores.csv", "val_auc")}
+
+
+class SplitOutput(NamedTuple):
+    """Where one labelled split's results go: its per-image scores file, its metric's name."""
+
+    scores: str
+    metric: str
+
+
+# the test split gives the table's AUC; the validation split the figure settings are compared on
+SPLITS = {"test": SplitOutput("scores.csv", "auc"), "val": SplitOutput("val_scores.csv", "val_auc")}
 METRIC_COLUMNS = [
     "dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low", "ci_high",
     "run_id",
@@ -130,18 +139,46 @@ def has_both_classes(labels: Sequence[int], what: str) -> bool:
     return labels.size > 0
 
 
+def scores_file(split: str, kind: str | None = None) -> str:
+    """scores.csv / val_scores.csv; scores_<kind>.csv / val_scores_<kind>.csv for one of several
+    scores of a run (DDAD's rec, intra, ...)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    name = SPLITS[split].scores
+    return name if kind is None else name.replace(".csv", f"_{kind}.csv")
+
+
 def score_split(
     run: Run, split: str, *, sample_ids: Sequence[str], labels: Sequence[int],
     anomaly_score: Sequence[float], method: str, profile: str, image_size: int,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
     """Write one labelled split's per-image scores and return its AUC row.
 
     `split` is "test" (scores.csv, metric "auc", the table's row) or "val" (val_scores.csv,
-    metric "val_auc", where settings are compared).
+    metric "val_auc", where settings are compared); `kind` as in `scores_file`.
     """
-    if split not in SPLIT_FILES:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_FILES)}")
-    name, metric = SPLIT_FILES[split]
-    write_scores(run, sample_ids, labels, anomaly_score, name=name)
+    write_scores(run, sample_ids, labels, anomaly_score, name=scores_file(split, kind))
     return auc_rows(run, method=method, profile=profile, image_size=image_size, labels=labels,
-                    anomaly_score=anomaly_score, metric=metric)
+                    anomaly_score=anomaly_score, metric=SPLITS[split].metric)
+
+
+def score_splits(
+    run: Run, data: Any, score: Callable[[Any, str], Sequence[float]], *, method: str,
+    profile: str, image_size: int, dataset: str,
+) -> list[dict[str, Any]]:
+    """Score the test split of `data` and, where it has both classes, its validation split.
+
+    `data` has `test`, `test_labels`, `test_ids` and `val`, `val_labels`, `val_ids` (a
+    `DatasetSplits` or a method's own converted copy); `score(images, split)` gives one anomaly
+    score per image. Writes scores.csv (val_scores.csv) and returns the AUC rows, test first.
+    """
+    rows = []
+    for split in SPLITS:
+        images, labels, ids = (getattr(data, f"{split}{part}") for part in ("", "_labels", "_ids"))
+        if split == "val" and not has_both_classes(labels, dataset):
+            continue
+        rows += score_split(run, split, sample_ids=list(ids), labels=np.asarray(labels).astype(int),
+                            anomaly_score=score(images, split), method=method, profile=profile,
+                            image_size=image_size)
+    return rows

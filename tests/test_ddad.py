@@ -160,6 +160,20 @@ def test_unlabeled_set_with_pool_normals_and_short_classes():
     assert first.unlabeled_pool.tolist() == list(range(16)) + list(range(30, 54))
 
 
+def test_a_validation_image_in_the_unlabeled_pool_is_refused():
+    from dataclasses import replace
+
+    from dia.results import RunError
+
+    splits = _splits()
+    build_ddad_data(splits, _cfg())  # fine while the validation split is apart
+    # a loader bug: the pool's images are also the validation split (ids shared)
+    leaky = replace(splits, val=splits.pool, val_labels=splits.pool_labels,
+                    val_ids=list(splits.pool_ids))
+    with pytest.raises(RunError, match="unlabeled images are also validation images"):
+        build_ddad_data(leaky, _cfg())
+
+
 def test_not_applicable_without_pool_anomalies():
     with pytest.raises(NotApplicable, match="not applicable"):
         build_ddad_data(_splits(pool_labels=()), _cfg())
@@ -278,18 +292,18 @@ def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
                     compute_auc(scores["label"], scores["anomaly_score"]), abs=1e-6)
         assert pd.read_csv(run.path / f"{prefix}.csv").equals(
             pd.read_csv(run.path / f"{prefix}_asr.csv"))
-    test_ids = set(pd.read_csv(run.path / "scores.csv", dtype={"sample_id": str})["sample_id"])
-    val_ids = set(pd.read_csv(run.path / "val_scores.csv", dtype={"sample_id": str})["sample_id"])
-    assert not test_ids & val_ids
     done = json.loads((run.path / "DONE").read_text())
-    assert {"DDAD-ASR", "DDAD-ASR val", "DDAD-ASR-intra", "unlabeled_anomaly_rate"} <= set(done)
+    assert {"DDAD-ASR", "DDAD-ASR-intra", "unlabeled_anomaly_rate"} <= set(done)
+    assert set(done["val_auc"]) == {*ddad.METHOD_NAMES.values(), "DDAD-ASR-intra"}
+    assert done["val"] == 24 and done["DDAD-ASR"] == metrics["value"].iloc[3]
 
     # a DONE run is skipped; the plots load exactly the recorded ensemble
     assert train_ddad(cfg, results_root=root, device="cpu").path == run.path
     fig = ddad.plot_examples(run, cfg, results_root=root, per_class=2)
     assert len(fig.axes) == 4 * 6
     assert len(ddad.plot_score_histograms(run).axes) == 5
-    assert ddad.read_metrics(run)["method"].tolist()[-1] == "DDAD-ASR"
+    shown = ddad.read_metrics(run)
+    assert shown[shown["metric"] == "auc"]["method"].tolist() == methods
 
 
 def test_not_applicable_writes_nothing(tmp_path, monkeypatch):
@@ -307,3 +321,18 @@ def test_bad_config_is_refused_before_writing(tmp_path):
         with pytest.raises(ConfigError, match="ddad"):
             train_ddad(_cfg(**bad), results_root=tmp_path, device="cpu")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_dataset_without_a_validation_split_scores_the_test_split_only(
+        tmp_path, monkeypatch, fast_bootstrap):
+    monkeypatch.setattr(ddad, "prepare_data", lambda cfg, **kw: build_ddad_data(_splits(), cfg))
+    cfg = load_config("smoke", dataset="synthetic", overrides={
+        "ddad.image_size": 16, "ddad.epochs": 1, "ddad.refine_epochs": 1, "ddad.refine_width": 16,
+        "ddad.num_models": 2})
+    run = train_ddad(cfg, results_root=tmp_path, device="cpu")
+    metrics = pd.read_csv(run.path / "metrics.csv")
+    assert metrics["metric"].tolist() == ["auc"] * 4
+    assert not list(run.path.glob("val_scores*")) and len(list(run.path.glob("scores*"))) == 6
+    done = json.loads((run.path / "DONE").read_text())
+    assert "val_auc" not in done and done["val"] == 0 and done["test"] == 20

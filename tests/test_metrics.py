@@ -59,7 +59,7 @@ def test_score_split_writes_the_split_file_and_its_metric(results_root):
 
     run = open_run(load_config("smoke", dataset="synthetic"), stage="peers", method="toy",
                    results_root=results_root)
-    common = dict(labels=[0, 1, 1], method="toy", profile="smoke", image_size=28)
+    common = {"labels": [0, 1, 1], "method": "toy", "profile": "smoke", "image_size": 28}
     test = score_split(run, "test", sample_ids=["a", "b", "c"], anomaly_score=[0.1, 0.9, 0.5],
                        **common)
     val = score_split(run, "val", sample_ids=["d", "e", "f"], anomaly_score=[0.6, 0.9, 0.5],
@@ -68,5 +68,8 @@ def test_score_split_writes_the_split_file_and_its_metric(results_root):
     assert (val[0]["metric"], val[0]["value"]) == ("val_auc", 0.5)
     assert pd.read_csv(run.path / "scores.csv")["sample_id"].tolist() == ["a", "b", "c"]
     assert pd.read_csv(run.path / "val_scores.csv")["anomaly_score"].tolist() == [0.6, 0.9, 0.5]
+    from dia.metrics import scores_file
+
+    assert scores_file("val", "inter") == "val_scores_inter.csv"  # one of DDAD's scores
     with pytest.raises(ValueError, match="unknown split 'train'; choose one of test, val"):
         score_split(run, "train", sample_ids=["a", "b", "c"], anomaly_score=[0, 1, 1], **common)

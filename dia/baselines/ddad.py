@@ -14,15 +14,16 @@ What a run folder holds (besides config.yaml, env.json, train_log.jsonl, DONE):
   (sample_id, label, anomaly_score) format; ``scores_<kind>.csv`` for every kind:
   rec, intra, inter, asr (= scores.csv) and asr_intra (R_intra, when trained).
 * ``metrics.csv`` - AUC rows for DDAD-rec, DDAD-intra, DDAD-inter and DDAD-ASR (R_dual); the
-  R_intra AUC is in the DONE summary.
-* ``val_scores.csv``, ``val_scores_<kind>.csv`` and ``val_auc`` rows in metrics.csv: the same for
-  the labelled validation split, where the dataset has one with both classes (MedMNIST's
-  official val). Nothing trains on it; it is there to compare settings without the test set.
+  R_intra AUC is in the DONE summary (keyed by method name, as the others).
+* ``val_scores.csv``, ``val_scores_<kind>.csv``, ``val_auc`` rows in metrics.csv and a
+  ``val_auc`` dict in DONE (method name -> AUC, R_intra included): the same for the labelled
+  validation split, where the dataset has one with both classes (MedMNIST's official val, the
+  synthetic set's). Nothing trains on it; it is there to compare settings without the test set.
 
 The unlabeled set (decision D4): see `dia.baselines.ddad_models.draw_unlabeled`. Its anomalous
 images come from the training split's pool, its normals from the pool's normals when it has any
 (braintumor) and otherwise are held out of the training normals and removed from D_n (the
-reference's D_n and D_u never overlap). Test images are never used.
+reference's D_n and D_u never overlap). Test and validation images are never trained on.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from dia.results import Run, RunError
 STAGE = "ddad"
 SCORE_KINDS = ("rec", "intra", "inter", "asr", "asr_intra")
 METHOD_NAMES = {"rec": "DDAD-rec", "intra": "DDAD-intra", "inter": "DDAD-inter", "asr": "DDAD-ASR"}
+INTRA_ASR_NAME = "DDAD-ASR-intra"  # R_intra: scored and in DONE, not a row of the table
 
 
 class NotApplicable(RuntimeError):
@@ -95,6 +97,7 @@ class DDADData:
             "unlabeled_anomalous": self.split.num_anomalous,
             "unlabeled_anomaly_rate": round(self.split.anomaly_rate, 6),
             "test": int(self.test.shape[0]),
+            "val": len(self.val_ids),
         }
 
 
@@ -315,7 +318,8 @@ def open_ddad_run(cfg, *, results_root="results") -> Run:
 
 
 def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> Run:
-    """Train (or resume) the 2K reconstruction nets and the ASR-Net(s), then score the test set.
+    """Train (or resume) the 2K reconstruction nets and the ASR-Net(s), then score the test set
+    (and the validation split, where the dataset has one with both classes).
 
     Args:
         cfg: an `ExperimentConfig`; `cfg.ddad` holds every setting.
@@ -329,14 +333,7 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
         NotApplicable: the training split has no anomalous image for the unlabeled set (raised
             before anything is written under `results_root/runs`).
     """
-    from dia.metrics import (
-        SPLIT_FILES,
-        auc_rows,
-        compute_auc,
-        has_both_classes,
-        write_metrics,
-        write_scores,
-    )
+    from dia.metrics import has_both_classes, score_split, scores_file, write_metrics, write_scores
     from dia.runtime import resolve_device, seed_everything
     from dia.stages import is_stage_done
 
@@ -363,28 +360,24 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
     train_seconds = time.perf_counter() - t0
 
     def score(split: str, images: torch.Tensor, labels: np.ndarray, ids: list[str]):
-        """Write every kind's scores of one labelled split; return its AUC rows and the scores."""
+        """Every kind's scores of one labelled split, to its files; the AUC row of each kind."""
         scores = score_images(images, nets_a, nets_b, refiners,
                               batch_size=cfg.ddad.eval_batch_size, device=device)
-        name, metric = SPLIT_FILES[split]  # scores.csv or val_scores.csv: R_dual (DDAD-ASR)
-        for kind, values in scores.items():
-            write_scores(run, ids, labels, values, name=name.replace(".csv", f"_{kind}.csv"))
-        write_scores(run, ids, labels, scores["asr"], name=name)
-        rows = [row for kind, method in METHOD_NAMES.items()
-                for row in auc_rows(run, method=method, profile=cfg.profile,
-                                    image_size=cfg.ddad.image_size, labels=labels,
-                                    anomaly_score=scores[kind], metric=metric)]
-        return rows, scores
+        write_scores(run, ids, labels, scores["asr"], name=scores_file(split))  # the headline
+        return [row for kind, values in scores.items()
+                for row in score_split(run, split, sample_ids=ids, labels=labels,
+                                       anomaly_score=values, kind=kind, profile=cfg.profile,
+                                       method=METHOD_NAMES.get(kind, INTRA_ASR_NAME),
+                                       image_size=cfg.ddad.image_size)]
 
-    rows, scores = score("test", data.test, data.test_labels, data.test_ids)
+    rows = score("test", data.test, data.test_labels, data.test_ids)
     if has_both_classes(data.val_labels, cfg.dataset):
-        rows += score("val", data.val, data.val_labels, data.val_ids)[0]
-    write_metrics(run, rows)
+        rows += score("val", data.val, data.val_labels, data.val_ids)
+    write_metrics(run, [row for row in rows if row["method"] != INTRA_ASR_NAME])
     summary = {row["method"]: row["value"] for row in rows if row["metric"] == "auc"}
-    summary.update({f"{row['method']} val": row["value"] for row in rows
-                    if row["metric"] == "val_auc"})
-    if "asr_intra" in scores:
-        summary["DDAD-ASR-intra"] = round(compute_auc(data.test_labels, scores["asr_intra"]), 6)
+    val = {row["method"]: row["value"] for row in rows if row["metric"] == "val_auc"}
+    if val:
+        summary["val_auc"] = val
     epoch_seconds = sum(r.get("seconds", 0.0) for r in run.read_log() if "net" in r)
     summary.update(train_seconds_this_session=round(train_seconds, 1),
                    train_seconds_all_epochs=round(epoch_seconds, 1), device=str(device),
@@ -500,17 +493,19 @@ def plot_score_histograms(run: Run):
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from dia.metrics import scores_file
+
     run.require_done("DDAD-ASR")
-    kinds = [k for k in SCORE_KINDS if (run.path / f"scores_{k}.csv").is_file()]
+    kinds = [k for k in SCORE_KINDS if (run.path / scores_file("test", k)).is_file()]
     fig, axes = plt.subplots(1, len(kinds), figsize=(3 * len(kinds), 2.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        frame = pd.read_csv(run.path / f"scores_{kind}.csv")
+        frame = pd.read_csv(run.path / scores_file("test", kind))
         s = frame["anomaly_score"].to_numpy()
         s = (s - s.min()) / (s.max() - s.min() + 1e-12)
         for label, name in ((0, "normal"), (1, "anomalous")):
             ax.hist(s[frame["label"].to_numpy() == label], bins=30, range=(0, 1), alpha=0.6,
                     label=name)
-        ax.set_title(METHOD_NAMES.get(kind, "DDAD-ASR-intra"), fontsize=9)
+        ax.set_title(METHOD_NAMES.get(kind, INTRA_ASR_NAME), fontsize=9)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig

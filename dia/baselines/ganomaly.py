@@ -313,23 +313,19 @@ def run_ganomaly(run: Run, cfg, data: GanData, *, device: torch.device | str = "
     """Train (or resume) GANomaly in `run` on `data` (from `load_gan_data`), score the test set
     (and the validation split where it has both classes), write scores.csv (val_scores.csv) and
     metrics.csv. Returns the summary for DONE (the caller marks it)."""
-    from dia.metrics import has_both_classes, score_split, write_metrics
+    from dia.metrics import score_splits, write_metrics
 
     device = torch.device(device)
     size = data.train.shape[-1]
-    run.append_log({"event": "start", "device": str(device), "image_size": size,
-                    "train": int(data.train.shape[0]), "test": int(data.test.shape[0])})
+    counts = {"train_images": int(data.train.shape[0]), "test_images": int(data.test.shape[0]),
+              "val_images": len(data.val_ids)}
+    run.append_log({"event": "start", "device": str(device), "image_size": size, **counts})
     t0 = time.perf_counter()
     netg, _ = train_ganomaly_models(run, cfg, data.train, device)
     train_seconds = time.perf_counter() - t0
-    common = dict(method=METHOD, profile=cfg.profile, image_size=size)
-    rows = score_split(run, "test", sample_ids=data.test_ids, labels=data.test_labels,
-                       anomaly_score=score_ganomaly(netg, data.test, device=device), **common)
-    if has_both_classes(data.val_labels, cfg.dataset):
-        rows += score_split(run, "val", sample_ids=data.val_ids, labels=data.val_labels,
-                            anomaly_score=score_ganomaly(netg, data.val, device=device), **common)
+    rows = score_splits(run, data, lambda images, _: score_ganomaly(netg, images, device=device),
+                        method=METHOD, profile=cfg.profile, image_size=size, dataset=cfg.dataset)
     write_metrics(run, rows)
     return {**{row["metric"]: row["value"] for row in rows}, "image_size": size,
             "train_seconds": round(train_seconds, 1), "epochs": cfg.peers.ganomaly_epochs,
-            "train_images": int(data.train.shape[0]), "test_images": int(data.test.shape[0]),
-            "device": str(device)}
+            **counts, "device": str(device)}

@@ -190,44 +190,41 @@ def run_patchcore(run: Run, cfg, splits, *, device: torch.device | str = "cpu") 
     """Fit PatchCore in `run` on `splits` (a `DatasetSplits`) or reuse its memory bank, score the
     test set (and the validation split where it has both classes), write scores.csv,
     patch_maps.npy (test), val_scores.csv and metrics.csv. Returns the summary for DONE."""
-    from dia.metrics import has_both_classes, score_split, write_metrics
+    from dia.metrics import score_splits, write_metrics
     from dia.mobilenet import mobilenet_v2
 
     p = cfg.peers
     device = torch.device(device)
     backbone = mobilenet_v2(pretrained=True).to(device)
+    counts = {"train_images": int(splits.train.shape[0]), "test_images": int(splits.test.shape[0]),
+              "val_images": len(splits.val_ids)}
     run.append_log({"event": "start", "device": str(device), "image_size": p.patchcore_image_size,
-                    "layers": list(p.patchcore_layers), "train": int(splits.train.shape[0]),
-                    "test": int(splits.test.shape[0])})
+                    "layers": list(p.patchcore_layers), **counts})
     t0 = time.perf_counter()
     state = build_memory_bank(run, cfg, backbone, splits.train, device)
     fit_seconds = time.perf_counter() - t0
+    seconds: dict[str, float] = {}
 
-    def score(images: torch.Tensor, split: str) -> tuple[np.ndarray, np.ndarray]:
-        return score_patchcore(backbone, state["bank"], images, layers=p.patchcore_layers,
-                               image_size=p.patchcore_image_size,
-                               batch_size=p.patchcore_batch_size, device=device, progress=True,
-                               desc=f"patchcore {split}")
+    def score(images: torch.Tensor, split: str) -> np.ndarray:
+        t1 = time.perf_counter()
+        scores, maps = score_patchcore(
+            backbone, state["bank"], images, layers=p.patchcore_layers,
+            image_size=p.patchcore_image_size, batch_size=p.patchcore_batch_size, device=device,
+            progress=True, desc=f"patchcore {split}")
+        seconds[split] = round(time.perf_counter() - t1, 1)
+        if split == "test":  # the maps of the test images, for the notebook's figure
+            buffer = io.BytesIO()
+            np.save(buffer, maps.astype(np.float16))
+            atomic_write_bytes(run.file("patch_maps.npy"), buffer.getvalue())
+        return scores
 
-    common = dict(method=METHOD, profile=cfg.profile, image_size=p.patchcore_image_size)
-    t1 = time.perf_counter()
-    scores, maps = score(splits.test, "test")
-    score_seconds = time.perf_counter() - t1
-    buffer = io.BytesIO()
-    np.save(buffer, maps.astype(np.float16))
-    atomic_write_bytes(run.file("patch_maps.npy"), buffer.getvalue())
-    rows = score_split(run, "test", sample_ids=list(splits.test_ids),
-                       labels=np.asarray(splits.test_labels).astype(int), anomaly_score=scores,
-                       **common)
-    if has_both_classes(splits.val_labels, cfg.dataset):
-        rows += score_split(run, "val", sample_ids=list(splits.val_ids),
-                            labels=np.asarray(splits.val_labels).astype(int),
-                            anomaly_score=score(splits.val, "val")[0], **common)
+    rows = score_splits(run, splits, score, method=METHOD, profile=cfg.profile,
+                        image_size=p.patchcore_image_size, dataset=cfg.dataset)
     write_metrics(run, rows)
-    run.append_log({"event": "scored", "seconds": round(score_seconds, 3)})
+    run.append_log({"event": "scored", "seconds": seconds})
     return {**{row["metric"]: row["value"] for row in rows},
             "image_size": p.patchcore_image_size,
             "layers": list(p.patchcore_layers), "bank": list(state["bank"].shape),
             "patches": state["patches"], "fit_seconds": round(fit_seconds, 1),
-            "score_seconds": round(score_seconds, 1), "train_images": int(splits.train.shape[0]),
-            "test_images": int(splits.test.shape[0]), "device": str(device)}
+            "score_seconds": seconds["test"], "val_score_seconds": seconds.get("val"), **counts,
+            "device": str(device)}
