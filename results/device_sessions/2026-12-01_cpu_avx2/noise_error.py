@@ -1,4 +1,4 @@
-"""The noise error of every DDPM this session trained, on training and validation normals.
+"""The noise error of every DDPM this record holds, on training and validation normals.
 
     .venv/bin/python results/device_sessions/2026-12-01_cpu_avx2/noise_error.py R   (repo root)
 
@@ -21,7 +21,8 @@ from dia.noise_check import check_ddpm
 DDPMS = [{}, {"diffusion.steps": 300}, {"diffusion.steps": 150},
          {"diffusion.steps": 150, "diffusion.focus_fraction": 0.5},
          {"diffusion.steps": 150, "diffusion.focus_fraction": 1.0},
-         {"diffusion.steps": 150, "diffusion.seed": 1}, {"diffusion.seed": 1}]
+         {"diffusion.steps": 150, "diffusion.seed": 1}, {"diffusion.seed": 1},
+         {"diffusion.seed": 2}]
 rows = []
 for overrides in DDPMS:
     cfg = load_config("quick", dataset="pneumonia", overrides=overrides or None)
