@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -155,33 +154,15 @@ def to_gan_input(images: torch.Tensor, size: int) -> torch.Tensor:
                          antialias=h > size).clamp(-1, 1)
 
 
-@dataclass
-class GanData:
-    """[-1, 1] tensors (N, 3, S, S) at `ganomaly_image_size`; labels int (1 = anomalous)."""
-
-    train: torch.Tensor  # normal training images, the only ones GANomaly sees
-    test: torch.Tensor
-    test_labels: np.ndarray
-    test_ids: list[str]
-    val: torch.Tensor  # empty where the dataset has no validation split
-    val_labels: np.ndarray
-    val_ids: list[str]
-
-
-def load_gan_data(cfg, *, data_root=None, results_root="results") -> GanData:
-    """Train, test and validation images of `cfg.dataset` at `ganomaly_image_size(cfg)`."""
+def load_gan_data(cfg, *, data_root=None, results_root="results"):
+    """The `DatasetSplits` of `cfg.dataset` (uint8) that `to_gan_input` takes to the GAN's size:
+    224-px datasets are loaded straight at `ganomaly_image_size(cfg)`, 28-px ones natively (then
+    padded)."""
     from dia.data import get_spec, load_for_config
 
-    size = ganomaly_image_size(cfg)
     native = get_spec(cfg.dataset).is_small
-    # 224-px datasets are loaded straight at the GAN size; 28-px ones natively, then padded
-    splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root,
-                             image_size=None if native else size)
-    return GanData(
-        train=to_gan_input(splits.train, size), test=to_gan_input(splits.test, size),
-        test_labels=np.asarray(splits.test_labels).astype(int), test_ids=list(splits.test_ids),
-        val=to_gan_input(splits.val, size),
-        val_labels=np.asarray(splits.val_labels).astype(int), val_ids=list(splits.val_ids))
+    return load_for_config(cfg, data_root=data_root or None, results_root=results_root,
+                           image_size=None if native else ganomaly_image_size(cfg))
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -308,23 +289,27 @@ def load_generator(run: Run, cfg, device: torch.device | str = "cpu") -> Generat
     return netg.to(device).eval()
 
 
-def run_ganomaly(run: Run, cfg, data: GanData, *, device: torch.device | str = "cpu"
-                 ) -> dict[str, Any]:
-    """Train (or resume) GANomaly in `run` on `data` (from `load_gan_data`), score the test set
+def run_ganomaly(run: Run, cfg, splits, *, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Train (or resume) GANomaly in `run` on `splits` (from `load_gan_data`), score the test set
     (and the validation split where it has both classes), write scores.csv (val_scores.csv) and
     metrics.csv. Returns the summary for DONE (the caller marks it)."""
     from dia.metrics import score_splits, write_metrics
 
     device = torch.device(device)
-    size = data.train.shape[-1]
-    counts = {"train_images": int(data.train.shape[0]), "test_images": int(data.test.shape[0]),
-              "val_images": len(data.val_ids)}
+    size = ganomaly_image_size(cfg)
+    train = to_gan_input(splits.train, size)
+    counts = {"train_images": int(train.shape[0]), "test_images": int(splits.test.shape[0]),
+              "val_images": len(splits.val_ids)}
     run.append_log({"event": "start", "device": str(device), "image_size": size, **counts})
     t0 = time.perf_counter()
-    netg, _ = train_ganomaly_models(run, cfg, data.train, device)
+    netg, _ = train_ganomaly_models(run, cfg, train, device)
     train_seconds = time.perf_counter() - t0
-    rows = score_splits(run, data, lambda images, _: score_ganomaly(netg, images, device=device),
-                        method=METHOD, profile=cfg.profile, image_size=size, dataset=cfg.dataset)
+
+    def score(images: torch.Tensor, _split: str) -> np.ndarray:
+        return score_ganomaly(netg, to_gan_input(images, size), device=device)
+
+    rows = score_splits(run, splits, score, method=METHOD, profile=cfg.profile, image_size=size,
+                        dataset=cfg.dataset)
     write_metrics(run, rows)
     return {**{row["metric"]: row["value"] for row in rows}, "image_size": size,
             "train_seconds": round(train_seconds, 1), "epochs": cfg.peers.ganomaly_epochs,
