@@ -227,9 +227,10 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
 def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
     """Add the frame's scored runs to the ledger (a run scored again replaces its row).
 
-    Each row names the machine and commit the run was made with (its folder's `env.json`).
+    Each row names the machine and commit the run was made with (its folder's `env.json`;
+    commits joined by `+` when its code may come from more than one, `dia.results.run_commits`).
     """
-    from dia.results import atomic_write_text, read_run_env, run_path
+    from dia.results import atomic_write_text, read_run_env, run_commits, run_path
 
     done = frame[frame["status"] == "done"].drop_duplicates("run_id")
     rows = []
@@ -238,7 +239,7 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
         rows.append({"run_id": row.run_id, "dataset": row.dataset, "method": row.method,
                      "seed": row.seed, "overrides": row.overrides, "auc": row.auc,
                      "val_auc": getattr(row, "val_auc", float("nan")),
-                     "device": env.get("device", ""), "git_commit": env.get("git_commit", ""),
+                     "device": env.get("device", ""), "git_commit": "+".join(run_commits(env)),
                      "created": env.get("created", "")})
     old = read_ledger(results_root)
     kept = old[~old["run_id"].isin(done["run_id"])]

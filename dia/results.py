@@ -139,7 +139,17 @@ class Run:
                 del _HELD[key]
 
     def mark_done(self, summary: Mapping[str, Any] | None = None) -> None:
-        """Write the DONE marker last; it holds an optional JSON summary."""
+        """Write the DONE marker last; it holds an optional JSON summary.
+
+        First its `env.json` gains `finished`: the commit of the process that finishes the run
+        (a run resumed after a commit, or a process that lived through one, ran code of more
+        than one commit; `run_commits` lists them).
+        """
+        from dia.runtime import commit_record, utc_now
+
+        env = read_run_env(self.path)
+        if env:
+            self.write_json("env.json", {**env, "finished": {**commit_record(), "at": utc_now()}})
         atomic_write_text(self.path / DONE, json.dumps(dict(summary or {}), indent=2) + "\n")
 
     def append_log(self, record: Mapping[str, Any]) -> None:
@@ -270,6 +280,17 @@ def read_run_env(path: str | Path) -> dict[str, Any]:
     """The run folder's `env.json` (commit, packages, device, time); {} when it has none."""
     env = Path(path) / "env.json"
     return json.loads(env.read_text()) if env.is_file() else {}
+
+
+def run_commits(env: Mapping[str, Any]) -> list[str]:
+    """Every commit a run's code may come from, oldest first, from its `env.json`.
+
+    One commit for a run created and finished by processes that did not see the checkout move;
+    more when it was resumed after a commit or its process lived through one. [] when unknown.
+    """
+    records = [env, env.get("finished") or {}]
+    found = [r.get(key) for r in records for key in ("process_git_commit", "git_commit")]
+    return list(dict.fromkeys(c for c in found if c))
 
 
 def _semantic(record: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata
+import logging
 import os
 import platform
 import random
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "diffusers", "kornia", "numpy", "scikit-learn", "pandas", "papermill")
 
@@ -60,8 +64,6 @@ def once_per_device(build: Callable[..., torch.Tensor]) -> Callable[..., torch.T
     even if first asked for under inference mode (an inference tensor cannot be saved for a
     later backward). `args` must be hashable.
     """
-    import functools
-
     import torch
 
     @functools.lru_cache(maxsize=32)
@@ -88,6 +90,31 @@ def git_commit(repo: str | Path | None = None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def process_commit() -> str | None:
+    """The commit checked out when this process first asked: the code it most likely imported.
+
+    `dia` imports its heavy modules lazily, when a stage first needs them, so a process that
+    lives through a commit (a long training script beside development) can run code of two
+    commits. Asked first when the process opens its first run folder.
+    """
+    return git_commit()
+
+
+def commit_record() -> dict[str, str | None]:
+    """`git_commit` (HEAD now) and, when this process began at another commit, `process_git_commit`.
+
+    Warns when the two differ: what the process runs may mix both commits.
+    """
+    started, now = process_commit(), git_commit()
+    if started == now:
+        return {"git_commit": now}
+    log.warning("the checkout moved from %s to %s while this process ran: its runs may mix code "
+                "of both commits (env.json records both); rerun from a fresh process for a clean "
+                "record", started, now)
+    return {"git_commit": now, "process_git_commit": started}
+
+
 def describe_device(preference: str = "auto") -> str:
     import torch
 
@@ -101,8 +128,13 @@ def describe_device(preference: str = "auto") -> str:
     return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, {isa})"
 
 
+def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601): the time stamps of env.json."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def capture_env(device: str = "auto") -> dict[str, Any]:
-    """Git commit, package versions, device and time: the provenance of a run."""
+    """Git commit (see `commit_record`), package versions, device and time: a run's provenance."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -110,10 +142,10 @@ def capture_env(device: str = "auto") -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "git_commit": git_commit(),
+        **commit_record(),
         "python": platform.python_version(),
         "packages": versions,
         "device": describe_device(device),
         "hostname_hash": hex(hash(platform.node()) & 0xFFFF),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     }

@@ -10,6 +10,7 @@ import torch
 
 from dia.ablations import cells, run_ablations, summary, variants
 from dia.blur import BlurDissolver
+from dia.results import read_run_env, run_commits
 
 
 def test_median_blur_of_a_constant_image_is_the_same_image():
@@ -176,6 +177,9 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
 
     # The ledger keeps the AUCs when the run folders are gone (another machine) ...
     ablations.write_ablation_tables(partial, results_root)
+    commits = {row.run_id: row.git_commit for row in ablations.read_ledger(results_root).itertuples()}
+    assert commits == {run_id: "+".join(run_commits(read_run_env(runs / run_id)))
+                       for run_id in done["run_id"]}
     shutil.rmtree(results_root / "runs")
     ledger = ablations.ledger_path(results_root)
     assert (ablations.provenance(partial, results_root)["device"] != "").all()

@@ -11,7 +11,7 @@ import pytest
 
 from dia.config import load_config, replace
 from dia.results import (
-    RunError, atomic_write_text, find_runs, open_run, read_run_config,
+    RunError, atomic_write_text, find_runs, open_run, read_run_config, read_run_env, run_commits,
 )
 
 
@@ -34,6 +34,61 @@ def test_a_cpu_is_described_with_its_vector_isa():
 
     text = describe_device("cpu")
     assert text.startswith("cpu (") and torch.backends.cpu.get_cpu_capability() in text
+
+
+@pytest.fixture
+def checkout(monkeypatch):
+    """A fake checkout: `checkout.head` is what `git rev-parse` answers; `checkout.new_process()`
+    forgets the commit this process began at, as a fresh process would."""
+    import types
+
+    from dia import runtime
+
+    state = types.SimpleNamespace(head="a" * 40, new_process=runtime.process_commit.cache_clear)
+    monkeypatch.setattr(runtime, "git_commit", lambda repo=None: state.head)
+    state.new_process()
+    yield state
+    state.new_process()
+
+
+def test_a_run_records_one_commit_when_the_checkout_stays(results_root, checkout):
+    run = open_run(load_config("smoke"), stage="amplify", method="csi", results_root=results_root)
+    run.mark_done()
+    env = read_run_env(run.path)
+    assert env["git_commit"] == env["finished"]["git_commit"] == checkout.head
+    assert "process_git_commit" not in env and "process_git_commit" not in env["finished"]
+    assert run_commits(env) == [checkout.head]
+
+
+def test_a_process_that_lives_through_a_commit_records_both(results_root, checkout, caplog):
+    """A long script imports part of `dia` at one commit and the rest later, at another."""
+    cfg = load_config("smoke")
+    first = open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root,
+                     sections=("data", "diffusion"))
+    checkout.head = "b" * 40  # a commit lands while the process trains
+    with caplog.at_level("WARNING", logger="dia.runtime"):
+        second = open_run(cfg, stage="amplify", method="dia", results_root=results_root)
+    assert "may mix code of both commits" in caplog.text
+    env = read_run_env(second.path)
+    assert env["process_git_commit"] == "a" * 40 and env["git_commit"] == "b" * 40
+    assert run_commits(env) == ["a" * 40, "b" * 40]
+    first.mark_done()  # the first run's env.json says it was created at a and finished under b
+    assert run_commits(read_run_env(first.path)) == ["a" * 40, "b" * 40]
+
+
+def test_a_run_resumed_at_another_commit_records_both(results_root, checkout):
+    cfg = load_config("smoke")
+    open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    checkout.head = "c" * 40
+    checkout.new_process()  # killed, then resumed by a fresh process after a commit
+    run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    assert read_run_env(run.path)["git_commit"] == "a" * 40  # env.json is written once
+    run.mark_done()
+    env = read_run_env(run.path)
+    assert env["finished"]["git_commit"] == "c" * 40
+    assert "process_git_commit" not in env["finished"]
+    assert run_commits(env) == ["a" * 40, "c" * 40]
+    assert run_commits({}) == []
 
 
 def test_done_marker_and_reopen(results_root):
