@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,20 @@ DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos", "brain
 
 class ConfigError(ValueError):
     """A config file, key or value is not valid; the message says what is allowed."""
+
+
+# Fields that count something (sizes, steps, epochs, intervals, widths): each must be >= 1.
+COUNTS = frozenset({
+    "large_image_size", "max_train", "max_test_per_class",  # data
+    "width", "layers_per_block", "steps", "batch_size", "ema_every", "checkpoint_every",
+    "log_every", "resolution",  # diffusion, dissolve
+    "epochs", "max_iters_per_epoch", "checkpoint_every_epochs", "encoder_width",  # amplify
+    "num_samples", "train_batch_size",  # score
+    "image_size", "num_models", "unlabeled_size", "latent_size", "base_width", "mem_dim",
+    "refine_epochs", "refine_batch_size", "refine_width", "eval_batch_size",  # ddad
+    "ganomaly_epochs", "ganomaly_batch_size", "ganomaly_image_size", "ganomaly_width", "nz",
+    "patchcore_image_size", "patchcore_projection_dim", "patchcore_batch_size",  # peers
+})
 
 
 @dataclass(frozen=True)
@@ -220,9 +235,15 @@ def load_config(
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    merged = _deep_merge(raw, _expand_dotted(overrides or {}))
+    overrides = _expand_dotted(overrides or {})
+    own = sorted(set(overrides) & {"profile", "dataset", "seed"})
+    if own:  # they would be overwritten by the arguments below, silently
+        raise ConfigError(f"{', '.join(own)} cannot be overridden: pass them as load_config's "
+                          "own arguments (--profile, --dataset, --seed)")
+    merged = _deep_merge(raw, overrides)
     merged.update(profile=profile, dataset=dataset, seed=seed)
-    return build_config(merged, source=str(path))
+    return build_config(merged, source=f"{path} with overrides {overrides}" if overrides
+                        else str(path))
 
 
 def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentConfig:
@@ -331,7 +352,18 @@ def _build(cls: type, raw: Any, where: str) -> Any:
             kwargs[name] = _build(hint, raw[name], f"{where}: {name}")
         else:
             kwargs[name] = _check_value(hint, raw[name], f"{where}: {cls.__name__}.{name}")
+            if name in COUNTS and kwargs[name] is not None and kwargs[name] < 1:
+                raise ConfigError(f"{where}: {cls.__name__}.{name} = {kwargs[name]!r}; "
+                                  "must be >= 1")
     return cls(**kwargs)
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _check_value(hint: Any, value: Any, where: str) -> Any:
@@ -359,6 +391,8 @@ def _check_value(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {value!r}; expected an integer")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            value = _float_or_none(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} = {value!r}; expected a number")
         return float(value)

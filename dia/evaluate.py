@@ -71,6 +71,19 @@ def evaluate_amplifier(
     model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
     run = open_stage_run(cfg, "evaluate", method, results_root)
+    with run.exclusive():  # another process scoring this run: wait, then find it DONE
+        if not run.is_done():
+            _score(run, cfg, method, model, splits, device,
+                   encoder_info={"amplify_run": amplify.run_id, "epoch": meta["epoch"]})
+    return run
+
+
+def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: torch.device,
+           encoder_info: dict) -> None:
+    """Score the test (and val) split with `model`, write the files and mark `run` DONE.
+
+    `encoder_info` (the amplify run and epoch scored) goes into DONE.
+    """
     s = cfg.score
     autocast = encoder_precision(cfg.amplify.precision, device).autocast_dtype
     common = dict(num_samples=s.num_samples, crop_scale=s.crop_scale, shift=cfg.amplify.shift,
@@ -91,8 +104,7 @@ def evaluate_amplifier(
     })
     aucs = {row["metric"]: row["value"] for row in rows}  # auc, and val_auc when scored
     run.mark_done({**aucs, "ci_low": rows[0]["ci_low"], "ci_high": rows[0]["ci_high"],
-                   "amplify_run": amplify.run_id, "epoch": meta["epoch"]})
-    return run
+                   **encoder_info})
 
 
 # -- reading results back and plotting (for notebooks/30_evaluate) -------------------------------

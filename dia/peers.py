@@ -76,13 +76,16 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
         data = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
     run = open_peer_run(cfg, method, results_root)
-    seed_everything(cfg.seed)
-    if method == "ganomaly":
-        summary = run_ganomaly(run, cfg, data, device=device)
-    else:
-        summary = run_patchcore(run, cfg, data, device=device)
-    run.append_log({"event": "done", **summary})
-    run.mark_done(summary)
+    with run.exclusive():  # another process training this run: wait, then find it DONE
+        if run.is_done():
+            return run
+        seed_everything(cfg.seed)
+        if method == "ganomaly":
+            summary = run_ganomaly(run, cfg, data, device=device)
+        else:
+            summary = run_patchcore(run, cfg, data, device=device)
+        run.append_log({"event": "done", **summary})
+        run.mark_done(summary)
     return run
 
 
@@ -121,13 +124,15 @@ def plot_scores(run: Run, ax=None):
     return ax
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """`python -m dia.peers --method ganomaly --dataset pneumonia --profile quick --seed 0`."""
     import argparse
     import json
+    import sys
     import time
 
-    from dia.config import DATASETS, PROFILES, load_config
+    from dia.config import DATASETS, PROFILES, ConfigError, load_config
+    from dia.data import DataError
 
     parser = argparse.ArgumentParser(prog="python -m dia.peers", description=main.__doc__)
     parser.add_argument("--method", choices=METHODS, required=True)
@@ -144,15 +149,22 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = {}
     for item in args.set:
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
+        if not equals:
+            parser.error(f"--set {item}: expected KEY=VALUE, e.g. peers.ganomaly_epochs=5")
         overrides[key] = yaml.safe_load(value)
-    cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed, overrides=overrides)
     t0 = time.perf_counter()
-    run = train_peer(cfg, args.method, results_root=args.results_root, data_root=args.data_root,
-                     device=args.device)
+    try:
+        cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed, overrides=overrides)
+        run = train_peer(cfg, args.method, results_root=args.results_root,
+                         data_root=args.data_root, device=args.device)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps({"run": str(run.path), "seconds": round(time.perf_counter() - t0, 1),
                       **json.loads((run.path / "DONE").read_text() or "{}")}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

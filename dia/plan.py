@@ -183,12 +183,27 @@ def stamp_path(results_root: str | Path, job: Job) -> Path:
     return Path(results_root) / "notebooks" / ".stamps" / (job.key.replace("/", "__") + ".json")
 
 
+def rendered_path(results_root: str | Path, job: Job) -> Path:
+    """Where a job's notebook lands once it has run to its end."""
+    return Path(results_root) / "notebooks" / job.output_name
+
+
+def partial_path(results_root: str | Path, job: Job) -> Path:
+    """Where papermill writes a job's notebook while it runs (git-ignored)."""
+    return Path(results_root) / "notebooks" / ".partial" / job.output_name
+
+
+def failed_path(results_root: str | Path, job: Job) -> Path:
+    """Where the notebook of a job's last failed or interrupted attempt is kept (git-ignored)."""
+    return Path(results_root) / "notebooks" / ".failed" / job.output_name
+
+
 def is_job_done(job: Job, req: PlanRequest) -> bool:
     """Finished: run folders DONE (same hash), rendered notebook present, stamp of the same config."""
     if job.always:
         return False
     root = Path(req.results_root)
-    if not (root / "notebooks" / job.output_name).is_file():
+    if not rendered_path(root, job).is_file():
         return False
     stamp = stamp_path(root, job)
     if not stamp.is_file() or json.loads(stamp.read_text()).get("config_hash") != job.config_hash:

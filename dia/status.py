@@ -7,11 +7,12 @@ Each job of the plan is in one of four states, checked in this order:
 2. ``running``: its marker ``<results_root>/notebooks/.running/<key>.json`` is fresh. The
    executors in `dia.executors` write it around every job (`running_marker`) and touch it every
    minute; on the host that wrote it, its process must also be alive.
-3. ``failed``: its rendered notebook holds papermill's error (``metadata.papermill.exception``;
-   papermill rewrites the notebook as soon as a rerun starts, so the flag is the last attempt's).
+   Or the notebook papermill is writing (``notebooks/.partial/``) changed in the last 10
+   minutes (this covers the sequential driver, which writes no marker).
+3. ``failed``: the notebook of its last failed attempt (``notebooks/.failed/``, removed when an
+   attempt succeeds) holds papermill's error (``metadata.papermill.exception``).
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
-   10 minutes, or its rendered notebook is still being written by papermill (no end time) and
-   changed in the last 10 minutes (this covers the sequential driver, which writes no marker).
+   10 minutes.
 5. ``pending``: anything else (not started, or stopped without an error, e.g. killed; the next
    call resumes it).
 
@@ -31,7 +32,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from dia.plan import Job, PlanRequest, is_job_done, job_config, stamp_path
+from dia.plan import (
+    Job, PlanRequest, failed_path, is_job_done, job_config, partial_path, rendered_path, stamp_path,
+)
 from dia.results import atomic_write_text
 from dia.stages import stage_run_dir
 
@@ -129,25 +132,25 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     """(state, detail) of one job; state is one of `STATES`."""
     now = time.time() if now is None else now
     root = Path(req.results_root)
-    rendered = root / "notebooks" / job.output_name
     if is_job_done(job, req):
         return "done", ""
     marker = marker_path(root, job)
     if marker.is_file() and _marker_alive(marker, now, fresh_s):
         return "running", f"marker {marker}"
-    meta = _papermill_meta(rendered) if rendered.is_file() else None
-    if meta is not None and meta.get("exception"):  # papermill rewrites it when a rerun starts
-        return "failed", f"error in {rendered}"
+    partial = partial_path(root, job)  # papermill writes here while the notebook runs
+    if partial.is_file() and _fresh(partial, now, fresh_s):
+        return "running", f"{partial} being rendered"
+    failed = failed_path(root, job)  # the last attempt's, removed when one succeeds
+    if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
+        return "failed", f"error in {failed}"
     for run in _run_dirs(job, req):
         log = run / "train_log.jsonl"
         if not (run / "DONE").is_file() and _fresh(log, now, fresh_s):
             return "running", f"{log} changed {now - log.stat().st_mtime:.0f}s ago"
-    if meta is not None:
-        in_progress = meta.get("end_time") is None and meta.get("start_time")
-        if in_progress and _fresh(rendered, now, fresh_s):
-            return "running", f"{rendered} being rendered"
-        if job.always and meta.get("end_time") and stamp_path(root, job).is_file():
-            return "done", ""
+    rendered = rendered_path(root, job)
+    meta = _papermill_meta(rendered) if rendered.is_file() else None
+    if job.always and meta and meta.get("end_time") and stamp_path(root, job).is_file():
+        return "done", ""
     return "pending", ""
 
 

@@ -21,7 +21,10 @@ from pathlib import Path
 
 from dia.config import DATASETS, PROFILES, ConfigError
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
-from dia.plan import METHODS, Job, Outcome, PlanRequest, build_plan, is_job_done, stamp_path
+from dia.plan import (
+    METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, partial_path,
+    rendered_path, stamp_path,
+)
 from dia.status import format_status, plan_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,7 +115,28 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     present = [k for k in keys if rows[k]["present"]]
     missing = {k: str(rows[k]["problem"]) for k in keys if not rows[k]["present"]}
     ddad = {k for k in present if int(rows[k]["pool_anomalous"] or 0) > 0}
+    absent = [k for k, r in rows.items() if not r["present"] and k not in missing]
+    if absent:  # not asked for by name: said once, not an error
+        log(f"not found under the data root, so not run: {', '.join(absent)} "
+            f"(see `{_check_command(data_root)}`)")
     return present, missing, ddad
+
+
+def _check_command(data_root: str) -> str:
+    return "python -m dia data check" + (f" --data-root {data_root}" if data_root else "")
+
+
+def _check_data_root(data_root: str) -> None:
+    """A data root given (--data-root or $DIA_DATA_ROOT) must exist: a typo would otherwise run
+    the synthetic set alone. The default `data/` is created by the MedMNIST download."""
+    from dia.data.registry import resolve_data_root
+
+    given = data_root or os.environ.get("DIA_DATA_ROOT")
+    if given and not resolve_data_root(data_root or None).is_dir():
+        where = "--data-root" if data_root else "DIA_DATA_ROOT"
+        raise ConfigError(f"{where} {given} is not a folder: give the folder that holds "
+                          "medmnist/ and the image datasets (README, Datasets), or leave it unset "
+                          "for data/ in the repository")
 
 
 def _repo_relative(path: Path) -> Path:
@@ -123,8 +147,12 @@ def _repo_relative(path: Path) -> Path:
 
 
 def _lock(results_root: Path):
-    results_root.mkdir(parents=True, exist_ok=True)
-    handle = open(results_root / ".lock", "w")
+    try:
+        results_root.mkdir(parents=True, exist_ok=True)
+        handle = open(results_root / ".lock", "w")
+    except OSError as err:
+        raise ConfigError(f"cannot write to the results root {results_root} ({err.strerror}): "
+                          "pass a writable folder with --results-root") from err
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as err:
@@ -140,16 +168,25 @@ def run_job(job: Job, req: PlanRequest) -> None:
     """Render one notebook; raises papermill's PapermillExecutionError on a failing cell."""
     import papermill
 
-    out_dir = Path(req.results_root) / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
     source = NOTEBOOK_DIR / f"{job.notebook}.ipynb"
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
-    papermill.execute_notebook(
-        str(source), str(out_dir / job.output_name), parameters=job.parameters,
-        kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=False,
-    )
-    _scrub_paths(out_dir / job.output_name)
+    final, partial = rendered_path(req.results_root, job), partial_path(req.results_root, job)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(source), str(partial), parameters=job.parameters,
+            kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=False,
+        )
+    except BaseException:  # keep the last good rendering; the failed one goes beside it
+        if partial.is_file():
+            failed = failed_path(req.results_root, job)
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, failed)
+        raise
+    _scrub_paths(partial)
+    os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
+    failed_path(req.results_root, job).unlink(missing_ok=True)
     stamp = stamp_path(req.results_root, job)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"config_hash": job.config_hash, "parameters": job.parameters}))
@@ -164,11 +201,13 @@ def _scrub_paths(notebook: Path) -> None:
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
-    where = Path(req.results_root) / "notebooks" / job.output_name
+    failed = failed_path(req.results_root, job)
     cell = getattr(err, "cell_index", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     at = f" cell {cell}" if cell is not None else ""
-    return f"{job.notebook}.ipynb{at}: {ename}: {str(evalue).strip().splitlines()[-1] if evalue else ''} (see {where})"
+    last_line = str(evalue).strip().splitlines()[-1] if evalue else ""
+    see = f" (see {failed})" if failed.is_file() else ""
+    return f"{job.notebook}.ipynb{at}: {ename}: {last_line}{see}"
 
 
 def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:
@@ -228,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
         requested, methods = _validate(args)
+        _check_data_root(args.data_root)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -247,31 +287,45 @@ def main(argv: list[str] | None = None) -> int:
     except LockedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
-        present, missing, ddad = _available(
-            requested, args.data_root, str(results_root), fetch=not requested, log=log)
-        req = _request(args, present, methods, results_root, ddad)
-        seeds = req.seeds
-        jobs = build_plan(req)
-        todo = [j for j in jobs if not is_job_done(j, req)]
-        seconds, basis = _estimate(todo, args.profile)
-        log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
-            f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
-            f"rough estimate {seconds / 60:.0f} min ({basis})")
-        for key, why in missing.items():
-            log(f"missing dataset {key}: {why.split(';')[0]} (see `dia data check`)")
-        if args.plan_only:
-            for job in jobs:
-                log(f"  {job.key} -> notebooks/{job.output_name}"
-                    + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
-            return 0
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
-                             time_min=args.slurm_time, cpus_per_job=args.cpus_per_job)
-        outcome = run_plan(jobs, req, executor=executor, jobs_at_once=args.jobs, slurm=slurm,
-                           log=log)
+        return _run(args, requested, methods, results_root, executor, log)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept and unfinished ones resume from their last "
+              "checkpoint; run the same command again to go on", file=sys.stderr)
+        return 130
     finally:
         lock.close()
+
+
+def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...],
+         results_root: Path, executor: str, log) -> int:
+    """Plan, then run (or only print) the jobs; the caller holds the results root's lock."""
+    present, missing, ddad = _available(
+        requested, args.data_root, str(results_root),
+        fetch=not requested and not args.plan_only, log=log)
+    req = _request(args, present, methods, results_root, ddad)
+    seeds = req.seeds
+    jobs = build_plan(req)
+    todo = [j for j in jobs if not is_job_done(j, req)]
+    seconds, basis = _estimate(todo, args.profile)
+    log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
+        f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
+        f"rough estimate {seconds / 60:.0f} min ({basis})")
+    for key, why in missing.items():
+        log(f"missing dataset {key}: {why.split(';')[0]} (see `{_check_command(args.data_root)}`)")
+    if args.plan_only:
+        for job in jobs:
+            log(f"  {job.key} -> notebooks/{job.output_name}"
+                + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.gpus_per_job,
+                         time_min=args.slurm_time, cpus_per_job=args.cpus_per_job)
+    outcome = run_plan(jobs, req, executor=executor, jobs_at_once=args.jobs, slurm=slurm,
+                       log=log)
     if executor == "slurm":
         log(f"submitted {len(outcome.submitted)} job(s), {len(outcome.skipped)} done already; "
             "not waiting (see `run_all.sh --status` with the same arguments)")

@@ -123,3 +123,39 @@ def hold_lock():
     for proc, release in started:
         release.set()
         proc.join(10)
+
+
+@pytest.fixture
+def finish_elsewhere(hold_lock, monkeypatch):
+    """`finish(run)`: another process holds `run`'s lock and leaves the run DONE once this
+    process waits for the lock (`Run.exclusive` blocks in `dia.results._flock`).
+
+    A stage called next must wait for it and then return the run without redoing it; `finish`
+    returns a check that it did wait.
+    """
+    import threading
+
+    from dia import results
+
+    waiting = threading.Event()
+    flock = results._flock
+
+    def flock_noting_a_wait(handle, *, block):
+        if block:
+            waiting.set()
+        flock(handle, block=block)
+
+    monkeypatch.setattr(results, "_flock", flock_noting_a_wait)
+
+    def finish(run):
+        _, release = hold_lock(run)
+
+        def done_once_waited_for():
+            if waiting.wait(120):
+                run.mark_done({})
+            release.set()
+
+        threading.Thread(target=done_once_waited_for, daemon=True).start()
+        return waiting.is_set
+
+    return finish

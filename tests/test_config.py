@@ -35,6 +35,12 @@ def test_dotted_and_nested_overrides():
         ({"amplify.epochs": "ten"}, "expected an integer"),
         ({"amplify.epochs": 2.5}, "expected an integer"),
         ({"amplify.lr": "fast"}, "expected a number"),
+        ({"amplify.lr": "nan"}, "expected a number"),
+        ({"amplify.epochs": 0}, "AmplifyConfig.epochs = 0; must be >= 1"),
+        ({"peers.ganomaly_epochs": -1}, "must be >= 1"),
+        ({"data.max_train": 0}, "must be >= 1"),
+        ({"seed": 3}, "seed cannot be overridden"),
+        ({"dataset": "pneumonia"}, "--dataset"),
         ({"amplify.exclude_own_dissolved": 1}, "true or false"),
         ({"dissolve.value_range": "other"}, "'reference'"),
     ],
@@ -42,6 +48,35 @@ def test_dotted_and_nested_overrides():
 def test_bad_keys_and_types_list_what_is_allowed(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config("smoke", overrides=overrides)
+
+
+def test_a_float_written_without_a_dot_is_a_number():
+    import yaml
+
+    assert yaml.safe_load("1e-4") == "1e-4"  # YAML 1.1: a string, not a float
+    assert load_config("smoke", overrides={"amplify.lr": yaml.safe_load("1e-4")}).amplify.lr == 1e-4
+
+
+def test_every_count_is_an_integer_field_and_zero_stays_allowed_elsewhere():
+    import dataclasses
+    import typing
+
+    from dia.config import COUNTS, ExperimentConfig
+
+    ints = set()
+    for section in dataclasses.fields(ExperimentConfig):
+        hint = typing.get_type_hints(ExperimentConfig)[section.name]
+        if dataclasses.is_dataclass(hint):
+            hints = typing.get_type_hints(hint)
+            ints |= {name for name, h in hints.items() if int in (h, *typing.get_args(h))}
+    assert COUNTS <= ints  # no typo in the list
+    cfg = load_config("smoke", overrides={"amplify.warmup_epochs": 0, "diffusion.seed": 0})
+    assert cfg.amplify.warmup_epochs == 0
+
+
+def test_an_override_error_names_the_overrides():
+    with pytest.raises(ConfigError, match="with overrides"):
+        load_config("smoke", overrides={"peers.foo": 1})
 
 
 def test_unknown_key_message_lists_allowed_keys():

@@ -238,6 +238,16 @@ def fast_bootstrap(monkeypatch):
                         functools.partial(dia.metrics.bootstrap_auc_ci, num_resamples=50))
 
 
+def test_a_run_another_process_trains_is_waited_for_not_trained_twice(tmp_path, monkeypatch,
+                                                                      finish_elsewhere):
+    cfg = _tiny_cfg()
+    run = ddad.open_ddad_run(cfg, results_root=tmp_path)
+    waited = finish_elsewhere(run)
+    monkeypatch.setattr(ddad, "train_backbone", lambda *a, **k: pytest.fail("trained"))
+    assert train_ddad(cfg, results_root=tmp_path, device="cpu").path == run.path
+    assert run.is_done() and waited()
+
+
 @pytest.mark.slow
 def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
     cfg = _tiny_cfg()

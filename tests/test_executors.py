@@ -22,7 +22,9 @@ import pytest
 
 import dia.executors as ex
 import dia.suite as suite
-from dia.plan import PlanRequest, build_plan, is_job_done, stamp_path
+from dia.plan import (
+    PlanRequest, build_plan, failed_path, is_job_done, partial_path, stamp_path,
+)
 from dia.status import format_status, job_state, marker_path, plan_status, running_marker
 
 BODY = '''
@@ -401,11 +403,12 @@ def test_status_states(tmp_path):
     assert {s for _, s in plan_status(jobs, req)} == {"pending"}
 
     _mark_done(job["diffusion/synthetic/ddpm/s0"], req)
-    _rendered(root / job["amplify/synthetic/csi/s0"].output_name, exception=True)
-    _rendered(root / job["amplify/synthetic/csi/s1"].output_name, exception=False, end=False)
+    _rendered(failed_path(tmp_path, job["amplify/synthetic/csi/s0"]), exception=True)
     csi1 = job["amplify/synthetic/csi/s1"]
+    _rendered(partial_path(tmp_path, csi1), exception=False, end=False)
+    assert job_state(csi1, req)[0] == "running"  # papermill is writing it
     old = time.time() - 3600
-    os.utime(root / csi1.output_name, (old, old))  # a rendering abandoned an hour ago: killed
+    os.utime(partial_path(tmp_path, csi1), (old, old))  # abandoned an hour ago: killed
     dia0 = job["amplify/synthetic/dia/s0"]
     run = stage_run_dir(replace(job_config(dia0, req), {"seed": 0}), "amplify", "dia", tmp_path)
     run.mkdir(parents=True)

@@ -226,8 +226,36 @@ def test_patchcore_fits_resumes_from_its_bank_and_scores(cfg, results_root, monk
     assert np.load(run.path / "patch_maps.npy").shape == (64, 8, 8)
 
 
+def test_a_run_another_process_trains_is_waited_for_not_trained_twice(cfg, results_root,
+                                                                      monkeypatch,
+                                                                      finish_elsewhere):
+    from dia.baselines import ganomaly
+    from dia.peers import open_peer_run, train_peer
+
+    run = open_peer_run(cfg, "ganomaly", results_root)
+    waited = finish_elsewhere(run)
+    monkeypatch.setattr(ganomaly, "train_ganomaly_models", lambda *a, **k: pytest.fail("trained"))
+    assert train_peer(cfg, "ganomaly", results_root=results_root, device="cpu").path == run.path
+    assert run.is_done() and waited()
+
+
 def test_unknown_peer_method(cfg, results_root):
     from dia.peers import train_peer
 
     with pytest.raises(ValueError, match="ganomaly, patchcore"):
         train_peer(cfg, "cflow", results_root=results_root)
+
+
+def test_the_command_line_says_what_is_wrong_with_an_override(results_root, capsys):
+    from dia.peers import main
+
+    base = ["--method", "ganomaly", "--profile", "smoke", "--results-root", str(results_root)]
+    for item, fragment in (("peers.foo=1", "unknown key(s) foo"),
+                           ("peers.ganomaly_epochs=0", "must be >= 1"),
+                           ("seed=3", "--seed")):
+        assert main([*base, "--set", item]) == 2
+        assert fragment in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--set", "peers.ganomaly_epochs"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert not (results_root / "runs").exists()

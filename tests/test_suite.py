@@ -103,3 +103,65 @@ def test_second_driver_on_the_same_results_refuses(tmp_path, capsys):
         assert "another run_all.sh" in capsys.readouterr().err
     finally:
         handle.close()
+
+
+def test_a_failed_rerun_keeps_the_last_good_notebook(fake_notebooks, tmp_path, capsys):
+    root = tmp_path / "results"
+    argv = ["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
+            "--results-root", str(root), "--data-root", str(tmp_path)]
+    assert suite.main(argv) == 0
+    good = root / "notebooks" / "20_train_amplifier-synthetic-csi-s0.ipynb"
+    failed = root / "notebooks" / ".failed" / good.name
+    rendered = good.read_text()
+    next((root / "runs" / "amplify" / "synthetic" / "csi").glob("s0-*/DONE")).unlink()
+    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "raise ValueError('boom')")
+    assert suite.main(argv) == 1
+    assert good.read_text() == rendered  # the published rendering is not replaced by a failure
+    assert "ValueError" in failed.read_text()
+    assert f"notebooks/.failed/{good.name})" in capsys.readouterr().out  # the message names it
+    assert not list((root / "notebooks" / ".partial").iterdir())
+    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "pass")
+    assert suite.main(argv) == 0 and not failed.exists()  # fixed: the stale failure is gone
+
+
+def test_a_data_root_that_is_not_a_folder_is_refused(tmp_path, capsys, monkeypatch):
+    typo = tmp_path / "dtaa"
+    argv = ["--profile", "smoke", "--results-root", str(tmp_path / "results"), "--plan-only"]
+    assert suite.main(argv + ["--data-root", str(typo)]) == 2
+    assert "--data-root" in capsys.readouterr().err and not typo.exists()
+    monkeypatch.setenv("DIA_DATA_ROOT", str(typo))
+    assert suite.main(argv) == 2
+    assert "DIA_DATA_ROOT" in capsys.readouterr().err and not typo.exists()
+
+
+def test_plan_only_downloads_nothing_and_names_what_is_not_found(tmp_path, capsys, monkeypatch):
+    from dia.data import medmnist_files
+
+    monkeypatch.setattr(medmnist_files, "fetch_medmnist",
+                        lambda *a, **k: pytest.fail("--plan-only downloaded"))
+    assert suite.main(["--profile", "smoke", "--results-root", str(tmp_path / "results"),
+                       "--data-root", str(tmp_path), "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "not found under the data root, so not run: " in out and "pneumonia" in out
+    assert "datasets synthetic;" in out
+
+
+def test_an_unwritable_results_root_is_refused(tmp_path, capsys):
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("")
+    assert suite.main(["--profile", "smoke", "--datasets", "synthetic",
+                       "--results-root", str(not_a_folder)]) == 2
+    assert "cannot write to the results root" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_says_how_to_go_on_and_lets_go_of_the_lock(tmp_path, capsys,
+                                                                     monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "run_plan", interrupted)
+    root = tmp_path / "results"
+    assert suite.main(["--profile", "smoke", "--datasets", "synthetic", "--results-root",
+                       str(root), "--data-root", str(tmp_path)]) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    suite._lock(root).close()  # not held any more

@@ -51,7 +51,7 @@ def _kill_after(epoch_to_die: int):
 
 
 @pytest.mark.parametrize("method", ["csi", "dia"])
-def test_train_resume_and_score(method, tmp_path):
+def test_train_resume_and_score(method, tmp_path, monkeypatch, finish_elsewhere):
     cfg = _cfg()
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
     with pytest.raises(RunError, match="train the"):
@@ -100,6 +100,12 @@ def test_train_resume_and_score(method, tmp_path):
     assert not set(val["sample_id"]) & set(scores["sample_id"])
     done = json.loads((ev.path / "DONE").read_text())
     assert done["auc"] == metrics.loc[0, "value"] and done["val_auc"] == metrics.loc[1, "value"]
+    # another process scoring the same run: wait for it, do not score again
+    (ev.path / "DONE").unlink()
+    waited = finish_elsewhere(ev)
+    monkeypatch.setattr("dia.evaluate.extract_features", lambda *a, **k: pytest.fail("scored"))
+    assert evaluate_amplifier(cfg, method, results_root=killed_root, device="cpu").is_done()
+    assert waited()
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):

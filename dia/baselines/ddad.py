@@ -333,8 +333,7 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
         NotApplicable: the training split has no anomalous image for the unlabeled set (raised
             before anything is written under `results_root/runs`).
     """
-    from dia.metrics import has_both_classes, score_split, scores_file, write_metrics, write_scores
-    from dia.runtime import resolve_device, seed_everything
+    from dia.runtime import resolve_device
     from dia.stages import is_stage_done
 
     _check_config(cfg)
@@ -343,6 +342,17 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
     data = prepare_data(cfg, data_root=data_root, results_root=results_root)
     run = open_ddad_run(cfg, results_root=results_root)
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    with run.exclusive():  # another process training this run: wait, then find it DONE
+        if not run.is_done():
+            _train_and_score(run, cfg, data, device)
+    return run
+
+
+def _train_and_score(run: Run, cfg, data: DDADData, device: torch.device) -> None:
+    """Train the ensemble of `run` (resuming each net from its checkpoint), score, mark DONE."""
+    from dia.metrics import has_both_classes, score_split, scores_file, write_metrics, write_scores
+    from dia.runtime import seed_everything
+
     seed_everything(cfg.seed)
     run.write_json("unlabeled.json", {**data.describe(), "unlabeled_ids": data.unlabeled_ids})
     plan = ensemble_plan(cfg)
@@ -384,7 +394,6 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
                    **data.describe())
     run.append_log({"event": "done", **summary})
     run.mark_done(summary)
-    return run
 
 
 # -- loading a finished run and looking at it ---------------------------------------------------

@@ -53,7 +53,7 @@ def format_check(rows: list[dict[str, object]], data_root: Path) -> str:
               *[r[c] for c in COUNT_COLUMNS]] for r in rows]
     headers = ["dataset", "name", "present", "train normal", "test normal", "test anomalous",
                "train anomalous/pool", "val normal", "val anomalous"]
-    lines = [f"data root: {data_root}  (set DIA_DATA_ROOT to change it)", "",
+    lines = [f"data root: {data_root}  (--data-root or DIA_DATA_ROOT to change it)", "",
              tabulate(table, headers=headers, tablefmt="github"), ""]
     for r in rows:
         if not r["present"]:
