@@ -338,10 +338,10 @@ def train_diffusion(
     Returns:
         the finished `Run` (``DONE`` written).
     """
-    from dia.runtime import resolve_device
+    from dia.runtime import stage_device
     from dia.stages import stage_config
 
-    cfg = stage_config(cfg, STAGE)
+    cfg, device = stage_device(stage_config(cfg, STAGE), device)
     dcfg = cfg.diffusion
     unet_kwargs(dcfg)  # validates the width (counts are >= 1 by dia.config)
     check_focus(dcfg)
@@ -349,7 +349,6 @@ def train_diffusion(
     if not run.is_done():  # a DONE run needs no lock (the results may be read-only)
         with run.exclusive():  # another process training this DDPM: wait, then find it DONE
             if not run.is_done():
-                device = torch.device(device) if device is not None else resolve_device(cfg.device)
                 return _fit(run, cfg, results_root=results_root, data_root=data_root,
                             device=device, on_step=on_step)
     log.info("diffusion run %s is DONE; skipping", run.path)

@@ -24,7 +24,7 @@ import torch
 from dia.config import ExperimentConfig
 from dia.metrics import SPLITS, score_splits, write_metrics
 from dia.results import Run, RunError
-from dia.runtime import resolve_device
+from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
 from dia.train_encoder import _check_method, encoder_precision, load_encoder
@@ -65,7 +65,7 @@ def evaluate_amplifier(
     amplify = finished_amplify_run(cfg, method, results_root)
     if is_stage_done(cfg, "evaluate", method, results_root):
         return open_stage_run(cfg, "evaluate", method, results_root)
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    cfg, device = stage_device(cfg, device)
     from dia.data import load_for_config
 
     model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written

@@ -55,9 +55,7 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
         dia.mobilenet.WeightsMissing: PatchCore without the weights package (before any write).
         dia.data.DataError: the dataset is missing (before any write).
     """
-    import torch
-
-    from dia.runtime import resolve_device, seed_everything
+    from dia.runtime import seed_everything, stage_device
 
     _check_method(method)
     if (peer_run_dir(cfg, method, results_root) / "DONE").is_file():
@@ -74,7 +72,7 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
 
         weights_path()
         data = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    cfg, device = stage_device(cfg, device)
     run = open_peer_run(cfg, method, results_root)
     with run.exclusive():  # another process training this run: wait, then find it DONE
         if run.is_done():

@@ -115,6 +115,20 @@ def commit_record() -> dict[str, str | None]:
     return {"git_commit": now, "process_git_commit": started}
 
 
+def stage_device(cfg, device: "torch.device | str | None" = None):  # noqa: F821
+    """(cfg, torch.device) a stage runs with: an explicit `device` wins over `cfg.device`.
+
+    The explicit device is written into the returned config (`device` is in no hash), so the
+    run folder's `env.json`, captured from `cfg.device`, names the device the run used.
+    """
+    if device is None:
+        return cfg, resolve_device(cfg.device)
+    from dia.config import replace
+
+    device = resolve_device(str(device))  # "cuda" without CUDA: a clear error here
+    return replace(cfg, {"device": str(device)}), device
+
+
 def describe_device(preference: str = "auto") -> str:
     import torch
 

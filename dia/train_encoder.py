@@ -31,7 +31,7 @@ from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
 from dia import runtime
-from dia.runtime import resolve_device, seed_everything
+from dia.runtime import seed_everything, stage_device
 from dia.stages import is_stage_done, open_stage_run, stage_sections
 
 METHODS = ("dia", "csi")
@@ -208,7 +208,7 @@ def train_amplifier(
         the finished amplify `Run` (``DONE`` written; ``checkpoints/last.pt`` is the model).
     """
     _check_method(method)
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    cfg, device = stage_device(cfg, device)
     if is_stage_done(cfg, "amplify", method, results_root):
         return open_stage_run(cfg, "amplify", method, results_root)
     from dia.data import load_for_config

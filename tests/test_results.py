@@ -205,3 +205,22 @@ def test_exclusive_lets_one_process_at_a_time_work_on_a_run(results_root, capfd,
         assert locked_elsewhere(run.path)  # the inner exit kept the outer hold
     assert waited >= 0.4 and not locked_elsewhere(run.path)
     assert "waiting: another process is working on" in capfd.readouterr().err
+
+
+def test_a_stages_explicit_device_is_the_one_env_json_names(results_root, monkeypatch):
+    import torch
+
+    from dia import runtime
+    from dia.config import config_hash
+
+    monkeypatch.setattr(runtime, "describe_device", lambda preference="auto": f"as {preference}")
+    cfg = load_config("smoke")
+    assert cfg.device == "auto" and runtime.stage_device(cfg)[0] is cfg
+    chosen, device = runtime.stage_device(cfg, torch.device("cpu"))
+    assert device == torch.device("cpu") and chosen.device == "cpu"
+    assert config_hash(chosen) == config_hash(cfg)  # the same run folder
+    run = open_run(chosen, stage="amplify", method="csi", results_root=results_root)
+    assert read_run_env(run.path)["device"] == "as cpu"  # not the config's "auto"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            runtime.stage_device(cfg, "cuda")

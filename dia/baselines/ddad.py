@@ -333,15 +333,15 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
         NotApplicable: the training split has no anomalous image for the unlabeled set (raised
             before anything is written under `results_root/runs`).
     """
-    from dia.runtime import resolve_device
+    from dia.runtime import stage_device
     from dia.stages import is_stage_done
 
     _check_config(cfg)
     if is_stage_done(cfg, STAGE, method_name(cfg), results_root):
         return open_ddad_run(cfg, results_root=results_root)
     data = prepare_data(cfg, data_root=data_root, results_root=results_root)
+    cfg, device = stage_device(cfg, device)
     run = open_ddad_run(cfg, results_root=results_root)
-    device = torch.device(device) if device is not None else resolve_device(cfg.device)
     with run.exclusive():  # another process training this run: wait, then find it DONE
         if not run.is_done():
             _train_and_score(run, cfg, data, device)
