@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from dia.config import DATASETS, PROFILES, ConfigError, load_config
     from dia.data import DataError
+    from dia.mobilenet import WeightsMissing
+    from dia.results import RunError
 
     parser = argparse.ArgumentParser(prog="python -m dia.peers", description=main.__doc__)
     parser.add_argument("--method", choices=METHODS, required=True)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed, overrides=overrides)
         run = train_peer(cfg, args.method, results_root=args.results_root,
                          data_root=args.data_root, device=args.device)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, RunError, WeightsMissing) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({"run": str(run.path), "seconds": round(time.perf_counter() - t0, 1),

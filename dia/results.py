@@ -242,6 +242,9 @@ def open_run(
     stage, upstream sections included). `config.yaml` is written on creation; on reopening it
     must match, else the folder belongs to another config and we refuse to mix them.
     """
+    from dia.runtime import process_commit
+
+    process_commit()  # the commit this process began at, before its first run goes on
     hash8 = config_hash(cfg, sections)
     path = run_dir(results_root, stage, cfg.dataset, method, cfg.seed, hash8)
     record = {"stage": stage, "method": method, "hash": hash8, "sections": list(sections)}

@@ -40,7 +40,10 @@ def resolve_device(preference: str = "auto") -> "torch.device":  # noqa: F821
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {preference!r} was asked for, but CUDA is not available")
+        from dia.config import ConfigError
+
+        raise ConfigError(f"device {preference!r} was asked for, but CUDA is not available "
+                          "(torch.cuda.is_available() is False): use cpu or auto")
     return device
 
 
@@ -81,8 +84,9 @@ def git_commit(repo: str | Path | None = None) -> str | None:
             ["git", "-C", str(repo), "rev-parse", "HEAD"],
             capture_output=True, text=True, timeout=5, check=True,
         )
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(  # edits to tracked code; results/ (published runs) aside
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
+             ".", ":(exclude)results"],
             capture_output=True, text=True, timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
@@ -96,7 +100,8 @@ def process_commit() -> str | None:
 
     `dia` imports its heavy modules lazily, when a stage first needs them, so a process that
     lives through a commit (a long training script beside development) can run code of two
-    commits. Asked first when the process opens its first run folder.
+    commits. `dia.results.open_run` asks every time, so the first run folder a process opens
+    (created or resumed) fixes it.
     """
     return git_commit()
 

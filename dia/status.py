@@ -3,18 +3,18 @@
 Each job of the plan is in one of four states, checked in this order:
 
 1. ``done``: `dia.plan.is_job_done` (DONE markers of the same config, rendered notebook, stamp).
-   The table job (always rebuilt) counts as done when its notebook rendered without error.
 2. ``running``: its marker ``<results_root>/notebooks/.running/<key>.json`` is fresh. The
    executors in `dia.executors` write it around every job (`running_marker`) and touch it every
    minute; on the host that wrote it, its process must also be alive.
    Or the notebook papermill is writing (``notebooks/.partial/``) changed in the last 10
    minutes (this covers the sequential driver, which writes no marker).
-3. ``failed``: the notebook of its last failed attempt (``notebooks/.failed/``, removed when an
-   attempt succeeds) holds papermill's error (``metadata.papermill.exception``).
+3. ``failed``: the notebook of its last failed attempt (``notebooks/.failed/``, removed when the
+   next attempt starts) holds papermill's error (``metadata.papermill.exception``).
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes.
-5. ``pending``: anything else (not started, or stopped without an error, e.g. killed; the next
-   call resumes it).
+5. ``done`` for the table job (always rebuilt, so never done by 1.) when its notebook ran to its
+   end and has a stamp; ``pending`` for anything else (not started, or stopped without an error,
+   e.g. killed; the next call resumes it).
 
 Nothing here writes to the results folder except the running marker (`running_marker`), and
 nothing imports torch or papermill.
@@ -140,7 +140,7 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     partial = partial_path(root, job)  # papermill writes here while the notebook runs
     if partial.is_file() and _fresh(partial, now, fresh_s):
         return "running", f"{partial} being rendered"
-    failed = failed_path(root, job)  # the last attempt's, removed when one succeeds
+    failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
         return "failed", f"error in {failed}"
     for run in _run_dirs(job, req):

@@ -172,6 +172,11 @@ def run_job(job: Job, req: PlanRequest) -> None:
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
     final, partial = rendered_path(req.results_root, job), partial_path(req.results_root, job)
+    failed, stamp = failed_path(req.results_root, job), stamp_path(req.results_root, job)
+    # A new attempt: the last one's failure is history, and until this one ends the job is not
+    # done (the kept notebook may show runs this attempt is replacing).
+    failed.unlink(missing_ok=True)
+    stamp.unlink(missing_ok=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(
@@ -180,22 +185,21 @@ def run_job(job: Job, req: PlanRequest) -> None:
         )
     except BaseException:  # keep the last good rendering; the failed one goes beside it
         if partial.is_file():
-            failed = failed_path(req.results_root, job)
             failed.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, failed)
         raise
-    _scrub_paths(partial)
+    _scrub_paths(partial, output_path=final)
     os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
-    failed_path(req.results_root, job).unlink(missing_ok=True)
-    stamp = stamp_path(req.results_root, job)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"config_hash": job.config_hash, "parameters": job.parameters}))
 
 
-def _scrub_paths(notebook: Path) -> None:
-    """Rendered notebooks are published: write paths inside the repository relative to it."""
+def _scrub_paths(notebook: Path, *, output_path: Path) -> None:
+    """Rendered notebooks are published: write paths inside the repository relative to it, and
+    name the place the notebook is moved to (papermill recorded the one it wrote)."""
     text = notebook.read_text()
-    clean = text.replace(f"{REPO}/", "").replace(str(REPO), ".")
+    clean = text.replace(f'"{notebook}"', f'"{output_path}"')
+    clean = clean.replace(f"{REPO}/", "").replace(str(REPO), ".")
     if clean != text:
         notebook.write_text(clean)
 
@@ -274,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     results_root = _repo_relative(Path(args.results_root))
     if args.data_root:
         args.data_root = str(_repo_relative(Path(args.data_root)))
+    elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
+        env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
+        os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     if args.status:  # read-only: no lock, no download
         present, _, ddad = _available(requested, args.data_root, str(results_root), fetch=False,

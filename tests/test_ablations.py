@@ -177,7 +177,8 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
 
     # The ledger keeps the AUCs when the run folders are gone (another machine) ...
     ablations.write_ablation_tables(partial, results_root)
-    commits = {row.run_id: row.git_commit for row in ablations.read_ledger(results_root).itertuples()}
+    ledger_rows = ablations.read_ledger(results_root).itertuples()
+    commits = {row.run_id: row.git_commit for row in ledger_rows}
     assert commits == {run_id: "+".join(run_commits(read_run_env(runs / run_id)))
                        for run_id in done["run_id"]}
     shutil.rmtree(results_root / "runs")

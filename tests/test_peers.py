@@ -258,4 +258,7 @@ def test_the_command_line_says_what_is_wrong_with_an_override(results_root, caps
     with pytest.raises(SystemExit):
         main([*base, "--set", "peers.ganomaly_epochs"])
     assert "expected KEY=VALUE" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
     assert not (results_root / "runs").exists()

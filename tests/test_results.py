@@ -91,6 +91,17 @@ def test_a_run_resumed_at_another_commit_records_both(results_root, checkout):
     assert run_commits({}) == []
 
 
+def test_a_resumed_run_that_lives_through_a_commit_records_all_three(results_root, checkout):
+    cfg = load_config("smoke")
+    open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    checkout.head = "b" * 40
+    checkout.new_process()  # resumed at b ...
+    run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
+    checkout.head = "c" * 40  # ... and c lands before it finishes
+    run.mark_done()
+    assert run_commits(read_run_env(run.path)) == ["a" * 40, "b" * 40, "c" * 40]
+
+
 def test_done_marker_and_reopen(results_root):
     cfg = load_config("smoke")
     run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)
@@ -211,7 +222,7 @@ def test_a_stages_explicit_device_is_the_one_env_json_names(results_root, monkey
     import torch
 
     from dia import runtime
-    from dia.config import config_hash
+    from dia.config import ConfigError, config_hash
 
     monkeypatch.setattr(runtime, "describe_device", lambda preference="auto": f"as {preference}")
     cfg = load_config("smoke")
@@ -222,5 +233,28 @@ def test_a_stages_explicit_device_is_the_one_env_json_names(results_root, monkey
     run = open_run(chosen, stage="amplify", method="csi", results_root=results_root)
     assert read_run_env(run.path)["device"] == "as cpu"  # not the config's "auto"
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             runtime.stage_device(cfg, "cuda")
+
+
+def test_only_edited_code_makes_a_checkout_dirty(tmp_path):
+    """A published result rewritten by a finished job is not an edit of the code running."""
+    import shutil
+    import subprocess
+
+    from dia.runtime import git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "."],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True)
+    clean = git_commit(tmp_path)
+    assert clean and len(clean) == 40
+    (tmp_path / "results" / "table.md").write_text("b\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "-dirty"

@@ -106,6 +106,10 @@ def test_second_driver_on_the_same_results_refuses(tmp_path, capsys):
 
 
 def test_a_failed_rerun_keeps_the_last_good_notebook(fake_notebooks, tmp_path, capsys):
+    import json
+
+    import nbformat
+
     root = tmp_path / "results"
     argv = ["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
             "--results-root", str(root), "--data-root", str(tmp_path)]
@@ -113,15 +117,23 @@ def test_a_failed_rerun_keeps_the_last_good_notebook(fake_notebooks, tmp_path, c
     good = root / "notebooks" / "20_train_amplifier-synthetic-csi-s0.ipynb"
     failed = root / "notebooks" / ".failed" / good.name
     rendered = good.read_text()
+    recorded = json.loads(rendered)["metadata"]["papermill"]["output_path"]
+    assert recorded.endswith(f"/notebooks/{good.name}")  # where it is, not where it was written
+    # rerun: the run trains again, then a later cell (a plot, say) fails
     next((root / "runs" / "amplify" / "synthetic" / "csi").glob("s0-*/DONE")).unlink()
-    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "raise ValueError('boom')")
+    source = fake_notebooks / "20_train_amplifier.ipynb"
+    body = nbformat.read(source, as_version=4).cells[1].source
+    _notebook(source, body + "\nraise ValueError('boom')")
     assert suite.main(argv) == 1
     assert good.read_text() == rendered  # the published rendering is not replaced by a failure
     assert "ValueError" in failed.read_text()
     assert f"notebooks/.failed/{good.name})" in capsys.readouterr().out  # the message names it
     assert not list((root / "notebooks" / ".partial").iterdir())
-    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "pass")
+    calls = len(_calls(root))
+    _notebook(source, body)
     assert suite.main(argv) == 0 and not failed.exists()  # fixed: the stale failure is gone
+    # its runs were DONE after the failure, yet the job was not taken as done: it ran again
+    assert _calls(root)[calls:] == ["20_train_amplifier"]
 
 
 def test_a_data_root_that_is_not_a_folder_is_refused(tmp_path, capsys, monkeypatch):

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--budget-s is required unless --no-train")
 
     from dia.ablations import cells, train_and_score
-    from dia.runtime import describe_device
+    from dia.runtime import describe_device, stage_device
 
     started = time.perf_counter()
     which = [w.strip() for w in args.which.split(",") if w.strip()]
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
          if cell[0]["seed"] in seeds),
         key=lambda cell: (cell[0]["seed"], cell[0]["overrides"] != "{}"),  # stable sort
     )
+    if args.device:  # in each cell's config, so that every run's env.json names it
+        grid = [(row, stage_device(cfg, args.device)[0]) for row, cfg in grid]
     device = describe_device(args.device or "auto")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not args.out.is_file()
