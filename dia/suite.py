@@ -123,7 +123,15 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
 
 
 def _check_command(data_root: str) -> str:
-    return "python -m dia data check" + (f" --data-root {data_root}" if data_root else "")
+    return "python -m dia data check" + (f" --data-root {_shown(data_root)}" if data_root else "")
+
+
+def _shown(path: str | Path) -> str:
+    """A path for the terminal: relative to the repository (where run_all.sh runs) when inside
+    it, else absolute. The driver itself works with repository-relative paths (`_repo_relative`),
+    which read oddly (`../../tmp/x`) for a folder elsewhere."""
+    absolute = (REPO / path).resolve()
+    return str(absolute.relative_to(REPO)) if absolute.is_relative_to(REPO) else str(absolute)
 
 
 def _check_data_root(data_root: str) -> None:
@@ -151,14 +159,16 @@ def _lock(results_root: Path):
         results_root.mkdir(parents=True, exist_ok=True)
         handle = open(results_root / ".lock", "w")
     except OSError as err:
-        raise ConfigError(f"cannot write to the results root {results_root} ({err.strerror}): "
+        raise ConfigError(f"cannot write to the results root {_shown(results_root)} "
+                          f"({err.strerror}): "
                           "pass a writable folder with --results-root") from err
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as err:
         handle.close()
         raise LockedError(
-            f"another run_all.sh is using {results_root} (it holds {results_root / '.lock'}); "
+            f"another run_all.sh is using {_shown(results_root)} (it holds "
+            f"{_shown(results_root / '.lock')}); "
             "wait for it to finish, or use --results-root for a separate folder"
         ) from err
     return handle
@@ -210,7 +220,7 @@ def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     at = f" cell {cell}" if cell is not None else ""
     last_line = str(evalue).strip().splitlines()[-1] if evalue else ""
-    see = f" (see {failed})" if failed.is_file() else ""
+    see = f" (see {_shown(failed)})" if failed.is_file() else ""
     return f"{job.notebook}.ipynb{at}: {ename}: {last_line}{see}"
 
 
