@@ -7,7 +7,7 @@ Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -163,22 +163,28 @@ def score_split(
                     anomaly_score=anomaly_score, metric=SPLITS[split].metric)
 
 
-def score_splits(
-    run: Run, data: Any, score: Callable[[Any, str], Sequence[float]], *, method: str,
-    profile: str, image_size: int, dataset: str,
-) -> list[dict[str, Any]]:
-    """Score the test split of `data` and, where it has both classes, its validation split.
+def labelled_splits(data: Any, dataset: str) -> Iterator[tuple[str, Any, np.ndarray, list[str]]]:
+    """(split, images, labels, ids) of the test split of `data`, then of its validation split
+    where that has both classes (`has_both_classes` names `dataset` when it has one only).
 
-    `data` has `test`, `test_labels`, `test_ids` and `val`, `val_labels`, `val_ids` (a
-    `DatasetSplits` or a method's own converted copy); `score(images, split)` gives one anomaly
-    score per image. Writes scores.csv (val_scores.csv) and returns the AUC rows, test first.
+    `data` has `test`, `test_labels`, `test_ids` and `val`, `val_labels`, `val_ids`: a
+    `DatasetSplits`, or DDAD's `DDADData` (the same splits at its own size).
     """
-    rows = []
     for split in SPLITS:
         images, labels, ids = (getattr(data, f"{split}{part}") for part in ("", "_labels", "_ids"))
         if split == "val" and not has_both_classes(labels, dataset):
             continue
-        rows += score_split(run, split, sample_ids=list(ids), labels=np.asarray(labels).astype(int),
-                            anomaly_score=score(images, split), method=method, profile=profile,
-                            image_size=image_size)
-    return rows
+        yield split, images, np.asarray(labels).astype(int), list(ids)
+
+
+def score_splits(
+    run: Run, data: Any, score: Callable[[Any, str], Sequence[float]], *, method: str,
+    profile: str, image_size: int, dataset: str,
+) -> list[dict[str, Any]]:
+    """Score each of `labelled_splits(data, dataset)`: `score(images, split)` gives one anomaly
+    score per image. Writes scores.csv (val_scores.csv) and returns the AUC rows, test first.
+    """
+    return [row for split, images, labels, ids in labelled_splits(data, dataset)
+            for row in score_split(run, split, sample_ids=ids, labels=labels,
+                                   anomaly_score=score(images, split), method=method,
+                                   profile=profile, image_size=image_size)]

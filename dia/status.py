@@ -147,9 +147,8 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
         log = run / "train_log.jsonl"
         if not (run / "DONE").is_file() and _fresh(log, now, fresh_s):
             return "running", f"{log} changed {now - log.stat().st_mtime:.0f}s ago"
-    rendered = rendered_path(root, job)
-    meta = _papermill_meta(rendered) if rendered.is_file() else None
-    if job.always and meta and meta.get("end_time") and stamp_path(root, job).is_file():
+    # a rendered notebook and its stamp are written only when the notebook ran to its end
+    if job.always and rendered_path(root, job).is_file() and stamp_path(root, job).is_file():
         return "done", ""
     return "pending", ""
 

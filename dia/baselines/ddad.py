@@ -350,7 +350,7 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
 
 def _train_and_score(run: Run, cfg, data: DDADData, device: torch.device) -> None:
     """Train the ensemble of `run` (resuming each net from its checkpoint), score, mark DONE."""
-    from dia.metrics import has_both_classes, score_split, scores_file, write_metrics, write_scores
+    from dia.metrics import labelled_splits, score_split, scores_file, write_metrics, write_scores
     from dia.runtime import seed_everything
 
     seed_everything(cfg.seed)
@@ -380,9 +380,8 @@ def _train_and_score(run: Run, cfg, data: DDADData, device: torch.device) -> Non
                                        method=METHOD_NAMES.get(kind, INTRA_ASR_NAME),
                                        image_size=cfg.ddad.image_size)]
 
-    rows = score("test", data.test, data.test_labels, data.test_ids)
-    if has_both_classes(data.val_labels, cfg.dataset):
-        rows += score("val", data.val, data.val_labels, data.val_ids)
+    rows = [row for split, images, labels, ids in labelled_splits(data, cfg.dataset)
+            for row in score(split, images, labels, ids)]
     write_metrics(run, [row for row in rows if row["method"] != INTRA_ASR_NAME])
     summary = {row["method"]: row["value"] for row in rows if row["metric"] == "auc"}
     val = {row["method"]: row["value"] for row in rows if row["metric"] == "val_auc"}

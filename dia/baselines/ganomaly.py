@@ -298,8 +298,7 @@ def run_ganomaly(run: Run, cfg, splits, *, device: torch.device | str = "cpu") -
     device = torch.device(device)
     size = ganomaly_image_size(cfg)
     train = to_gan_input(splits.train, size)
-    counts = {"train_images": int(train.shape[0]), "test_images": int(splits.test.shape[0]),
-              "val_images": len(splits.val_ids)}
+    counts = splits.sizes()
     run.append_log({"event": "start", "device": str(device), "image_size": size, **counts})
     t0 = time.perf_counter()
     netg, _ = train_ganomaly_models(run, cfg, train, device)

@@ -196,8 +196,7 @@ def run_patchcore(run: Run, cfg, splits, *, device: torch.device | str = "cpu") 
     p = cfg.peers
     device = torch.device(device)
     backbone = mobilenet_v2(pretrained=True).to(device)
-    counts = {"train_images": int(splits.train.shape[0]), "test_images": int(splits.test.shape[0]),
-              "val_images": len(splits.val_ids)}
+    counts = splits.sizes()
     run.append_log({"event": "start", "device": str(device), "image_size": p.patchcore_image_size,
                     "layers": list(p.patchcore_layers), **counts})
     t0 = time.perf_counter()

@@ -66,6 +66,11 @@ class DatasetSplits:
             "val_anomalous": int((self.val_labels == 1).sum()),
         }
 
+    def sizes(self) -> dict[str, int]:
+        """Images per split a method trains on or scores, for its logs and DONE summary."""
+        return {"train_images": int(self.train.shape[0]), "test_images": int(self.test.shape[0]),
+                "val_images": len(self.val_ids)}
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
         return f"DatasetSplits({self.key}, {self.image_size}px, {parts})"
