@@ -53,7 +53,7 @@ class LockedError(RuntimeError):
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
-    parser.add_argument("--datasets", default="", help="comma list; default: every dataset present")
+    parser.add_argument("--datasets", default="", help="comma list; default: every dataset found")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 3 for paper, else 1)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad, ganomaly, patchcore")
     parser.add_argument("--results-root", default="results")
@@ -95,14 +95,17 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
 
 
 def _available(requested: list[str], data_root: str, results_root: str, *, fetch: bool,
-               log) -> tuple[list[str], dict[str, str], set[str]]:
-    """Datasets to run, the missing ones with the reason, and those DDAD applies to."""
-    from dia.data.check import check_datasets
-    from dia.data.registry import DataError
+               log) -> tuple[list[str], dict[str, tuple[str, str]], set[str]]:
+    """Datasets to run, those that cannot run with the reason, and those DDAD applies to.
+
+    Without `requested`, every dataset found under the data root is meant: one that is there
+    but unusable (BROKEN) cannot run, as one asked for by name and MISSING cannot; datasets not
+    there at all are named in one line."""
+    from dia.data.check import check_datasets, state
+    from dia.data.registry import DataError, resolve_data_root
 
     if fetch:
         from dia.data.medmnist_files import fetch_medmnist
-        from dia.data.registry import resolve_data_root
 
         for key in ("pneumonia", "breast"):
             try:
@@ -110,16 +113,24 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
             except DataError:
                 log("[fetch] offline: MedMNIST files were not downloaded; using what is on disk")
                 break
-    rows = {r["dataset"]: r for r in check_datasets(data_root or None, results_root)}
-    keys = requested or [k for k, r in rows.items() if r["present"]]
+    shown_root = _shown(resolve_data_root(data_root or None))  # the problems name files under it
+    rows = {r["dataset"]: r for r in check_datasets(shown_root, results_root)}
+    keys = requested or [k for k, r in rows.items() if r["found"]]
     present = [k for k in keys if rows[k]["present"]]
-    missing = {k: str(rows[k]["problem"]) for k in keys if not rows[k]["present"]}
+    unusable = {k: (state(rows[k]), str(rows[k]["problem"])) for k in keys
+                if not rows[k]["present"]}
     ddad = {k for k in present if int(rows[k]["pool_anomalous"] or 0) > 0}
-    absent = [k for k, r in rows.items() if not r["present"] and k not in missing]
+    absent = [k for k, r in rows.items() if not r["found"] and k not in unusable]
     if absent:  # not asked for by name: said once, not an error
         log(f"not found under the data root, so not run: {', '.join(absent)} "
             f"(see `{_check_command(data_root)}`)")
-    return present, missing, ddad
+    return present, unusable, ddad
+
+
+def _report_unusable(unusable: dict[str, tuple[str, str]], data_root: str, log) -> None:
+    for key, (what, why) in unusable.items():
+        log(f"{what.lower()} dataset {key}: {why.split(';')[0]} "
+            f"(see `{_check_command(data_root)}`)")
 
 
 def _check_command(data_root: str) -> str:
@@ -293,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     if args.status:  # read-only: no lock, no download
-        present, _, ddad = _available(requested, args.data_root, str(results_root), fetch=False,
-                                      log=log)
+        present, unusable, ddad = _available(requested, args.data_root, str(results_root),
+                                             fetch=False, log=log)
         req = _request(args, present, methods, results_root, ddad)
         print(format_status(plan_status(build_plan(req), req)))
+        _report_unusable(unusable, args.data_root, log)
         return 0
     executor = args.executor or ("local-parallel" if args.jobs > 1 else "sequential")
     try:
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...],
          results_root: Path, executor: str, log) -> int:
     """Plan, then run (or only print) the jobs; the caller holds the results root's lock."""
-    present, missing, ddad = _available(
+    present, unusable, ddad = _available(
         requested, args.data_root, str(results_root),
         fetch=not requested and not args.plan_only, log=log)
     req = _request(args, present, methods, results_root, ddad)
@@ -331,8 +343,7 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
         f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
         f"rough estimate {seconds / 60:.0f} min ({basis})")
-    for key, why in missing.items():
-        log(f"missing dataset {key}: {why.split(';')[0]} (see `{_check_command(args.data_root)}`)")
+    _report_unusable(unusable, args.data_root, log)
     if args.plan_only:
         for job in jobs:
             log(f"  {job.key} -> notebooks/{job.output_name}"
@@ -348,12 +359,12 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
             "not waiting (see `run_all.sh --status` with the same arguments)")
         return 0
     log(f"finished: {len(outcome.done)} ran, {len(outcome.skipped)} skipped, "
-        f"{len(outcome.failed)} failed, {len(missing)} dataset(s) missing")
+        f"{len(outcome.failed)} failed, {len(unusable)} dataset(s) missing or broken")
     for key, why in outcome.failed.items():
         log(f"  FAILED {key}: {why}")
-    for key in missing:
-        log(f"  MISSING {key}")
-    return 1 if outcome.failed or (requested and missing) else 0
+    for key, (what, _) in unusable.items():
+        log(f"  {what} {key}")
+    return 1 if outcome.failed or unusable else 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import torch
 from PIL import Image
 
 from dia.config import load_config
-from dia.data import DataError, load_dataset, load_for_config
-from dia.data.check import check_datasets, format_check
+from dia.data import DataError, DataMissing, load_dataset, load_for_config
+from dia.data.check import check_datasets, format_check, state
 from dia.data.synthetic import load_synthetic
 
 
@@ -174,11 +175,11 @@ def test_unknown_key():
 
 
 def test_missing_root_and_folder(tmp_path, results_root):
-    with pytest.raises(DataError, match="does not exist; set DIA_DATA_ROOT"):
+    with pytest.raises(DataMissing, match="does not exist; set DIA_DATA_ROOT"):
         load_dataset("kvasir", data_root=tmp_path / "nowhere", results_root=results_root)
-    with pytest.raises(DataError, match="missing folder .*kvasir"):
+    with pytest.raises(DataMissing, match="missing folder .*kvasir"):
         load_dataset("kvasir", data_root=tmp_path, results_root=results_root)
-    with pytest.raises(DataError, match="pneumoniamnist.npz"):
+    with pytest.raises(DataMissing, match="pneumoniamnist.npz"):
         load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
     assert not any(results_root.iterdir())
 
@@ -250,6 +251,19 @@ def test_data_check_against_shared_data(shared_data, results_root):
         assert not rows[key]["present"]
     text = format_check(list(rows.values()), shared_data)
     assert "OCT2017/{train,test}/{CNV,DME,DRUSEN,NORMAL}" in text and "dia data fetch breast" in text
+
+
+def test_data_check_tells_a_broken_dataset_from_a_missing_one(tmp_path, results_root):
+    (tmp_path / "medmnist").mkdir()
+    (tmp_path / "medmnist" / "pneumoniamnist.npz").write_bytes(b"garbage")
+    (tmp_path / "sars_cov2" / "COVID").mkdir(parents=True)  # non-COVID/ absent
+    rows = {r["dataset"]: r for r in check_datasets(tmp_path, results_root)}
+    assert [state(rows[k]) for k in ("pneumonia", "sars_cov2", "breast", "synthetic")] == [
+        "BROKEN", "BROKEN", "MISSING", "yes"]
+    assert rows["pneumonia"]["found"] and not rows["pneumonia"]["present"]
+    text = format_check(list(rows.values()), tmp_path)
+    assert "| BROKEN " in text and "pneumonia: cannot read" in text
+    assert re.search(r"sars_cov2: missing folder \S*sars_cov2/non-COVID", text)
 
 
 def test_cli_data_check_and_offline_fetch(shared_data, tmp_path):

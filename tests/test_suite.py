@@ -94,6 +94,27 @@ def test_missing_dataset_does_not_stop_the_others(fake_notebooks, tmp_path, caps
     assert "20_train_amplifier" in _calls(root)
 
 
+def test_a_broken_dataset_found_under_the_data_root_is_reported_not_skipped(
+        fake_notebooks, tmp_path, capsys, monkeypatch):
+    from dia.data import medmnist_files
+
+    monkeypatch.setattr(medmnist_files, "fetch_medmnist", lambda *a, **k: None)  # offline
+    (tmp_path / "medmnist").mkdir()
+    (tmp_path / "medmnist" / "pneumoniamnist.npz").write_bytes(b"garbage")
+    root = tmp_path / "results"
+    argv = ["--profile", "smoke", "--methods", "csi", "--results-root", str(root),
+            "--data-root", str(tmp_path)]
+    assert suite.main(argv + ["--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "broken dataset pneumonia: cannot read" in out
+    assert "pneumonia" not in out.split("so not run: ")[1].splitlines()[0]  # not "not found"
+    assert suite.main(argv) == 1  # the others run; the broken one fails the run
+    out = capsys.readouterr().out
+    assert "BROKEN pneumonia" in out and "20_train_amplifier" in _calls(root)
+    assert suite.main(argv + ["--status"]) == 0
+    assert "broken dataset pneumonia: cannot read" in capsys.readouterr().out
+
+
 def test_second_driver_on_the_same_results_refuses(tmp_path, capsys):
     root = tmp_path / "results"
     handle = suite._lock(root)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dia.data.registry import SPECS, DataError, DatasetSpec, get_spec, resolve_data_root
+from dia.data.registry import (SPECS, DataError, DataMissing, DatasetSpec, get_spec,
+                               resolve_data_root)
 from dia.data.splits import DatasetSplits
 
 __all__ = [
-    "SPECS", "DataError", "DatasetSpec", "DatasetSplits", "get_spec", "load_dataset",
+    "SPECS", "DataError", "DataMissing", "DatasetSpec", "DatasetSplits", "get_spec", "load_dataset",
     "load_for_config", "resolve_data_root",
 ]
 
@@ -50,7 +51,7 @@ def load_dataset(
         return load_synthetic(size)
     root = resolve_data_root(data_root)
     if not root.is_dir():
-        raise DataError(
+        raise DataMissing(
             f"data root {root} does not exist; set DIA_DATA_ROOT or create it, then put "
             f"{spec.layout} under it (`dia data check` lists every dataset)"
         )

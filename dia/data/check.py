@@ -1,11 +1,14 @@
-"""`dia data check`: which datasets are present, their counts, and how to get the missing ones."""
+"""`dia data check`: which datasets are present, their counts, and how to get the missing ones.
+
+A dataset is present (usable), MISSING (its file or folder is not under the data root), or
+BROKEN (it is there, but a file is corrupt or a part is absent; the problem line says which)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
-from dia.data.registry import SPECS, DataError, resolve_data_root
+from dia.data.registry import SPECS, DataError, DataMissing, resolve_data_root
 
 COUNT_COLUMNS = ("train_normal", "test_normal", "test_anomalous", "pool_anomalous", "val_normal",
                  "val_anomalous")
@@ -29,7 +32,8 @@ def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
 def check_datasets(
     data_root: str | Path | None = None, results_root: str | Path = "results"
 ) -> list[dict[str, object]]:
-    """One row per dataset: present or not, counts, and for a missing one what to do."""
+    """One row per dataset: `present` (usable), `found` (there at all, usable or not), counts, and
+    for one not present what is wrong."""
     root = resolve_data_root(data_root)
     rows = []
     for key, spec in SPECS.items():
@@ -38,19 +42,26 @@ def check_datasets(
             with warnings.catch_warnings():  # a count needs no notice of absent files
                 warnings.simplefilter("ignore")
                 counts = count_dataset(key, root, Path(results_root))
-            row.update({c: 0 for c in COUNT_COLUMNS}, **counts, present=True, problem="")
+            row.update({c: 0 for c in COUNT_COLUMNS}, **counts, present=True, found=True,
+                       problem="")
         except DataError as err:
-            row.update({c: "" for c in COUNT_COLUMNS}, present=False, problem=str(err))
+            row.update({c: "" for c in COUNT_COLUMNS}, present=False,
+                       found=not isinstance(err, DataMissing), problem=str(err))
         rows.append(row)
     return rows
 
 
+def state(row: dict[str, object]) -> str:
+    """yes, MISSING or BROKEN, as `dia data check` and the driver name a dataset."""
+    return "yes" if row["present"] else "BROKEN" if row["found"] else "MISSING"
+
+
 def format_check(rows: list[dict[str, object]], data_root: Path) -> str:
-    """The table `dia data check` prints, then instructions for each missing dataset."""
+    """The table `dia data check` prints, then the problem of each dataset not present and, for
+    a missing one, where to get it."""
     from tabulate import tabulate
 
-    table = [[r["dataset"], r["title"], "yes" if r["present"] else "MISSING",
-              *[r[c] for c in COUNT_COLUMNS]] for r in rows]
+    table = [[r["dataset"], r["title"], state(r), *[r[c] for c in COUNT_COLUMNS]] for r in rows]
     headers = ["dataset", "name", "present", "train normal", "test normal", "test anomalous",
                "train anomalous/pool", "val normal", "val anomalous"]
     lines = [f"data root: {data_root}  (--data-root or DIA_DATA_ROOT to change it)", "",

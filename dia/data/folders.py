@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dia.data.images import IMAGE_SUFFIXES, list_images, read_images
-from dia.data.registry import DataError, get_spec
+from dia.data.registry import DataError, DataMissing, get_spec
 from dia.data.seeded_split import SplitRow, make_split, read_split, split_csv_path, write_split
 from dia.data.splits import DatasetSplits
 
@@ -34,7 +34,7 @@ def dataset_dir(key: str, root: Path) -> Path:
     path = root / DIRS[key]
     if not path.is_dir():
         spec = get_spec(key)
-        raise DataError(
+        raise DataMissing(
             f"missing folder {path}; expected {spec.layout} under {root}. Get it: {spec.source}"
         )
     return path

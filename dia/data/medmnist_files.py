@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dia.data.images import to_rgb_uint8
-from dia.data.registry import DataError, get_spec
+from dia.data.registry import DataError, DataMissing, get_spec
 from dia.data.splits import DatasetSplits
 
 FLAGS = {"pneumonia": "pneumoniamnist", "breast": "breastmnist"}
@@ -33,7 +33,11 @@ def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
     path = npz_path(key, root)
     if not path.is_file():
         spec = get_spec(key)
-        raise DataError(f"missing {path}; expected {spec.layout} under {root}. Get it: {spec.source}")
+        raise DataMissing(
+            f"missing {path}; expected {spec.layout} under {root}. Get it: {spec.source}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"cannot read {path}: not a zip archive, as a .npz file is; "
+                        f"delete it and get it again: {get_spec(key).source}")
     try:
         with np.load(path) as npz:
             missing = [name for name in KEYS if name not in npz.files]

@@ -16,6 +16,11 @@ class DataError(RuntimeError):
     """A dataset is missing or malformed; the message names the path and what was expected."""
 
 
+class DataMissing(DataError):
+    """The dataset's file or folder is not under the data root at all (rather than there but
+    unusable: a corrupt file, a class folder short of images)."""
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One dataset of SPEC section 3."""

@@ -1,0 +1,217 @@
+"""The arithmetic of a whole DIA + CSI run, and the time it needs at the rate this machine sustains.
+
+    .venv/bin/python benchmarks/flop_budget.py [--profile quick] [--dataset pneumonia]
+        [--data-root ../shared/data] [--device cpu] [--threads 2] [--repeats 2]
+
+Counts the floating-point operations of one image through each network a run uses
+(`torch.utils.flop_counter`: convolutions and matrix products, two per multiply-add; norms,
+activations and the optimiser are left out): the DDPM's U-Net in training (forward + backward),
+dissolving (one U-Net forward per dissolved image), the encoder in training (forward +
+backward) and in scoring (forward). It multiplies them by the images each stage feeds under the
+profile and the dataset's counts (read from the data root without decoding), times each network
+on `--device` as the stages run it (fp32 on the CPU, the encoder and the dissolving U-Net
+channels_last; on CUDA the dissolving U-Net in bf16, the encoder as `amplify.precision` says) to
+get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
+sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
+
+Dissolved images are counted as the CPU computes them, with the `amplify.dissolve_cache_gib`
+cache: each (image, flip, t) once, so the expected number of distinct keys drawn (one image is
+drawn 4 times an epoch, once per rotation, with a t and a flip of its own); without a cache every
+draw. On CUDA a `DissolveTable` dissolves every key before training (`table_images`), and
+`--device cuda` counts those.
+
+The seconds are what the kernels need at their measured speed: augmentation, data movement, the
+optimiser and Python come on top, so a stage takes longer (README, "What a run costs", compares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import time
+
+import torch
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _seconds(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up: oneDNN / cuDNN pick their kernels on the first call
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - tic) / repeats
+
+
+def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, dict[str, float]]:
+    """GFLOP per image and sustained GFLOP/s of each network, in the precision, memory layout and
+    batch size the stages use on `device` (the dissolving batch: the 4·B draws of an iteration on
+    the CPU, the 2048-image batches that fill a `DissolveTable` on CUDA)."""
+    from dia.data import image_size_for
+    from dia.diffusion import RESOLUTION, build_scheduler, build_unet
+    from dia.dissolve import Dissolver
+    from dia.train_encoder import build_encoder, encoder_precision
+
+    torch.manual_seed(0)
+    size, b = image_size_for(cfg), cfg.amplify.batch_size
+    precision = encoder_precision(cfg.amplify.precision, device)
+    layout = torch.channels_last if precision.channels_last else torch.contiguous_format
+    unet = build_unet(cfg.diffusion).to(device)
+    if device.type == "cuda":  # as dia.diffusion trains it
+        unet = unet.to(memory_format=torch.channels_last)
+    dissolver = Dissolver(build_unet(cfg.diffusion).to(device), build_scheduler().alphas_cumprod,
+                          cfg.dissolve.value_range, cfg.dissolve.resolution,
+                          cuda_bf16=cfg.dissolve.cuda_bf16)
+    encoder = build_encoder(cfg).to(device, memory_format=layout)
+    ddpm_batch = torch.randn(cfg.diffusion.batch_size, 3, RESOLUTION, RESOLUTION, device=device)
+    ddpm_t = torch.randint(0, 1000, (cfg.diffusion.batch_size,), device=device)
+    train_batch = torch.rand(12 * b, 3, size, size, device=device).contiguous(memory_format=layout)
+    score_batch = torch.rand(4 * cfg.score.batch_size, 3, size, size, device=device).contiguous(
+        memory_format=layout)  # 4 rotations of a test batch
+    dissolve_batch = torch.rand(2048 if device.type == "cuda" else 4 * b, 3, size, size,
+                                device=device)
+    autocast = (torch.autocast("cuda", dtype=precision.autocast_dtype)
+                if precision.autocast_dtype else contextlib.nullcontext())
+
+    def ddpm_step():  # fp32, as every profile trains it (diffusion.cuda_bf16 off)
+        unet.zero_grad(set_to_none=True)
+        unet(ddpm_batch, ddpm_t).sample.square().mean().backward()
+
+    def dissolve():
+        dissolver(dissolve_batch, torch.full((dissolve_batch.shape[0],), 50, device=device))
+
+    def encoder_step():
+        encoder.train().zero_grad(set_to_none=True)
+        with autocast:
+            out = encoder(train_batch)
+        (out.projection.float().square().mean() + out.shift_logits.float().square().mean()
+         ).backward()
+
+    def encoder_score():
+        with torch.no_grad(), autocast:
+            encoder.eval()(score_batch)
+
+    networks = {"ddpm_train": (ddpm_step, ddpm_batch), "dissolve": (dissolve, dissolve_batch),
+                "encoder_train": (encoder_step, train_batch),
+                "encoder_score": (encoder_score, score_batch)}
+    out = {}
+    for name, (fn, batch) in networks.items():
+        flops = _flops(fn)
+        seconds = _seconds(fn, repeats, device)
+        out[name] = {"gflop_per_image": flops / batch.shape[0] / 1e9,
+                     "gflop_per_s": flops / seconds / 1e9, "batch": batch.shape[0]}
+    return out
+
+
+def dissolved_images(normals: int, keys_per_image: int, draws_per_image: float,
+                     capacity: float) -> float:
+    """Expected images a `DissolveCache` of `capacity` entries dissolves (0: no cache).
+
+    Each draw of an image picks one of its `keys_per_image` (flip, t) uniformly. The cache stores
+    every new key until it is full, none after: until then only first draws are dissolved (the
+    expected distinct keys after d draws per image are K·(1 − (1 − 1/K)^d) per image); after it,
+    every draw of a key not stored (a share 1 − capacity/keys of them)."""
+    keys = normals * keys_per_image
+    distinct = keys * (1 - (1 - 1 / keys_per_image) ** draws_per_image)
+    if distinct <= capacity:
+        return distinct
+    full_after = math.log1p(-capacity / keys) / math.log1p(-1 / keys_per_image)  # draws/image
+    return capacity + (draws_per_image - full_after) * normals * (1 - capacity / keys)
+
+
+def stage_images(cfg, counts: dict[str, int], device_type: str = "cpu") -> dict[str, float]:
+    """Images each network sees over the run under `cfg` (`data.max_*` caps included)."""
+    from dia.amplify import DissolveTable
+    from dia.data import image_size_for
+    from dia.optim import iterations_per_epoch
+
+    a, cap = cfg.amplify, cfg.data.max_test_per_class or math.inf
+    normals = min(counts["train_normal"], cfg.data.max_train or math.inf)
+    iters = iterations_per_epoch(math.ceil(normals / a.batch_size), a.max_iters_per_epoch)
+    per_epoch = min(normals, iters * a.batch_size)  # the last batch may be short
+    draws_per_image = 4 * a.epochs * per_epoch / normals  # once per rotation, each epoch
+    keys_per_image = 2 * (cfg.dissolve.t_max - cfg.dissolve.t_min)  # (flip, t)
+    size = image_size_for(cfg)
+    budget_bytes = a.dissolve_cache_gib * 2**30
+    shape = torch.empty(int(normals), 3, size, size, device="meta")
+    if device_type == "cuda" and budget_bytes and DissolveTable.nbytes(
+            shape, cfg.dissolve.t_min, cfg.dissolve.t_max) <= budget_bytes:
+        dissolved = normals * keys_per_image  # dia.train_encoder.use_dissolve_table
+    else:
+        capacity = budget_bytes // (3 * size * size * 4)  # float32 entries
+        dissolved = dissolved_images(normals, keys_per_image, draws_per_image, capacity)
+    test = sum(min(counts[k], cap) for k in ("test_normal", "test_anomalous"))
+    val = [min(counts.get(k, 0), cap) for k in ("val_normal", "val_anomalous")]
+    scored = (normals + test + (sum(val) if min(val) > 0 else 0)) * 4 * cfg.score.num_samples
+    return {"ddpm_train": cfg.diffusion.steps * cfg.diffusion.batch_size,
+            "dissolve": dissolved, "table_images": normals * keys_per_image,
+            "dia_train": a.epochs * per_epoch * 12, "csi_train": a.epochs * per_epoch * 8,
+            "scoring_per_method": scored}
+
+
+def budget(cfg, counts: dict[str, int], networks: dict[str, dict[str, float]],
+           device_type: str = "cpu") -> dict:
+    images = stage_images(cfg, counts, device_type)
+    uses = {"ddpm": ("ddpm_train", "ddpm_train"), "dissolving": ("dissolve", "dissolve"),
+            "dia_encoder": ("dia_train", "encoder_train"),
+            "csi_encoder": ("csi_train", "encoder_train"),
+            "scoring_dia_and_csi": ("scoring_per_method", "encoder_score")}
+    stages = {}
+    for stage, (count, network) in uses.items():
+        n = images[count] * (2 if stage.startswith("scoring") else 1)
+        tflop = n * networks[network]["gflop_per_image"] / 1e3
+        stages[stage] = {"images": round(n), "tflop": round(tflop, 1),
+                         "gflop_per_s": round(networks[network]["gflop_per_s"], 1),
+                         "seconds": round(tflop * 1e3 / networks[network]["gflop_per_s"])}
+    total = sum(s["seconds"] for s in stages.values())
+    return {"stages": stages, "total_tflop": round(sum(s["tflop"] for s in stages.values()), 1),
+            "total_seconds": total, "total_minutes": round(total / 60, 1),
+            "table_images": round(images["table_images"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--dataset", default="pneumonia")
+    parser.add_argument("--data-root", default=None, help="default: $DIA_DATA_ROOT, else data/")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed calls per network")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from dia.config import load_config
+    from dia.data.check import count_dataset
+    from dia.data.registry import resolve_data_root
+    from dia.runtime import describe_device, resolve_device
+
+    device = resolve_device(args.device)
+    cfg = load_config(args.profile, dataset=args.dataset)
+    counts = count_dataset(args.dataset, resolve_data_root(args.data_root), "results")
+    networks = measure_networks(cfg, device, repeats=args.repeats)
+    print(json.dumps({"profile": args.profile, "dataset": args.dataset, "counts": counts,
+                      "machine": describe_device(args.device),
+                      "torch_threads": torch.get_num_threads(),
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "networks": {k: {m: round(v, 3) for m, v in d.items()}
+                                   for k, d in networks.items()},
+                      **budget(cfg, counts, networks, device.type)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
