@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="inspect or fetch datasets")
     data_sub = data.add_subparsers(dest="action", required=True)
-    check = data_sub.add_parser("check", help="list datasets, counts and what is missing")
+    check = data_sub.add_parser("check", help="list datasets, counts and what is missing "
+                                "(exit 1 when one found is BROKEN)")
     check.add_argument("--data-root", default=None, help="default: $DIA_DATA_ROOT, else data/")
     check.add_argument("--results-root", default="results")
     fetch = data_sub.add_parser("fetch", help="download a MedMNIST dataset")
@@ -72,8 +73,9 @@ def _data(args: argparse.Namespace) -> int:
     if args.action == "check":
         from dia.data.check import check_datasets, format_check
 
-        print(format_check(check_datasets(root, args.results_root), root))
-        return 0
+        rows = check_datasets(root, args.results_root)
+        print(format_check(rows, root))
+        return 1 if any(r["found"] and not r["present"] for r in rows) else 0  # one is BROKEN
     from dia.data.medmnist_files import fetch_medmnist
 
     path = fetch_medmnist(args.dataset, root)

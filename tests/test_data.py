@@ -264,6 +264,10 @@ def test_data_check_tells_a_broken_dataset_from_a_missing_one(tmp_path, results_
     text = format_check(list(rows.values()), tmp_path)
     assert "| BROKEN " in text and "pneumonia: cannot read" in text
     assert re.search(r"sars_cov2: missing folder \S*sars_cov2/non-COVID", text)
+    out = subprocess.run([sys.executable, "-m", "dia", "data", "check", "--data-root",
+                          str(tmp_path), "--results-root", str(results_root)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "| BROKEN " in out.stdout  # a script can tell
 
 
 def test_cli_data_check_and_offline_fetch(shared_data, tmp_path):
