@@ -30,7 +30,8 @@
 #   gpu_util.csv         nvidia-smi every 0.5 s over the whole call (utilisation, memory)
 #   grid.csv             one row per finished ablation cell (tools/device_grid.py)
 #   runs.tar.gz          the run folders without checkpoints (train logs, scores, env.json)
-#   session.log          everything printed
+#   session.log          everything printed, with benchmarks/flop_budget.py's JSON (the FLOPs of
+#                        the profile's run and the GFLOP/s each network sustains on the GPU)
 # A dry run of the plumbing on a CPU machine (smoke profile, synthetic data, a few minutes):
 #   OUT=/tmp/session RESULTS_ROOT=/tmp/session/results PROFILE=smoke DATASET=synthetic \
 #     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
@@ -91,6 +92,9 @@ timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --b
   --steps 30 > "$out/bench_diffusion.json"
 timeout 150 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
   > "$out/bench_amplify.json"
+echo "[session] flop budget of the profile (JSON into session.log; $(left))"
+timeout 60 "$py" benchmarks/flop_budget.py --device auto --profile "$profile" \
+  --dataset "$dataset" --repeats 5
 
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
 lane_dir=$(mktemp -d) pids=()
