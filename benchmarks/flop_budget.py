@@ -14,11 +14,12 @@ channels_last; on CUDA the dissolving U-Net in bf16, the encoder as `amplify.pre
 get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
 sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
 
-Dissolved images are counted as the CPU computes them, with the `amplify.dissolve_cache_gib`
-cache: each (image, flip, t) once, so the expected number of distinct keys drawn (one image is
-drawn 4 times an epoch, once per rotation, with a t and a flip of its own); without a cache every
-draw. On CUDA a `DissolveTable` dissolves every key before training (`table_images`), and
-`--device cuda` counts those.
+Dissolved images are counted as training computes them: with the `amplify.dissolve_cache_gib`
+cache, each (image, flip, t) drawn once while the cache has room (one image is drawn 4 times an
+epoch, once per rotation, with a t and a flip of its own), then every draw of a key it could not
+store (`dissolved_images`); without a cache every draw. On CUDA, when every key fits the budget,
+a `DissolveTable` dissolves them all before training (`table_images`), and `--device cuda`
+counts those.
 
 The seconds are what the kernels need at their measured speed: augmentation, data movement, the
 optimiser and Python come on top, so a stage takes longer (README, "What a run costs", compares).
