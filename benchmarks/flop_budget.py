@@ -136,6 +136,7 @@ def dissolved_images(normals: int, keys_per_image: int, draws_per_image: float,
 def stage_images(cfg, counts: dict[str, int], device_type: str = "cpu") -> dict[str, float]:
     """Images each network sees over the run under `cfg` (`data.max_*` caps included)."""
     from dia.amplify import DissolveTable
+    from dia.augment import num_shifts
     from dia.data import image_size_for
     from dia.optim import iterations_per_epoch
 
@@ -143,7 +144,8 @@ def stage_images(cfg, counts: dict[str, int], device_type: str = "cpu") -> dict[
     normals = min(counts["train_normal"], cfg.data.max_train or math.inf)
     iters = iterations_per_epoch(math.ceil(normals / a.batch_size), a.max_iters_per_epoch)
     per_epoch = min(normals, iters * a.batch_size)  # the last batch may be short
-    draws_per_image = 4 * a.epochs * per_epoch / normals  # once per rotation, each epoch
+    shifts = num_shifts(a.shift)
+    draws_per_image = shifts * a.epochs * per_epoch / normals  # once per shift, each epoch
     keys_per_image = 2 * (cfg.dissolve.t_max - cfg.dissolve.t_min)  # (flip, t)
     size = image_size_for(cfg)
     budget_bytes = a.dissolve_cache_gib * 2**30
@@ -159,7 +161,8 @@ def stage_images(cfg, counts: dict[str, int], device_type: str = "cpu") -> dict[
     scored = (normals + test + (sum(val) if min(val) > 0 else 0)) * 4 * cfg.score.num_samples
     return {"ddpm_train": cfg.diffusion.steps * cfg.diffusion.batch_size,
             "dissolve": dissolved, "table_images": normals * keys_per_image,
-            "dia_train": a.epochs * per_epoch * 12, "csi_train": a.epochs * per_epoch * 8,
+            "dia_train": a.epochs * per_epoch * 3 * shifts,  # 2 clean views + dissolved
+            "csi_train": a.epochs * per_epoch * 2 * shifts,
             "scoring_per_method": scored}
 
 

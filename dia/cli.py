@@ -71,11 +71,11 @@ def _data(args: argparse.Namespace) -> int:
 
     root = resolve_data_root(args.data_root)
     if args.action == "check":
-        from dia.data.check import check_datasets, format_check
+        from dia.data.check import check_datasets, format_check, state
 
         rows = check_datasets(root, args.results_root)
         print(format_check(rows, root))
-        return 1 if any(r["found"] and not r["present"] for r in rows) else 0  # one is BROKEN
+        return 1 if any(state(r) == "BROKEN" for r in rows) else 0
     from dia.data.medmnist_files import fetch_medmnist
 
     path = fetch_medmnist(args.dataset, root)

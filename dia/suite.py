@@ -104,17 +104,18 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     from dia.data.check import check_datasets, state
     from dia.data.registry import DataError, resolve_data_root
 
+    root = resolve_data_root(data_root or None)
     if fetch:
         from dia.data.medmnist_files import fetch_medmnist
 
         for key in ("pneumonia", "breast"):
             try:
-                fetch_medmnist(key, resolve_data_root(data_root or None), timeout=10)
+                fetch_medmnist(key, root, timeout=10)
             except DataError:
                 log("[fetch] offline: MedMNIST files were not downloaded; using what is on disk")
                 break
-    shown_root = _shown(resolve_data_root(data_root or None))  # the problems name files under it
-    rows = {r["dataset"]: r for r in check_datasets(shown_root, results_root)}
+    # the problems name files under the root: as the user gave it, not repository-relative
+    rows = {r["dataset"]: r for r in check_datasets(_shown(root), results_root)}
     keys = requested or [k for k, r in rows.items() if r["found"]]
     present = [k for k in keys if rows[k]["present"]]
     unusable = {k: (state(rows[k]), str(rows[k]["problem"])) for k in keys
