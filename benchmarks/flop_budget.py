@@ -14,6 +14,12 @@ channels_last; on CUDA the dissolving U-Net in bf16, the encoder as `amplify.pre
 get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
 sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
 
+What the machine can reach at all is measured beside it (`matmul_ceiling`): the best rate of
+large square matrix products (fp32; on CUDA also TF32, which cuDNN's fp32 convolutions use by
+default, and bf16), and each network's rate as a share of the ceiling of the precision it runs
+in (`ceiling_kinds`). A network near its ceiling is limited by the arithmetic; far below it, by
+everything else.
+
 Dissolved images are counted as training computes them: with the `amplify.dissolve_cache_gib`
 cache, each (image, flip, t) drawn once while the cache has room (one image is drawn 4 times an
 epoch, once per rotation, with a t and a flip of its own), then every draw of a key it could not
@@ -55,6 +61,40 @@ def _seconds(fn, repeats: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - tic) / repeats
+
+
+def matmul_ceiling(device: torch.device, *, sizes=(1024, 2048, 4096),
+                   repeats: int = 3) -> dict[str, float]:
+    """The best GFLOP/s of an n×n by n×n product over `sizes`, per precision `device` runs."""
+    kinds = {"fp32": (torch.float32, False)}
+    if device.type == "cuda":
+        kinds.update(tf32=(torch.float32, True), bf16=(torch.bfloat16, False))
+    best = {}
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for name, (dtype, tf32) in kinds.items():
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            rates = []
+            for n in sizes:
+                a = torch.randn(n, n, device=device, dtype=dtype)
+                b = torch.randn(n, n, device=device, dtype=dtype)
+                rates.append(2 * n**3 / _seconds(lambda: a @ b, repeats, device) / 1e9)
+            best[name] = max(rates)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    return best
+
+
+def ceiling_kinds(cfg, device: torch.device) -> dict[str, str]:
+    """The `matmul_ceiling` precision each network of `measure_networks` runs in on `device`."""
+    from dia.train_encoder import encoder_precision
+
+    if device.type != "cuda":
+        return dict.fromkeys(("ddpm_train", "dissolve", "encoder_train", "encoder_score"), "fp32")
+    encoder = "bf16" if encoder_precision(cfg.amplify.precision, device).autocast_dtype \
+        == torch.bfloat16 else "tf32"
+    return {"ddpm_train": "tf32", "dissolve": "bf16" if cfg.dissolve.cuda_bf16 else "tf32",
+            "encoder_train": encoder, "encoder_score": encoder}
 
 
 def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, dict[str, float]]:
@@ -208,10 +248,16 @@ def main() -> None:
     cfg = load_config(args.profile, dataset=args.dataset)
     counts = count_dataset(args.dataset, resolve_data_root(args.data_root), "results")
     networks = measure_networks(cfg, device, repeats=args.repeats)
+    ceiling = matmul_ceiling(device, repeats=args.repeats)
+    kinds = ceiling_kinds(cfg, device)
+    for name, rates in networks.items():
+        rates["share_of_matmul_ceiling"] = rates["gflop_per_s"] / ceiling[kinds[name]]
     print(json.dumps({"profile": args.profile, "dataset": args.dataset, "counts": counts,
                       "machine": describe_device(args.device),
                       "torch_threads": torch.get_num_threads(),
                       "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "matmul_ceiling_gflop_per_s": {k: round(v, 1) for k, v in ceiling.items()},
+                      "ceiling_of_network": kinds,
                       "networks": {k: {m: round(v, 3) for m, v in d.items()}
                                    for k, d in networks.items()},
                       **budget(cfg, counts, networks, device.type)}, indent=1))

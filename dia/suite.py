@@ -186,6 +186,23 @@ def _lock(results_root: Path):
     return handle
 
 
+def kernel_config():
+    """The notebook kernel's traitlets config: CurveZMQ-encrypted sockets where supported.
+
+    ipykernel 7 warns at every start that it runs over TCP without encryption (once per notebook
+    in a run's log). The kernel manager can provision CurveZMQ keys when pyzmq has curve support
+    and the kernelspec declares it (jupyter_client's ``transport_encryption="auto"``), which
+    encrypts the kernel's sockets and silences the warning. Elsewhere: plain TCP, as before.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if zmq.has("curve") and KernelManager.class_traits().get("transport_encryption"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config()
+
+
 def run_job(job: Job, req: PlanRequest) -> None:
     """Render one notebook; raises papermill's PapermillExecutionError on a failing cell."""
     import papermill
@@ -204,6 +221,7 @@ def run_job(job: Job, req: PlanRequest) -> None:
         papermill.execute_notebook(
             str(source), str(partial), parameters=job.parameters,
             kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=False,
+            config=kernel_config(),
         )
     except BaseException:  # keep the last good rendering; the failed one goes beside it
         if partial.is_file():

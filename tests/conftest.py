@@ -71,6 +71,8 @@ def run_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Execute notebooks/<name>.ipynb with papermill in `tmp_path` (the way run_all.sh does);
     returns the rendered notebook's path."""
     papermill = pytest.importorskip("papermill")
+    from dia.suite import kernel_config
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -80,6 +82,7 @@ def run_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         papermill.execute_notebook(
             str(REPO / "notebooks" / f"{name}.ipynb"), str(out), kernel_name="python3",
             cwd=str(tmp_path), progress_bar=False, parameters=parameters,
+            config=kernel_config(),
         )
         return out
 

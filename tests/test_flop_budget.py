@@ -81,3 +81,25 @@ def test_a_profile_that_caps_the_data_counts_fewer_images(budget):
     images = budget.stage_images(_cfg("smoke", epochs=1, max_iters_per_epoch=100), counts)
     assert images["dia_train"] == 64 * 12  # smoke trains on at most 64 normals
     assert images["scoring_per_method"] == (64 + 20 + 32 + 5 + 7) * 4 * 3  # <= 32 per test class
+
+
+def test_matmul_ceiling_times_square_products(budget):
+    import torch
+
+    ceiling = budget.matmul_ceiling(torch.device("cpu"), sizes=(64, 128), repeats=1)
+    assert set(ceiling) == {"fp32"}  # TF32 and bf16 are measured on CUDA only
+    assert np.isfinite(ceiling["fp32"]) and ceiling["fp32"] > 0
+
+
+def test_each_network_is_held_to_the_ceiling_of_its_precision(budget):
+    import torch
+
+    cfg = _cfg(precision="bf16")
+    assert set(budget.ceiling_kinds(cfg, torch.device("cpu")).values()) == {"fp32"}
+    # CUDA (no GPU needed to ask): the DDPM trains in fp32, which cuDNN runs as TF32; dissolving
+    # and the encoder follow dissolve.cuda_bf16 and amplify.precision
+    assert budget.ceiling_kinds(cfg, torch.device("cuda")) == {
+        "ddpm_train": "tf32", "dissolve": "bf16", "encoder_train": "bf16", "encoder_score": "bf16"}
+    fp32 = load_config("quick", dataset="pneumonia", overrides={
+        "amplify.precision": "fp32", "dissolve.cuda_bf16": False})
+    assert set(budget.ceiling_kinds(fp32, torch.device("cuda")).values()) == {"tf32"}

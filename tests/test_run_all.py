@@ -29,6 +29,10 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     root = tmp_path / "results"
     first, first_s = _run_all(root)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    from dia.suite import kernel_config
+
+    if kernel_config():  # pyzmq has CurveZMQ: the kernels' sockets are encrypted, no warning
+        assert "without encryption" not in first.stdout + first.stderr
     rendered = sorted((root / "notebooks").glob("*.ipynb"))
     names = {p.name for p in rendered}
     for name in ("10_train_diffusion-synthetic.ipynb", "15_dissolving_gallery-synthetic.ipynb",
