@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dia.checkpoints import save_checkpoint
+from dia.checkpoints import read_checkpoint, save_checkpoint
 from dia.config import DiffusionConfig, ExperimentConfig, comparable_sections, to_dict
 from dia.results import Run, RunError
 from dia.stages import stage_sections
@@ -384,7 +384,7 @@ def _fit(run: Run, cfg: ExperimentConfig, *, results_root, data_root, device: to
     ckpt_path = run.checkpoint_dir / CHECKPOINT
     step, window = 0, []
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        ckpt = read_checkpoint(ckpt_path)
         _check_checkpoint(ckpt, cfg, ckpt_path)
         unet.load_state_dict(ckpt["unet"])
         ema.load_state_dict(ckpt["ema"])
@@ -504,7 +504,8 @@ def load_dissolver_model(
 
     path = _resolve_checkpoint(run_or_path)
     device = torch.device(device) if device is not None else resolve_device("auto")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_checkpoint(path, mmap=True,
+                           remedy="delete the run folder that holds it to train this DDPM again")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a DIA diffusion checkpoint")
     unet = UNet2DModel(**ckpt["unet_kwargs"])

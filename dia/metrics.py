@@ -97,6 +97,9 @@ def write_scores(
     labels_arr, scores_arr = np.asarray(labels).astype(int), np.asarray(anomaly_score, float)
     if len(sample_ids) != labels_arr.size:
         raise MetricError(f"{len(sample_ids)} sample ids but {labels_arr.size} labels")
+    if not np.isfinite(scores_arr).all():  # a scores.csv is written only when it can be read
+        raise MetricError(f"{int((~np.isfinite(scores_arr)).sum())} of {scores_arr.size} anomaly "
+                          f"scores are NaN or infinite; {run.path} is left without {name}")
     rows = (
         {"sample_id": sid, "label": int(lab), "anomaly_score": repr(float(s))}
         for sid, lab, s in zip(sample_ids, labels_arr, scores_arr)

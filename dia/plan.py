@@ -198,6 +198,15 @@ def failed_path(results_root: str | Path, job: Job) -> Path:
     return Path(results_root) / "notebooks" / ".failed" / job.output_name
 
 
+def _stamped_hash(stamp: Path) -> str | None:
+    """The config hash a job's stamp records; None when there is none or it cannot be read (a
+    stamp cut short by a kill means: not done, run it again)."""
+    try:
+        return json.loads(stamp.read_text()).get("config_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def is_job_done(job: Job, req: PlanRequest) -> bool:
     """Finished: run folders DONE (same hash), rendered notebook present, stamp of the same config."""
     if job.always:
@@ -205,8 +214,7 @@ def is_job_done(job: Job, req: PlanRequest) -> bool:
     root = Path(req.results_root)
     if not rendered_path(root, job).is_file():
         return False
-    stamp = stamp_path(root, job)
-    if not stamp.is_file() or json.loads(stamp.read_text()).get("config_hash") != job.config_hash:
+    if _stamped_hash(stamp_path(root, job)) != job.config_hash:
         return False
     cfg = job_config(job, req)
     for stage, method in job.runs:

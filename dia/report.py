@@ -25,6 +25,7 @@ import pandas as pd
 
 from dia.results import (
     atomic_write_text, find_runs, parse_run_id, read_run_config, read_run_env, run_id_of,
+    run_path,
 )
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
@@ -94,8 +95,9 @@ def _is_profile_run_id(run_id: str, profile: str) -> bool:
 
 
 def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
-    """Our rows of the last written `tables/auc.csv` whose run folder is absent (not in
-    `present`) and whose run id is still their profile's: published runs made elsewhere."""
+    """Our rows of the last written `tables/auc.csv` whose run folder is absent and whose run id
+    is still their profile's: published runs made elsewhere. A row whose folder is here but not
+    in `present` (not DONE: being scored again, or killed half way) is dropped, not recorded."""
     path = Path(results_root) / "tables" / "auc.csv"
     if not path.is_file():
         return pd.DataFrame()
@@ -103,7 +105,8 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
     if not {"source", "run_id", "profile"} <= set(old.columns):
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id or "
                          "profile column): move it away and rebuild the table")
-    old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present)]
+    here = old["run_id"].map(lambda r: run_path(results_root, str(r)).is_dir())
+    old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present) & ~here]
     keep = [_is_profile_run_id(str(r), p) for r, p in zip(old["run_id"], old["profile"])]
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
     recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")

@@ -25,6 +25,7 @@ from dia.plan import (
     METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, partial_path,
     rendered_path, stamp_path,
 )
+from dia.results import atomic_write_text
 from dia.status import format_status, plan_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,7 +232,8 @@ def run_job(job: Job, req: PlanRequest) -> None:
     _scrub_paths(partial, output_path=final)
     os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"config_hash": job.config_hash, "parameters": job.parameters}))
+    atomic_write_text(stamp, json.dumps({"config_hash": job.config_hash,
+                                         "parameters": job.parameters}))
 
 
 def _scrub_paths(notebook: Path, *, output_path: Path) -> None:

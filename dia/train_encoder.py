@@ -25,7 +25,7 @@ import torch
 
 from dia.amplify import DissolveCache, DissolveTable, amplify_forward
 from dia.augment import AugmentParams, make_generator, num_shifts
-from dia.checkpoints import save_checkpoint
+from dia.checkpoints import read_checkpoint, save_checkpoint
 from dia.config import ExperimentConfig, comparable_sections, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
@@ -105,7 +105,7 @@ def load_encoder(
     path = run.checkpoint_dir / CHECKPOINT
     if not path.is_file():
         raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path, remedy=f"delete the run folder {run.path} to train it again")
     check_checkpoint(ckpt, cfg, method, path)
     model = build_encoder(cfg)
     model.load_state_dict(ckpt["model"])
@@ -240,7 +240,7 @@ def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool):
     path = run.checkpoint_dir / CHECKPOINT
     if not path.is_file():
         return model, optimizer, 1
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     check_checkpoint(ckpt, cfg, method, path)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -325,6 +325,10 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
         if isinstance(dissolver, DissolveCache):
             record["dissolve_cache_hit_rate"] = round(dissolver.hit_rate(), 4)
         run.append_log(record)  # before the checkpoint: a resume truncates what it cannot keep
+        if not all(math.isfinite(value) for value in last.values()):
+            raise FloatingPointError(  # no checkpoint of diverged weights, no DONE
+                f"{method} loss is {last} in epoch {epoch} ({run.path}): training diverged; "
+                f"check amplify.lr and amplify.temperature")
         if epoch % a.checkpoint_every_epochs == 0 or epoch == a.epochs:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, **_identity(cfg, method), "epoch": epoch,

@@ -172,6 +172,19 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         train_diffusion(other_cfg, results_root=tmp_path, device="cpu")
 
 
+def test_a_checkpoint_cut_short_is_a_clear_error(tmp_path):
+    cfg = tiny_cfg(**{"diffusion.steps": 2})
+    run = train_diffusion(cfg, results_root=tmp_path, device="cpu")
+    ckpt = run.checkpoint_dir / CHECKPOINT
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])  # say, a disk that filled up while copying
+    with pytest.raises(RunError, match=rf"checkpoint {ckpt} cannot be read .*delete the run"):
+        load_dissolver_model(run, device="cpu")
+    run.file("DONE").unlink()  # the same file met by a resume
+    with pytest.raises(RunError, match=rf"checkpoint {ckpt} cannot be read .*restart this run"):
+        train_diffusion(cfg, results_root=tmp_path, device="cpu")
+
+
 def test_bad_config_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="width"):
         train_diffusion(tiny_cfg(**{"diffusion.width": 12}), results_root=tmp_path, device="cpu")

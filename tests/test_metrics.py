@@ -73,3 +73,14 @@ def test_score_split_writes_the_split_file_and_its_metric(results_root):
     assert scores_file("val", "inter") == "val_scores_inter.csv"  # one of DDAD's scores
     with pytest.raises(ValueError, match="unknown split 'train'; choose one of test, val"):
         score_split(run, "train", sample_ids=["a", "b", "c"], anomaly_score=[0, 1, 1], **common)
+
+
+def test_scores_that_are_not_finite_are_not_written(tmp_path):
+    from dia.config import load_config
+    from dia.metrics import write_scores
+    from dia.stages import open_stage_run
+
+    run = open_stage_run(load_config("smoke", dataset="synthetic"), "evaluate", "csi", tmp_path)
+    with pytest.raises(MetricError, match="1 of 2 anomaly scores are NaN"):
+        write_scores(run, ["a", "b"], [0, 1], [0.5, float("nan")])
+    assert not run.file("scores.csv").exists()

@@ -60,3 +60,6 @@ def test_job_done_needs_done_marker_notebook_and_stamp(tmp_path):
     assert is_job_done(job, req)
     stamp.write_text(json.dumps({"config_hash": "00000000"}))  # another config: not done
     assert not is_job_done(job, req)
+    for cut_short in ("", '{"config_', "[]"):  # a stamp cut short by a kill: run it again
+        stamp.write_text(cut_short)
+        assert not is_job_done(job, req)

@@ -258,3 +258,19 @@ def test_only_edited_code_makes_a_checkout_dirty(tmp_path):
     assert git_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == clean + "-dirty"
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut short", "not a checkpoint"])
+def test_a_checkpoint_that_cannot_be_read_names_its_file(tmp_path, damage):
+    import torch
+
+    from dia.checkpoints import read_checkpoint, save_checkpoint
+    from dia.results import RunError
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"weights": torch.arange(1000.0)})
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "cut short": data[: len(data) // 2],
+                      "not a checkpoint": b"<html>404</html>" * 10}[damage])
+    with pytest.raises(RunError, match=rf"{path} cannot be read \(.+ bytes .*cut short.*\); delete"):
+        read_checkpoint(path)

@@ -211,3 +211,20 @@ def test_a_table_that_does_not_fit_in_gpu_memory_falls_back_to_the_lazy_cache(mo
     train = torch.zeros(2, 3, 28, 28, dtype=torch.uint8)
     with pytest.warns(UserWarning, match="dissolving lazily"):
         assert train_encoder._build_table(lambda x, t: x, train, 30, 32) is None
+
+
+def test_a_diverged_run_is_neither_checkpointed_nor_done(tmp_path, monkeypatch):
+    import dia.train_encoder
+
+    real = dia.train_encoder._run_epoch
+
+    def diverging(*args, **kwargs):
+        last, lr = real(*args, **kwargs)
+        return {**last, "loss": float("nan")}, lr
+
+    monkeypatch.setattr(dia.train_encoder, "_run_epoch", diverging)
+    with pytest.raises(FloatingPointError, match="epoch 1 .* diverged"):
+        train_amplifier(_cfg(), "csi", results_root=tmp_path, device="cpu")
+    run_dir = stage_run_dir(_cfg(), "amplify", "csi", tmp_path)
+    assert not (run_dir / "DONE").exists()
+    assert not (run_dir / "checkpoints" / CHECKPOINT).exists()
