@@ -192,6 +192,25 @@ def _flock(handle, *, block: bool) -> None:
     fcntl.flock(handle, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
 
 
+def lock_held(path: str | Path) -> bool | None:
+    """Whether a process holds the `flock` on the lock file `path` (a run folder's `.lock`, a
+    results root's driver lock): True or False, None when it cannot be told (no such file, or
+    no `flock` on this file system). Asks by taking a shared lock for an instant and letting go;
+    never creates the file."""
+    import fcntl
+
+    try:
+        with open(path, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return None
+
+
 def _try_flock(handle, path: Path) -> bool:
     """Take the lock without waiting: False when another process holds it."""
     try:

@@ -7,11 +7,13 @@ Each job of the plan is in one of four states, checked in this order:
    executors in `dia.executors` write it around every job (`running_marker`) and touch it every
    minute; on the host that wrote it, its process must also be alive.
    Or the notebook papermill is writing (``notebooks/.partial/``) changed in the last 10
-   minutes (this covers the sequential driver, which writes no marker).
+   minutes (this covers the sequential driver, which writes no marker), unless nothing holds
+   the results root's driver lock (a driver killed meanwhile).
 3. ``failed``: the notebook of its last failed attempt (``notebooks/.failed/``, removed when the
    next attempt starts) holds papermill's error (``metadata.papermill.exception``).
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
-   10 minutes.
+   10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
+   killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
 5. ``done`` for the table job (always rebuilt, so never done by 1.) when its notebook ran to its
    end and has a stamp; ``pending`` for anything else (not started, or stopped without an error,
    e.g. killed; the next call resumes it).
@@ -35,7 +37,7 @@ from pathlib import Path
 from dia.plan import (
     Job, PlanRequest, failed_path, is_job_done, job_config, partial_path, rendered_path, stamp_path,
 )
-from dia.results import atomic_write_text
+from dia.results import LOCK, atomic_write_text, lock_held
 from dia.stages import stage_run_dir
 
 STATES = ("done", "running", "failed", "pending")
@@ -138,14 +140,15 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     if marker.is_file() and _marker_alive(marker, now, fresh_s):
         return "running", f"marker {marker}"
     partial = partial_path(root, job)  # papermill writes here while the notebook runs
-    if partial.is_file() and _fresh(partial, now, fresh_s):
+    if partial.is_file() and _fresh(partial, now, fresh_s) and lock_held(root / LOCK) is not False:
         return "running", f"{partial} being rendered"
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
         return "failed", f"error in {failed}"
     for run in _run_dirs(job, req):
         log = run / "train_log.jsonl"
-        if not (run / "DONE").is_file() and _fresh(log, now, fresh_s):
+        if (not (run / "DONE").is_file() and _fresh(log, now, fresh_s)
+                and lock_held(run / LOCK) is not False):
             return "running", f"{log} changed {now - log.stat().st_mtime:.0f}s ago"
     # a rendered notebook and its stamp are written only when the notebook ran to its end
     if job.always and rendered_path(root, job).is_file() and stamp_path(root, job).is_file():

@@ -253,7 +253,11 @@ def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
     at = f" cell {cell}" if cell is not None else ""
     last_line = str(evalue).strip().splitlines()[-1] if evalue else ""
     see = f" (see {_shown(failed)})" if failed.is_file() else ""
-    return f"{job.notebook}.ipynb{at}: {ename}: {last_line}{see}"
+    hint = ""
+    if ename == "DeadKernelError":  # nbclient's: the kernel process ended mid-notebook
+        hint = ("; the kernel was killed (out of memory?) or crashed: run the same command again "
+                "to resume from the last checkpoint")
+    return f"{job.notebook}.ipynb{at}: {ename}: {last_line}{see}{hint}"
 
 
 def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:

@@ -10,6 +10,7 @@ end in a few seconds without training anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -391,6 +392,17 @@ def _rendered(path: Path, *, exception: bool, end: bool = True) -> None:
     nbformat.write(nb, path)
 
 
+@contextlib.contextmanager
+def _held(lock: Path):
+    """Hold `lock`'s flock as a driver or `Run.exclusive` does (another open file description,
+    so this process's own probe sees it held)."""
+    import fcntl
+
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def test_status_states(tmp_path):
     from dia.config import replace
     from dia.plan import job_config
@@ -407,6 +419,11 @@ def test_status_states(tmp_path):
     csi1 = job["amplify/synthetic/csi/s1"]
     _rendered(partial_path(tmp_path, csi1), exception=False, end=False)
     assert job_state(csi1, req)[0] == "running"  # papermill is writing it
+    driver_lock = tmp_path / ".lock"
+    with _held(driver_lock):  # ... for the driver that holds the results root
+        assert job_state(csi1, req)[0] == "running"
+    assert job_state(csi1, req)[0] == "pending"  # the driver was killed a moment ago
+    driver_lock.unlink()
     old = time.time() - 3600
     os.utime(partial_path(tmp_path, csi1), (old, old))  # abandoned an hour ago: killed
     dia0 = job["amplify/synthetic/dia/s0"]
@@ -423,6 +440,10 @@ def test_status_states(tmp_path):
     assert rows["amplify/synthetic/dia/s0"] == "running"
     assert rows["evaluate/synthetic/dia/s0"] == "pending" and rows["gallery/synthetic"] == "pending"
     assert rows["table"] == "done"
+    with _held(run / ".lock"):  # Run.exclusive of the process training it
+        assert job_state(dia0, req)[0] == "running"
+    assert job_state(dia0, req)[0] == "pending"  # a fresh log, but its trainer was killed
+    (run / ".lock").unlink()
     os.utime(run / "train_log.jsonl", (old, old))  # the log stopped an hour ago: not running
     assert job_state(dia0, req)[0] == "pending"
 

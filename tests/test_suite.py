@@ -85,6 +85,17 @@ def test_failing_notebook_names_notebook_and_cell(fake_notebooks, tmp_path, caps
     assert "evaluate/synthetic/csi/s0: not run" in out  # its dependent is not run
 
 
+def test_a_killed_kernel_is_reported_with_what_to_do(fake_notebooks, tmp_path, capsys):
+    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "import os, signal\n"
+              "os.kill(os.getpid(), signal.SIGKILL)  # as the kernel out-of-memory killer does")
+    code = suite.main(["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
+                       "--results-root", str(tmp_path / "results"), "--data-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED amplify/synthetic/csi/s0: 20_train_amplifier.ipynb" in out
+    assert "DeadKernelError" in out and "run the same command again to resume" in out
+
+
 def test_missing_dataset_does_not_stop_the_others(fake_notebooks, tmp_path, capsys):
     root = tmp_path / "results"
     code = suite.main(["--profile", "smoke", "--datasets", "kvasir,synthetic", "--methods", "csi",
