@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ import yaml
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("smoke", "quick", "paper")
 DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos", "braintumor", "synthetic")
+
+
+NUM_TIMESTEPS = 1000  # of the DDPM's noise schedule (dia.diffusion.NUM_TRAIN_TIMESTEPS)
 
 
 class ConfigError(ValueError):
@@ -44,6 +48,30 @@ COUNTS = frozenset({
     "ganomaly_epochs", "ganomaly_batch_size", "ganomaly_image_size", "ganomaly_width", "nz",
     "patchcore_image_size", "patchcore_projection_dim", "patchcore_batch_size",  # peers
 })
+
+# Numbers with a range narrower than their type (besides COUNTS), by field name in any section.
+NON_NEGATIVE = frozenset({
+    "seed", "unlabeled_seed", "warmup_epochs", "ema_update_after_step", "t_min", "focus_t_min",
+    "weight_decay", "refine_weight_decay", "grad_clip", "shift_weight", "dissolve_cache_gib",
+    "entropy_weight", "w_adv", "w_con", "w_enc",
+})
+POSITIVE = frozenset({"lr", "refine_lr", "ganomaly_lr", "temperature", "warmup_multiplier",
+                      "lars_trust_coef", "lars_eps"})
+FRACTIONS = frozenset({"ema_decay", "momentum", "beta1", "ganomaly_beta1", "focus_fraction",
+                       "anomaly_rate"})  # in [0, 1]
+SHARES = frozenset({"crop_scale", "crop_scale_min", "patchcore_coreset_ratio"})  # in (0, 1]
+
+
+def _check_range(name: str, value: Any, where: str) -> None:
+    if value is None or isinstance(value, (bool, str, tuple)):
+        return
+    wrong = ((name in COUNTS and value < 1 and "must be >= 1")
+             or (name in NON_NEGATIVE and value < 0 and "must be >= 0")
+             or (name in POSITIVE and value <= 0 and "must be > 0")
+             or (name in FRACTIONS and not 0 <= value <= 1 and "must lie in [0, 1]")
+             or (name in SHARES and not 0 < value <= 1 and "must lie in (0, 1]"))
+    if wrong:
+        raise ConfigError(f"{where} = {value!r}; {wrong}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +263,8 @@ def load_config(
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed {seed!r}: must be a whole number >= 0")
     overrides = _expand_dotted(overrides or {})
     own = sorted(set(overrides) & {"profile", "dataset", "seed"})
     if own:  # they would be overwritten by the arguments below, silently
@@ -251,6 +281,12 @@ def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentCo
     cfg = _build(ExperimentConfig, raw, source)
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
+        raise ConfigError(f"{source}: device = {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    t_min, t_max = cfg.dissolve.t_min, cfg.dissolve.t_max
+    if not t_min < t_max <= NUM_TIMESTEPS:
+        raise ConfigError(f"{source}: dissolve.t_min = {t_min}, t_max = {t_max}; need t_min < "
+                          f"t_max <= {NUM_TIMESTEPS} (t is drawn from t_min..t_max-1)")
     return cfg
 
 
@@ -352,18 +388,15 @@ def _build(cls: type, raw: Any, where: str) -> Any:
             kwargs[name] = _build(hint, raw[name], f"{where}: {name}")
         else:
             kwargs[name] = _check_value(hint, raw[name], f"{where}: {cls.__name__}.{name}")
-            if name in COUNTS and kwargs[name] is not None and kwargs[name] < 1:
-                raise ConfigError(f"{where}: {cls.__name__}.{name} = {kwargs[name]!r}; "
-                                  "must be >= 1")
+            _check_range(name, kwargs[name], f"{where}: {cls.__name__}.{name}")
     return cls(**kwargs)
 
 
 def _float_or_none(text: str) -> float | None:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
 
 
 def _check_value(hint: Any, value: Any, where: str) -> Any:
@@ -391,11 +424,12 @@ def _check_value(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {value!r}; expected an integer")
         return value
     if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            value = _float_or_none(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} = {value!r}; expected a number")
-        return float(value)
+        number = _float_or_none(value) if isinstance(value, str) else value  # YAML 1.1 reads
+        # 1e-4 (no dot) as a string
+        if (isinstance(number, bool) or not isinstance(number, (int, float))
+                or not math.isfinite(number)):
+            raise ConfigError(f"{where} = {value!r}; expected a finite number")
+        return float(number)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} = {value!r}; expected a string")

@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from dia.checkpoints import read_checkpoint, save_checkpoint
-from dia.config import DiffusionConfig, ExperimentConfig, comparable_sections, to_dict
+from dia.config import (
+    NUM_TIMESTEPS, DiffusionConfig, ExperimentConfig, comparable_sections, to_dict,
+)
 from dia.results import Run, RunError
 from dia.stages import stage_sections
 
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 STAGE, METHOD = "diffusion", "ddpm"
 SECTIONS = stage_sections(STAGE, METHOD)  # what the checkpoint records of the config
 RESOLUTION = 32
-NUM_TRAIN_TIMESTEPS = 1000
+NUM_TRAIN_TIMESTEPS = NUM_TIMESTEPS
 CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = "dia-ddpm-v1"
 NORM_GROUPS = 8  # reference: resnet_block_groups=8

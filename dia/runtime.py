@@ -36,12 +36,16 @@ def resolve_device(preference: str = "auto") -> "torch.device":  # noqa: F821
     """`auto` picks CUDA when available, else CPU; `cpu` / `cuda` / `cuda:N` are taken as is."""
     import torch
 
+    from dia.config import ConfigError
+
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device {preference!r} is not a device: use auto, cpu, cuda or "
+                          "cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        from dia.config import ConfigError
-
         raise ConfigError(f"device {preference!r} was asked for, but CUDA is not available "
                           "(torch.cuda.is_available() is False): use cpu or auto")
     return device

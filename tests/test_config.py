@@ -34,8 +34,18 @@ def test_dotted_and_nested_overrides():
         ({"amplfy.epochs": 1}, "amplfy"),
         ({"amplify.epochs": "ten"}, "expected an integer"),
         ({"amplify.epochs": 2.5}, "expected an integer"),
-        ({"amplify.lr": "fast"}, "expected a number"),
-        ({"amplify.lr": "nan"}, "expected a number"),
+        ({"amplify.lr": "fast"}, "lr = 'fast'; expected a finite number"),
+        ({"amplify.lr": "nan"}, "expected a finite number"),
+        ({"amplify.lr": float("inf")}, "expected a finite number"),
+        ({"amplify.lr": -0.1}, "lr = -0.1; must be > 0"),
+        ({"amplify.temperature": 0}, "temperature = 0.0; must be > 0"),
+        ({"amplify.warmup_epochs": -5}, "must be >= 0"),
+        ({"score.crop_scale": 2.0}, r"must lie in \(0, 1\]"),
+        ({"ddad.anomaly_rate": 1.5}, r"must lie in \[0, 1\]"),
+        ({"diffusion.ema_decay": 5}, r"must lie in \[0, 1\]"),
+        ({"dissolve.t_min": 200}, "t_min = 200, t_max = 100; need t_min < t_max <= 1000"),
+        ({"dissolve.t_max": 5000}, "need t_min < t_max <= 1000"),
+        ({"device": "tpu"}, "device = 'tpu'; use auto, cpu, cuda or cuda:N"),
         ({"amplify.epochs": 0}, "AmplifyConfig.epochs = 0; must be >= 1"),
         ({"peers.ganomaly_epochs": -1}, "must be >= 1"),
         ({"data.max_train": 0}, "must be >= 1"),
@@ -48,6 +58,26 @@ def test_dotted_and_nested_overrides():
 def test_bad_keys_and_types_list_what_is_allowed(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config("smoke", overrides=overrides)
+
+
+@pytest.mark.parametrize("seed", [-1, "abc", 1.5, True])
+def test_a_seed_is_a_whole_number_from_zero(seed):
+    with pytest.raises(ConfigError, match=f"seed {seed!r}: must be a whole number >= 0"):
+        load_config("smoke", seed=seed)
+
+
+def test_every_ranged_field_exists_and_the_profiles_satisfy_the_ranges():
+    import dataclasses
+
+    from dia.config import FRACTIONS, NON_NEGATIVE, POSITIVE, SHARES, ExperimentConfig
+
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    for section in dataclasses.fields(ExperimentConfig):
+        if isinstance(section.default_factory, type):  # a section: DataConfig, ...
+            names |= {f.name for f in dataclasses.fields(section.default_factory())}
+    assert NON_NEGATIVE | POSITIVE | FRACTIONS | SHARES <= names  # no typo in the lists
+    for profile in ("smoke", "quick", "paper"):
+        load_config(profile, dataset="pneumonia")
 
 
 def test_a_float_written_without_a_dot_is_a_number():
@@ -142,3 +172,10 @@ def test_config_module_does_not_import_torch():
 
     code = "import sys, dia.config, dia.results; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_device_torch_does_not_know_is_a_config_error():
+    from dia.runtime import resolve_device
+
+    with pytest.raises(ConfigError, match="'tpu' is not a device: use auto, cpu, cuda"):
+        resolve_device("tpu")
