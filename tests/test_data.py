@@ -68,6 +68,25 @@ def test_oct_sample_through_the_folder_loader(shared_data, tmp_path, results_roo
     assert splits.train.shape == (8, 3, 64, 64)
 
 
+def test_an_image_file_that_is_empty_or_not_an_image_makes_the_dataset_broken(
+        shared_data, tmp_path, results_root):
+    root = tmp_path / "root"
+    for split in ("train", "test"):
+        for name in ("CNV", "DME", "DRUSEN", "NORMAL"):
+            folder = root / "OCT2017" / split / name
+            folder.mkdir(parents=True)
+            shutil.copy(sorted((shared_data / "oct2017_sample" / name).iterdir())[0], folder)
+    rows = {r["dataset"]: r for r in check_datasets(root, results_root)}
+    assert state(rows["oct"]) == "yes"
+    (root / "OCT2017" / "train" / "NORMAL" / "zero.jpeg").write_bytes(b"")  # a failed copy
+    (root / "OCT2017" / "test" / "DME" / "page.png").write_text("<html>not found</html>")
+    rows = {r["dataset"]: r for r in check_datasets(root, results_root)}
+    assert state(rows["oct"]) == "BROKEN"
+    assert re.search(r"2 of 10 oct images are empty or not PNG, JPEG, BMP or TIFF files: "
+                     r"\S+train/NORMAL/zero\.jpeg, \S+test/DME/page\.png; replace or delete them",
+                     rows["oct"]["problem"])
+
+
 def test_kvasir_seeded_split_written_once_and_reused(shared_data, tmp_path, results_root):
     root = tmp_path / "root"
     polyps = sorted((shared_data / "kvasir_seg_polyps_subset" / "polyps").iterdir())[:6]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dia.data.images import IMAGE_SUFFIXES, list_images, read_images
+from dia.data.images import IMAGE_SUFFIXES, list_images, read_images, unreadable_images
 from dia.data.registry import DataError, DataMissing, get_spec
 from dia.data.seeded_split import SplitRow, make_split, read_split, split_csv_path, write_split
 from dia.data.splits import DatasetSplits
@@ -175,7 +175,15 @@ def load_folder_dataset(
 
 
 def count_folder_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
+    """Counts per split and class; a DataError when a listed file cannot be an image."""
     rows, _ = list_entries(key, root, results_root)
+    base = dataset_dir(key, root)
+    bad = unreadable_images([base / r.path for r in rows])
+    if bad:
+        shown = ", ".join(str(p) for p in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3
+                                                      else "")
+        raise DataError(f"{len(bad)} of {len(rows)} {key} images are empty or not PNG, JPEG, BMP "
+                        f"or TIFF files: {shown}; replace or delete them")
     return {
         "train_normal": sum(r.split == "train" and r.label == 0 for r in rows),
         "test_normal": sum(r.split == "test" and r.label == 0 for r in rows),
