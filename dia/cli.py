@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _main(args)
+    except BrokenPipeError:  # `dia data check | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     from dia.config import ConfigError
     from dia.data.registry import DataError
 
@@ -55,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "table":
             from dia.report import splice_into_readme, write_tables
 
+            _check_table_args(Path(args.results_root), args.readme)
             paths = write_tables(args.results_root)
             if args.readme:
                 splice_into_readme(args.readme, paths["md"])
@@ -66,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1  # pragma: no cover
 
 
+def _check_table_args(results_root: Path, readme: str | None) -> None:
+    """Refuse before writing anything: a results root that is not a folder of runs, a README
+    that is not there."""
+    if not results_root.is_dir():
+        raise ValueError(f"results root {results_root} is not a folder: give the one that holds "
+                         "runs/ (default results/)")
+    if readme and not Path(readme).is_file():
+        raise ValueError(f"--readme {readme} is not a file: give the README to copy the table into")
+    if not (results_root / "runs").is_dir():
+        print(f"note: no runs under {results_root / 'runs'}: the table holds the paper's rows and "
+              "those recorded in tables/auc.csv", file=sys.stderr)
+
+
 def _data(args: argparse.Namespace) -> int:
     from dia.data.registry import resolve_data_root
 
@@ -73,6 +97,14 @@ def _data(args: argparse.Namespace) -> int:
     if args.action == "check":
         from dia.data.check import check_datasets, format_check, state
 
+        if not root.is_dir():
+            if args.data_root or os.environ.get("DIA_DATA_ROOT"):  # asked for: a typo, likely
+                given = "--data-root" if args.data_root else "$DIA_DATA_ROOT"
+                print(f"error: {given} {root} is not a folder: give the folder that holds "
+                      "medmnist/ and the other datasets", file=sys.stderr)
+                return 2
+            print(f"note: the default data root {root} does not exist yet: every dataset but "
+                  "the synthetic one is missing; the table says where to get each")
         rows = check_datasets(root, args.results_root)
         print(format_check(rows, root))
         return 1 if any(state(r) == "BROKEN" for r in rows) else 0

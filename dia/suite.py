@@ -92,6 +92,13 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
         raise ConfigError("--jobs must be at least 1")
     if args.executor == "sequential" and args.jobs > 1:
         raise ConfigError("--jobs > 1 needs --executor local-parallel")
+    if args.executor == "slurm":
+        if args.gpus_per_job < 0 or args.slurm_time < 1 or args.cpus_per_job < 1:
+            raise ConfigError("--gpus-per-job must be at least 0, --slurm-time and "
+                              "--cpus-per-job at least 1")
+        if not (args.status or args.plan_only) and shutil.which("sbatch") is None:
+            raise ConfigError("--executor slurm needs a Slurm cluster (no sbatch on PATH): run "
+                              "it on a login node, or use --executor sequential or local-parallel")
     return datasets, methods
 
 
@@ -122,8 +129,8 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     unusable = {k: (state(rows[k]), str(rows[k]["problem"])) for k in keys
                 if not rows[k]["present"]}
     ddad = {k for k in present if int(rows[k]["pool_anomalous"] or 0) > 0}
-    absent = [k for k, r in rows.items() if not r["found"] and k not in unusable]
-    if absent:  # not asked for by name: said once, not an error
+    absent = [k for k, r in rows.items() if not r["found"] and not requested]
+    if absent:  # with no --datasets, what is not there: said once, not an error
         log(f"not found under the data root, so not run: {', '.join(absent)} "
             f"(see `{_check_command(data_root)}`)")
     return present, unusable, ddad
@@ -329,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     if args.status:  # read-only: no lock, no download
+        if results_root.exists() and not results_root.is_dir():
+            print(f"error: --results-root {_shown(results_root)} is not a folder",
+                  file=sys.stderr)
+            return 2
         present, unusable, ddad = _available(requested, args.data_root, str(results_root),
                                              fetch=False, log=log)
         req = _request(args, present, methods, results_root, ddad)

@@ -47,12 +47,19 @@ def _calls(results_root: Path) -> list[str]:
     return path.read_text().split() if path.is_file() else []
 
 
-def test_bad_arguments_are_refused(tmp_path, capsys):
+def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(suite.shutil, "which", lambda name: None)  # not on a Slurm cluster
     for argv, fragment in ((["--profile", "fast"], "smoke, quick, paper"),
                            (["--datasets", "mnist"], "unknown dataset"),
-                           (["--methods", "dia,gan"], "unknown method")):
+                           (["--methods", "dia,gan"], "unknown method"),
+                           (["--executor", "slurm"], "needs a Slurm cluster (no sbatch on PATH)"),
+                           (["--executor", "slurm", "--slurm-time", "-5", "--plan-only"],
+                            "--slurm-time and --cpus-per-job at least 1")):
         assert suite.main(argv + ["--results-root", str(tmp_path)]) == 2
         assert fragment in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert suite.main(["--status", "--results-root", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
