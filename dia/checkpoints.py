@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -20,31 +21,45 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def ensure_finite(losses: dict[str, float], *, where: str, hint: str) -> None:
+    """Raise FloatingPointError when a loss of an epoch is NaN or infinite: called before that
+    epoch's checkpoint, so diverged weights are never saved (nor the run marked DONE)."""
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        raise FloatingPointError(f"{where}: loss {bad}: training diverged; {hint}")
+
+
 def read_checkpoint(path: str | Path, *, weights_only: bool = True, mmap: bool = False,
                     remedy: str = "delete it to restart this run from its beginning") -> Any:
-    """`torch.load` on the CPU; a file that cannot be read (cut short, overwritten, not a
-    checkpoint) is a RunError naming it and what to do (`remedy`), not torch's traceback."""
+    """`torch.load` on the CPU, with a RunError naming the file instead of torch's traceback.
+
+    A damaged file (torch.save writes a zip; one cut short or overwritten is none) says what to
+    do (`remedy`); a whole file that does not load was written by other code, and says so.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut one has no directory
-            reason = (f"{Path(path).stat().st_size} bytes that are not a whole checkpoint: cut "
-                      "short, or another file")
-        else:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        if zipfile.is_zipfile(path):
             reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise RunError(f"checkpoint {path} cannot be read ({reason}); {remedy}") from err
+            raise RunError(f"checkpoint {path} cannot be loaded ({reason}); the file is whole, "
+                           "so another version of this code or of torch wrote it") from err
+        size = Path(path).stat().st_size
+        raise RunError(f"checkpoint {path} cannot be read ({size} bytes that are not a whole "
+                       f"checkpoint: cut short, or another file); {remedy}") from err
 
 
-def load_run_checkpoint(path: str | Path, run: Run, **expected: Any) -> dict[str, Any] | None:
+def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None,
+                        **expected: Any) -> dict[str, Any] | None:
     """The checkpoint at `path` (None when absent), refused unless it belongs to `run`.
 
     A checkpoint carries `run_hash` (and optionally other keys, e.g. the network's `name`);
-    every key in `expected`, plus `run_hash == run.hash`, must match.
+    every key in `expected`, plus `run_hash == run.hash`, must match. `remedy`: what to do when
+    the file is damaged (`read_checkpoint`'s default: delete it, for a run that resumes).
     """
     path = Path(path)
     if not path.is_file():
         return None
-    state = read_checkpoint(path, weights_only=False)
+    state = read_checkpoint(path, weights_only=False, **({"remedy": remedy} if remedy else {}))
     expected = {"run_hash": run.hash, **expected}
     wrong = {key: state.get(key) for key, value in expected.items() if state.get(key) != value}
     if wrong:

@@ -81,8 +81,8 @@ def _check_table_args(results_root: Path, readme: str | None) -> None:
     """Refuse before writing anything: a results root that is not a folder of runs, a README
     that is not there."""
     if not results_root.is_dir():
-        raise ValueError(f"results root {results_root} is not a folder: give the one that holds "
-                         "runs/ (default results/)")
+        raise ValueError(f"results root {results_root} does not exist or is not a folder: give "
+                         "the one that holds runs/ (default results/)")
     if readme and not Path(readme).is_file():
         raise ValueError(f"--readme {readme} is not a file: give the README to copy the table into")
     if not (results_root / "runs").is_dir():
@@ -104,7 +104,8 @@ def _data(args: argparse.Namespace) -> int:
                       "medmnist/ and the other datasets", file=sys.stderr)
                 return 2
             print(f"note: the default data root {root} does not exist yet: every dataset but "
-                  "the synthetic one is missing; the table says where to get each")
+                  "the synthetic one is missing; the table says where to get each",
+                  file=sys.stderr)
         rows = check_datasets(root, args.results_root)
         print(format_check(rows, root))
         return 1 if any(state(r) == "BROKEN" for r in rows) else 0

@@ -65,11 +65,17 @@ SHARES = frozenset({"crop_scale", "crop_scale_min", "patchcore_coreset_ratio"}) 
 def _check_range(name: str, value: Any, where: str) -> None:
     if value is None or isinstance(value, (bool, str, tuple)):
         return
-    wrong = ((name in COUNTS and value < 1 and "must be >= 1")
-             or (name in NON_NEGATIVE and value < 0 and "must be >= 0")
-             or (name in POSITIVE and value <= 0 and "must be > 0")
-             or (name in FRACTIONS and not 0 <= value <= 1 and "must lie in [0, 1]")
-             or (name in SHARES and not 0 < value <= 1 and "must lie in (0, 1]"))
+    wrong = ""
+    if name in COUNTS and value < 1:
+        wrong = "must be >= 1"
+    elif name in NON_NEGATIVE and value < 0:
+        wrong = "must be >= 0"
+    elif name in POSITIVE and value <= 0:
+        wrong = "must be > 0"
+    elif name in FRACTIONS and not 0 <= value <= 1:
+        wrong = "must lie in [0, 1]"
+    elif name in SHARES and not 0 < value <= 1:
+        wrong = "must lie in (0, 1]"
     if wrong:
         raise ConfigError(f"{where} = {value!r}; {wrong}")
 
@@ -282,11 +288,14 @@ def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentCo
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
-        raise ConfigError(f"{source}: device = {cfg.device!r}; use auto, cpu, cuda or cuda:N")
-    t_min, t_max = cfg.dissolve.t_min, cfg.dissolve.t_max
-    if not t_min < t_max <= NUM_TIMESTEPS:
-        raise ConfigError(f"{source}: dissolve.t_min = {t_min}, t_max = {t_max}; need t_min < "
-                          f"t_max <= {NUM_TIMESTEPS} (t is drawn from t_min..t_max-1)")
+        raise ConfigError(f"{source}: device = {cfg.device!r}; use auto, cpu, cuda, cuda:N "
+                          "or mps")
+    for lo, hi in (("dissolve.t_min", "dissolve.t_max"),
+                   ("diffusion.focus_t_min", "diffusion.focus_t_max")):
+        low, high = (getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in (lo, hi))
+        if not low < high <= NUM_TIMESTEPS:  # both are >= 0 (NON_NEGATIVE)
+            raise ConfigError(f"{source}: {lo} = {low}, {hi} = {high}; need {lo} < {hi} <= "
+                              f"{NUM_TIMESTEPS} (t is drawn from {low}..{high - 1})")
     return cfg
 
 
@@ -423,9 +432,8 @@ def _check_value(hint: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} = {value!r}; expected an integer")
         return value
-    if hint is float:
-        number = _float_or_none(value) if isinstance(value, str) else value  # YAML 1.1 reads
-        # 1e-4 (no dot) as a string
+    if hint is float:  # YAML 1.1 reads 1e-4 (no dot) as a string
+        number = _float_or_none(value) if isinstance(value, str) else value
         if (isinstance(number, bool) or not isinstance(number, (int, float))
                 or not math.isfinite(number)):
             raise ConfigError(f"{where} = {value!r}; expected a finite number")

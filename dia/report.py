@@ -25,7 +25,6 @@ import pandas as pd
 
 from dia.results import (
     atomic_write_text, find_runs, parse_run_id, read_run_config, read_run_env, run_id_of,
-    run_path,
 )
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
@@ -95,9 +94,11 @@ def _is_profile_run_id(run_id: str, profile: str) -> bool:
 
 
 def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
-    """Our rows of the last written `tables/auc.csv` whose run folder is absent and whose run id
-    is still their profile's: published runs made elsewhere. A row whose folder is here but not
-    in `present` (not DONE: being scored again, or killed half way) is dropped, not recorded."""
+    """Our rows of the last written `tables/auc.csv` whose run is not DONE here (not in
+    `present`) and whose run id is still their profile's: published runs made elsewhere. A run
+    being redone here (its folder without DONE) keeps its last finished row, marked `recorded`,
+    until the new one is DONE: the row may come from another machine, and a rebuild of the
+    committed table must not erase it."""
     path = Path(results_root) / "tables" / "auc.csv"
     if not path.is_file():
         return pd.DataFrame()
@@ -105,8 +106,7 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
     if not {"source", "run_id", "profile"} <= set(old.columns):
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id or "
                          "profile column): move it away and rebuild the table")
-    here = old["run_id"].map(lambda r: run_path(results_root, str(r)).is_dir())
-    old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present) & ~here]
+    old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present)]
     keep = [_is_profile_run_id(str(r), p) for r, p in zip(old["run_id"], old["profile"])]
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
     recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")

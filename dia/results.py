@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,11 +193,26 @@ def _flock(handle, *, block: bool) -> None:
     fcntl.flock(handle, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
 
 
+def flock_now(handle) -> bool:
+    """Take `handle`'s exclusive flock without waiting for its holder: False when another
+    process holds it. Held at the first try, it is tried once more 0.1 s later, since
+    `lock_held` (`--status`) holds a lock for an instant to ask about it. OSError where the file
+    system has no flock."""
+    for attempt in range(2):
+        try:
+            _flock(handle, block=False)
+            return True
+        except BlockingIOError:
+            if attempt == 0:
+                time.sleep(0.1)
+    return False
+
+
 def lock_held(path: str | Path) -> bool | None:
     """Whether a process holds the `flock` on the lock file `path` (a run folder's `.lock`, a
     results root's driver lock): True or False, None when it cannot be told (no such file, or
-    no `flock` on this file system). Asks by taking a shared lock for an instant and letting go;
-    never creates the file."""
+    no `flock` on this file system). Asks by taking a shared lock for an instant and letting go
+    (`flock_now` tries again after such an instant); never creates the file."""
     import fcntl
 
     try:
@@ -214,9 +230,7 @@ def lock_held(path: str | Path) -> bool | None:
 def _try_flock(handle, path: Path) -> bool:
     """Take the lock without waiting: False when another process holds it."""
     try:
-        _flock(handle, block=False)
-    except BlockingIOError:
-        return False
+        return flock_now(handle)
     except OSError as err:  # no flock on this file system
         print(f"warning: cannot lock {path} ({err}); running unlocked", file=sys.stderr,
               flush=True)

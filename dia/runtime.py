@@ -43,8 +43,8 @@ def resolve_device(preference: str = "auto") -> "torch.device":  # noqa: F821
     try:
         device = torch.device(preference)
     except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"device {preference!r} is not a device: use auto, cpu, cuda or "
-                          "cuda:N") from err
+        raise ConfigError(f"device {preference!r} is not a device: use auto, cpu, cuda, cuda:N "
+                          "or mps") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {preference!r} was asked for, but CUDA is not available "
                           "(torch.cuda.is_available() is False): use cpu or auto")

@@ -11,7 +11,6 @@ anything failed. One driver at a time per results folder (a lock file); a second
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
@@ -25,11 +24,12 @@ from dia.plan import (
     METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, partial_path,
     rendered_path, stamp_path,
 )
-from dia.results import atomic_write_text
+from dia.results import atomic_write_text, flock_now
 from dia.status import format_status, plan_status
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
+KERNEL = "python3"  # the kernelspec that renders every notebook
 
 # Cost per job in seconds, used only for the plan's estimate; README gives measured figures with
 # their commands. "smoke" and "quick-cpu" were measured on the project's 2-core CPU ("quick-cpu"
@@ -93,9 +93,11 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
     if args.executor == "sequential" and args.jobs > 1:
         raise ConfigError("--jobs > 1 needs --executor local-parallel")
     if args.executor == "slurm":
-        if args.gpus_per_job < 0 or args.slurm_time < 1 or args.cpus_per_job < 1:
-            raise ConfigError("--gpus-per-job must be at least 0, --slurm-time and "
-                              "--cpus-per-job at least 1")
+        for flag, value, least in (("--gpus-per-job", args.gpus_per_job, 0),
+                                   ("--slurm-time", args.slurm_time, 1),
+                                   ("--cpus-per-job", args.cpus_per_job, 1)):
+            if value < least:
+                raise ConfigError(f"{flag} {value}: must be at least {least}")
         if not (args.status or args.plan_only) and shutil.which("sbatch") is None:
             raise ConfigError("--executor slurm needs a Slurm cluster (no sbatch on PATH): run "
                               "it on a login node, or use --executor sequential or local-parallel")
@@ -182,33 +184,39 @@ def _lock(results_root: Path):
         raise ConfigError(f"cannot write to the results root {_shown(results_root)} "
                           f"({err.strerror}): "
                           "pass a writable folder with --results-root") from err
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
+    if not flock_now(handle):
         handle.close()
         raise LockedError(
             f"another run_all.sh is using {_shown(results_root)} (it holds "
             f"{_shown(results_root / '.lock')}); "
             "wait for it to finish, or use --results-root for a separate folder"
-        ) from err
+        )
     return handle
 
 
-def kernel_config():
+def kernel_config() -> "Config":  # noqa: F821 - traitlets, imported when called
     """The notebook kernel's traitlets config: CurveZMQ-encrypted sockets where supported.
 
     ipykernel 7 warns at every start that it runs over TCP without encryption (once per notebook
     in a run's log). The kernel manager can provision CurveZMQ keys when pyzmq has curve support
     and the kernelspec declares it (jupyter_client's ``transport_encryption="auto"``), which
-    encrypts the kernel's sockets and silences the warning. Elsewhere: plain TCP, as before.
+    encrypts the kernel's sockets and silences the warning. Elsewhere: an empty config, plain TCP
+    as before.
     """
     import zmq
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     from jupyter_client.manager import KernelManager
     from traitlets.config import Config
 
-    if zmq.has("curve") and KernelManager.class_traits().get("transport_encryption"):
-        return Config({"KernelManager": {"transport_encryption": "auto"}})
-    return Config()
+    if not (zmq.has("curve") and KernelManager.class_traits().get("transport_encryption")):
+        return Config()
+    try:
+        declared = KernelSpecManager().get_kernel_spec(KERNEL).metadata.get("supported_encryption")
+    except NoSuchKernel:
+        return Config()
+    if "curve" not in str(declared or "").lower():
+        return Config()
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def run_job(job: Job, req: PlanRequest) -> None:
@@ -228,7 +236,7 @@ def run_job(job: Job, req: PlanRequest) -> None:
     try:
         papermill.execute_notebook(
             str(source), str(partial), parameters=job.parameters,
-            kernel_name="python3", cwd=str(REPO), progress_bar=False, log_output=False,
+            kernel_name=KERNEL, cwd=str(REPO), progress_bar=False, log_output=False,
             config=kernel_config(),
         )
     except BaseException:  # keep the last good rendering; the failed one goes beside it

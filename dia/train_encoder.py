@@ -25,7 +25,7 @@ import torch
 
 from dia.amplify import DissolveCache, DissolveTable, amplify_forward
 from dia.augment import AugmentParams, make_generator, num_shifts
-from dia.checkpoints import read_checkpoint, save_checkpoint
+from dia.checkpoints import ensure_finite, read_checkpoint, save_checkpoint
 from dia.config import ExperimentConfig, comparable_sections, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
@@ -325,10 +325,8 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
         if isinstance(dissolver, DissolveCache):
             record["dissolve_cache_hit_rate"] = round(dissolver.hit_rate(), 4)
         run.append_log(record)  # before the checkpoint: a resume truncates what it cannot keep
-        if not all(math.isfinite(value) for value in last.values()):
-            raise FloatingPointError(  # no checkpoint of diverged weights, no DONE
-                f"{method} loss is {last} in epoch {epoch} ({run.path}): training diverged; "
-                f"check amplify.lr and amplify.temperature")
+        ensure_finite(last, where=f"{method} epoch {epoch} ({run.path})",
+                      hint="check amplify.lr and amplify.temperature")
         if epoch % a.checkpoint_every_epochs == 0 or epoch == a.epochs:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, **_identity(cfg, method), "epoch": epoch,

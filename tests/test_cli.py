@@ -12,9 +12,9 @@ def test_data_check_on_a_data_root_that_is_not_there(tmp_path, capsys, monkeypat
     # the default root of a fresh clone: the table of what to get, with a note why it is empty
     monkeypatch.setattr("dia.data.registry.REPO_ROOT", tmp_path)
     assert main(["data", "check", "--results-root", str(tmp_path / "results")]) == 0
-    out = capsys.readouterr().out
-    assert f"default data root {tmp_path / 'data'} does not exist yet" in out
-    assert "MISSING" in out
+    out = capsys.readouterr()
+    assert f"default data root {tmp_path / 'data'} does not exist yet" in out.err
+    assert "MISSING" in out.out
 
 
 def test_table_refuses_a_results_root_or_readme_that_is_not_there(tmp_path, capsys):

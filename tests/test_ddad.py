@@ -346,3 +346,17 @@ def test_a_dataset_without_a_validation_split_scores_the_test_split_only(
     assert not list(run.path.glob("val_scores*")) and len(list(run.path.glob("scores*"))) == 6
     done = json.loads((run.path / "DONE").read_text())
     assert "val_auc" not in done and done["val"] == 0 and done["test"] == 20
+
+
+def test_a_diverged_net_is_not_checkpointed(tmp_path):
+    run = ddad.open_ddad_run(_cfg(), results_root=tmp_path)
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def nan_loss(idx, gen):
+        return model.weight.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match=r"ddad A0 epoch 1 .*'loss': nan.* diverged"):
+        ddad._fit(run, "A0", model, optimizer, epochs=2, num_items=4, batch_size=2,
+                  loss_fn=nan_loss, device=torch.device("cpu"))
+    assert not (run.checkpoint_dir / "A0.pt").exists()  # a resume starts afresh, not from NaN

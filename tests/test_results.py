@@ -260,7 +260,7 @@ def test_only_edited_code_makes_a_checkout_dirty(tmp_path):
     assert git_commit(tmp_path) == clean + "-dirty"
 
 
-@pytest.mark.parametrize("damage", ["empty", "cut short", "not a checkpoint"])
+@pytest.mark.parametrize("damage", ["empty", "cut short", "tail zeroed", "not a checkpoint"])
 def test_a_checkpoint_that_cannot_be_read_names_its_file(tmp_path, damage):
     import torch
 
@@ -271,6 +271,43 @@ def test_a_checkpoint_that_cannot_be_read_names_its_file(tmp_path, damage):
     save_checkpoint(path, {"weights": torch.arange(1000.0)})
     data = path.read_bytes()
     path.write_bytes({"empty": b"", "cut short": data[: len(data) // 2],
+                      "tail zeroed": data[:-100] + bytes(100),
                       "not a checkpoint": b"<html>404</html>" * 10}[damage])
     with pytest.raises(RunError, match=rf"{path} cannot be read \(.+ bytes .*cut short.*\); delete"):
         read_checkpoint(path)
+
+
+def test_a_lock_asked_about_for_an_instant_is_still_taken(tmp_path):
+    import fcntl
+    import threading
+
+    from dia.results import flock_now, lock_held
+
+    lock = tmp_path / ".lock"
+    lock.touch()
+    assert lock_held(lock) is False and lock_held(tmp_path / "absent") is None
+    asker = open(lock, "rb")
+    fcntl.flock(asker, fcntl.LOCK_SH)  # as lock_held holds it while --status asks
+    threading.Timer(0.03, fcntl.flock, (asker, fcntl.LOCK_UN)).start()
+    with open(lock, "a") as trainer:
+        assert flock_now(trainer)  # taken on the second try, not refused
+        assert lock_held(lock) is True
+    asker.close()
+    with open(lock, "rb") as holder, open(lock, "a") as other:
+        fcntl.flock(holder, fcntl.LOCK_SH)  # a holder that stays
+        assert not flock_now(other)
+
+
+class _NotAllowed:  # a class torch.load(weights_only=True) refuses to build
+    pass
+
+
+def test_a_whole_checkpoint_that_does_not_load_is_not_called_damaged(tmp_path):
+    from dia.checkpoints import read_checkpoint, save_checkpoint
+    from dia.results import RunError
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"thing": _NotAllowed()})
+    with pytest.raises(RunError, match="cannot be loaded .* the file is whole") as err:
+        read_checkpoint(path)
+    assert "delete" not in str(err.value)  # a long run's good file is not to be thrown away

@@ -54,7 +54,7 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
                            (["--methods", "dia,gan"], "unknown method"),
                            (["--executor", "slurm"], "needs a Slurm cluster (no sbatch on PATH)"),
                            (["--executor", "slurm", "--slurm-time", "-5", "--plan-only"],
-                            "--slurm-time and --cpus-per-job at least 1")):
+                            "--slurm-time -5: must be at least 1")):
         assert suite.main(argv + ["--results-root", str(tmp_path)]) == 2
         assert fragment in capsys.readouterr().err
     (tmp_path / "file").write_text("")

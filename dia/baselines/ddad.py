@@ -52,7 +52,7 @@ from dia.baselines.ddad_models import (
     refine_inputs,
     to_ddad_gray,
 )
-from dia.checkpoints import load_run_checkpoint, save_checkpoint
+from dia.checkpoints import ensure_finite, load_run_checkpoint, save_checkpoint
 from dia.results import Run, RunError
 
 STAGE = "ddad"
@@ -223,12 +223,14 @@ def _fit(run: Run, name: str, model: nn.Module, optimizer: torch.optim.Optimizer
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        ensure_finite({"loss": mean_loss}, where=f"ddad {name} epoch {epoch + 1} ({run.path})",
+                      hint="check the ddad learning rates")
         save_checkpoint(path, {
             "name": name, "run_hash": run.hash, "epoch": epoch + 1,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
         })
-        mean_loss = float(np.mean(losses)) if losses else float("nan")
         run.append_log({"net": name, "epoch": epoch + 1, "loss": round(mean_loss, 6),
                         "seconds": round(time.perf_counter() - t0, 3)})
         bar.set_postfix(loss=f"{mean_loss:.4f}")
@@ -406,7 +408,8 @@ def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str
         raise RunError(f"{run.path}/ensemble.json does not list the networks this config expects")
 
     def load(rel: str, model: nn.Module) -> nn.Module:
-        state = load_run_checkpoint(run.path / rel, run, name=Path(rel).stem)
+        state = load_run_checkpoint(run.path / rel, run, name=Path(rel).stem,
+                                    remedy=f"delete the run folder {run.path} to train it again")
         if state is None:
             raise RunError(f"{run.path / rel} is missing; train the run first (train_ddad)")
         model.load_state_dict(state["model"])

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from dia.checkpoints import load_run_checkpoint, save_checkpoint
+from dia.checkpoints import ensure_finite, load_run_checkpoint, save_checkpoint
 from dia.results import Run, RunError
 
 METHOD = "ganomaly"
@@ -252,13 +252,15 @@ def train_ganomaly_models(run: Run, cfg, train: torch.Tensor, device: torch.devi
                                ("err_g_enc", err_g_enc), ("err_d", err_d)):
                 sums[key] = sums.get(key, 0.0) + value.item()
             steps += 1
+        record = {k: round(v / max(steps, 1), 6) for k, v in sums.items()}
+        ensure_finite(record, where=f"ganomaly epoch {epoch + 1} ({run.path})",
+                      hint="check peers.ganomaly_lr")
         _save(run, {
             "run_hash": run.hash, "epoch": epoch + 1, "image_size": isize,
             "netg": {k: v.detach().cpu() for k, v in netg.state_dict().items()},
             "netd": {k: v.detach().cpu() for k, v in netd.state_dict().items()},
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "generator": gen.get_state(),
         })
-        record = {k: round(v / max(steps, 1), 6) for k, v in sums.items()}
         run.append_log({"epoch": epoch + 1, "steps": steps,
                         "seconds": round(time.perf_counter() - t0, 3), **record})
         bar.set_postfix(err_g=f"{record.get('err_g', float('nan')):.3f}",

@@ -180,8 +180,9 @@ def count_folder_dataset(key: str, root: Path, results_root: Path) -> dict[str, 
     base = dataset_dir(key, root)
     bad = unreadable_images([base / r.path for r in rows])
     if bad:
-        shown = ", ".join(str(p) for p in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3
-                                                      else "")
+        shown = ", ".join(str(p) for p in bad[:3])
+        if len(bad) > 3:
+            shown += f" and {len(bad) - 3} more"
         raise DataError(f"{len(bad)} of {len(rows)} {key} images are empty or not PNG, JPEG, BMP "
                         f"or TIFF files: {shown}; replace or delete them")
     return {
