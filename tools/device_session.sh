@@ -31,7 +31,9 @@
 #   grid.csv             one row per finished ablation cell (tools/device_grid.py)
 #   runs.tar.gz          the run folders without checkpoints (train logs, scores, env.json)
 #   session.log          everything printed, with benchmarks/flop_budget.py's JSON (the FLOPs of
-#                        the profile's run and the GFLOP/s each network sustains on the GPU)
+#                        the profile's run, the GFLOP/s each network sustains on the GPU and the
+#                        GPU's matmul ceiling) and benchmarks/profile_ddpm_step.py's (what a DDPM
+#                        training step spends its kernel time on)
 # A dry run of the plumbing on a CPU machine (smoke profile, synthetic data, a few minutes):
 #   OUT=/tmp/session RESULTS_ROOT=/tmp/session/results PROFILE=smoke DATASET=synthetic \
 #     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
@@ -95,6 +97,8 @@ timeout 150 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-i
 echo "[session] flop budget of the profile (JSON into session.log; $(left))"
 timeout 60 "$py" benchmarks/flop_budget.py --device auto --profile "$profile" \
   --dataset "$dataset" --repeats 5
+echo "[session] operators of a DDPM training step (JSON into session.log; $(left))"
+timeout 60 "$py" benchmarks/profile_ddpm_step.py --device auto --profile "$profile" 2>/dev/null
 
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
 lane_dir=$(mktemp -d) pids=()

@@ -1,10 +1,11 @@
-"""DIA and CSI as `quick` specifies them, PneumoniaMNIST seeds 0-3, on the 2-core CPU: one table.
+"""DIA and CSI as `quick` specifies them, PneumoniaMNIST seeds 0-5, on the 2-core CPU: one table.
 
-    .venv/bin/python results/device_sessions/2026-12-02_cpu_avx2/collect.py R   (repo root)
+    .venv/bin/python results/device_sessions/2026-12-02_cpu_avx2/collect.py R 6   (repo root)
 
 R is the results root of the runs (`./run_all.sh --profile quick --datasets pneumonia --methods
-dia,csi --seeds 4 --data-root ../shared/data --results-root R`; seeds 0-1 were trained on
-2026-12-01, seeds 2-3 on 2026-12-02, all with one DDPM, seed 0, trained there on 2026-12-01).
+dia,csi --seeds 6 --data-root ../shared/data --results-root R`; seeds 0-1 were trained on
+2026-12-01, seeds 2-5 on 2026-12-02, all with one DDPM, seed 0, trained there on 2026-12-01).
+The second argument is the number of seeds read (default 4, the first version of this record).
 Writes beside this file `auc.csv` (one row per method and seed: test AUC with its 95 %
 bootstrap interval, validation AUC, training seconds from the encoder's DONE, the commits of the
 run's env.json, the machine) and `runs.tar.gz` (the run folders read, without checkpoints and
@@ -23,9 +24,10 @@ from dia.results import read_run_env, run_commits
 from dia.stages import stage_run_dir
 
 root, here = Path(sys.argv[1]), Path(__file__).parent
+num_seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
 rows, folders = [], [stage_run_dir(load_config("quick", dataset="pneumonia"), "diffusion", "ddpm",
                                    root)]
-for seed in range(4):
+for seed in range(num_seeds):
     cfg = load_config("quick", dataset="pneumonia", seed=seed)
     for method in ("dia", "csi"):
         train, score = (stage_run_dir(cfg, stage, method, root) for stage in ("amplify", "evaluate"))
