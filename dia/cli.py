@@ -91,18 +91,13 @@ def _check_table_args(results_root: Path, readme: str | None) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from dia.data.registry import resolve_data_root
+    from dia.data.registry import check_given_data_root, resolve_data_root
 
-    root = resolve_data_root(args.data_root)
     if args.action == "check":
         from dia.data.check import check_datasets, format_check, state
 
+        root = check_given_data_root(args.data_root)  # a DataError: exit 2
         if not root.is_dir():
-            if args.data_root or os.environ.get("DIA_DATA_ROOT"):  # asked for: a typo, likely
-                given = "--data-root" if args.data_root else "$DIA_DATA_ROOT"
-                print(f"error: {given} {root} is not a folder: give the folder that holds "
-                      "medmnist/ and the other datasets", file=sys.stderr)
-                return 2
             print(f"note: the default data root {root} does not exist yet: every dataset but "
                   "the synthetic one is missing; the table says where to get each",
                   file=sys.stderr)
@@ -111,6 +106,6 @@ def _data(args: argparse.Namespace) -> int:
         return 1 if any(state(r) == "BROKEN" for r in rows) else 0
     from dia.data.medmnist_files import fetch_medmnist
 
-    path = fetch_medmnist(args.dataset, root)
+    path = fetch_medmnist(args.dataset, resolve_data_root(args.data_root))
     print(f"{args.dataset}: {path}")
     return 0

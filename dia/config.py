@@ -290,9 +290,10 @@ def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentCo
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError(f"{source}: device = {cfg.device!r}; use auto, cpu, cuda, cuda:N "
                           "or mps")
-    for lo, hi in (("dissolve.t_min", "dissolve.t_max"),
-                   ("diffusion.focus_t_min", "diffusion.focus_t_max")):
-        low, high = (getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in (lo, hi))
+    d, f = cfg.dissolve, cfg.diffusion
+    for lo, low, hi, high in (("dissolve.t_min", d.t_min, "dissolve.t_max", d.t_max),
+                              ("diffusion.focus_t_min", f.focus_t_min,
+                               "diffusion.focus_t_max", f.focus_t_max)):
         if not low < high <= NUM_TIMESTEPS:  # both are >= 0 (NON_NEGATIVE)
             raise ConfigError(f"{source}: {lo} = {low}, {hi} = {high}; need {lo} < {hi} <= "
                               f"{NUM_TIMESTEPS} (t is drawn from {low}..{high - 1})")

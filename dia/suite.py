@@ -11,6 +11,7 @@ anything failed. One driver at a time per results folder (a lock file); a second
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -19,12 +20,13 @@ import time
 from pathlib import Path
 
 from dia.config import DATASETS, PROFILES, ConfigError
+from dia.data.registry import DataError, check_given_data_root
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
     METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, partial_path,
     rendered_path, stamp_path,
 )
-from dia.results import atomic_write_text, flock_now
+from dia.results import LOCK, atomic_write_text, flock_now
 from dia.status import format_status, plan_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,19 +158,6 @@ def _shown(path: str | Path) -> str:
     return str(absolute.relative_to(REPO)) if absolute.is_relative_to(REPO) else str(absolute)
 
 
-def _check_data_root(data_root: str) -> None:
-    """A data root given (--data-root or $DIA_DATA_ROOT) must exist: a typo would otherwise run
-    the synthetic set alone. The default `data/` is created by the MedMNIST download."""
-    from dia.data.registry import resolve_data_root
-
-    given = data_root or os.environ.get("DIA_DATA_ROOT")
-    if given and not resolve_data_root(data_root or None).is_dir():
-        where = "--data-root" if data_root else "DIA_DATA_ROOT"
-        raise ConfigError(f"{where} {given} is not a folder: give the folder that holds "
-                          "medmnist/ and the image datasets (README, Datasets), or leave it unset "
-                          "for data/ in the repository")
-
-
 def _repo_relative(path: Path) -> Path:
     """Notebooks run with the repository as their working directory; paths are passed relative
     to it, so rendered notebooks name no machine's absolute paths."""
@@ -179,7 +168,7 @@ def _repo_relative(path: Path) -> Path:
 def _lock(results_root: Path):
     try:
         results_root.mkdir(parents=True, exist_ok=True)
-        handle = open(results_root / ".lock", "w")
+        handle = open(results_root / LOCK, "w")
     except OSError as err:
         raise ConfigError(f"cannot write to the results root {_shown(results_root)} "
                           f"({err.strerror}): "
@@ -188,12 +177,13 @@ def _lock(results_root: Path):
         handle.close()
         raise LockedError(
             f"another run_all.sh is using {_shown(results_root)} (it holds "
-            f"{_shown(results_root / '.lock')}); "
+            f"{_shown(results_root / LOCK)}); "
             "wait for it to finish, or use --results-root for a separate folder"
         )
     return handle
 
 
+@functools.cache  # one kernelspec lookup per driver, not one per notebook
 def kernel_config() -> "Config":  # noqa: F821 - traitlets, imported when called
     """The notebook kernel's traitlets config: CurveZMQ-encrypted sockets where supported.
 
@@ -332,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
         requested, methods = _validate(args)
-        _check_data_root(args.data_root)
-    except ConfigError as err:
+        check_given_data_root(args.data_root or None)
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results_root = _repo_relative(Path(args.results_root))

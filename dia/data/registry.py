@@ -107,3 +107,17 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return REPO_ROOT / "data"
+
+
+def check_given_data_root(data_root: str | Path | None = None) -> Path:
+    """`resolve_data_root`, refusing a root that was given (the argument or `$DIA_DATA_ROOT`)
+    but is not a folder: a typo would otherwise run the synthetic set alone. The default
+    `data/` may be absent (the MedMNIST download creates it)."""
+    root = resolve_data_root(data_root)
+    given = data_root or os.environ.get("DIA_DATA_ROOT")
+    if given and not root.is_dir():
+        where = "--data-root" if data_root else "DIA_DATA_ROOT"
+        raise DataError(f"{where} {given} is not a folder: give the folder that holds medmnist/ "
+                        "and the image datasets (README, Datasets), or leave it unset for data/ "
+                        "in the repository")
+    return root
