@@ -42,6 +42,7 @@ def _time_training(model, optimizer, images, dissolver, device, iters, precision
                    lookup=None):
     """Seconds per iteration (wall and process CPU), dissolving seconds, GPU use, and what one
     iteration asks of the device (`dia.hostsync.DeviceTraffic`: operators, host reads)."""
+    from dia.allocator import minor_page_faults
     from dia.amplify import DissolveCache, DissolveTable, amplify_forward
     from dia.augment import make_generator
     from dia.hostsync import DeviceTraffic
@@ -78,20 +79,21 @@ def _time_training(model, optimizer, images, dissolver, device, iters, precision
         terms["total"].backward()
         optimizer.step()
 
-    for _ in range(3 if lookup else 1):  # warm-up (and cache filling)
+    for _ in range(3):  # warm-up (the allocator's heap grows for a few steps; cache filling)
         step()
     with DeviceTraffic() as traffic:
         step()
     _sync(device)
     timed["dissolve"] = 0.0
-    tic, cpu_tic = time.perf_counter(), time.process_time()
+    tic, cpu_tic, faults = time.perf_counter(), time.process_time(), minor_page_faults()
     with GpuUtilisation(device) as util:
         for _ in range(iters):
             step()
         _sync(device)
     seconds = (time.perf_counter() - tic) / iters
     cpu_seconds = (time.process_time() - cpu_tic) / iters
-    counts = {"ops_per_it": traffic.ops, "host_reads_per_it": traffic.host_reads}
+    counts = {"ops_per_it": traffic.ops, "host_reads_per_it": traffic.host_reads,
+              "minor_page_faults_per_it": (minor_page_faults() - faults) // iters}
     return seconds, timed["dissolve"] / iters, cpu_seconds, {**counts, **util.summary()}
 
 
@@ -201,10 +203,11 @@ def main() -> None:
         devices.append(torch.device("cpu"))
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
+    from dia.allocator import keep_freed_memory
     from dia.runtime import describe_device
 
     result = {"load_average_1min": round(os.getloadavg()[0], 2), "cpu": describe_device("cpu"),
-              "results": []}
+              "malloc": keep_freed_memory(), "results": []}  # as every stage runs (dia.allocator)
     both = ("fp32", "bf16") if args.encoder_precision == "both" else (args.encoder_precision,)
     for device in devices:
         for precision in both if device.type == "cuda" else ("fp32",):

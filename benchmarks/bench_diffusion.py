@@ -36,6 +36,7 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_training(width: int, batch: int, steps: int, device: torch.device, bf16: bool) -> dict:
+    from dia.allocator import minor_page_faults
     from dia.config import DiffusionConfig
     from dia.diffusion import EMA, build_scheduler, build_unet, count_parameters, make_optimizer
     from dia.diffusion import training_step
@@ -56,20 +57,24 @@ def bench_training(width: int, batch: int, steps: int, device: torch.device, bf1
         training_step(unet, opt, x0, ac, gen, grad_clip=cfg.grad_clip, autocast_dtype=dtype)
         ema.update(unet, i)
 
-    step(1)  # warm-up
+    for i in range(3):  # warm-up: the allocator's heap takes a few steps to reach its size
+        step(i + 1)
     _sync(device)
-    tic, cpu = time.perf_counter(), time.process_time()
+    tic, cpu, faults = time.perf_counter(), time.process_time(), minor_page_faults()
     with GpuUtilisation(device) as util:
         for i in range(steps):
-            step(i + 2)
+            step(i + 4)
         _sync(device)
     seconds = (time.perf_counter() - tic) / steps
     return {"parameters": count_parameters(unet), "batch": batch, "s_per_step": seconds,
             "steps_per_s": 1 / seconds, "images_per_s": batch / seconds,
-            "cpu_s_per_step": (time.process_time() - cpu) / steps, **util.summary()}
+            "cpu_s_per_step": (time.process_time() - cpu) / steps,
+            "minor_page_faults_per_step": (minor_page_faults() - faults) // steps,
+            **util.summary()}
 
 
 def bench_dissolve(width: int, batch: int, repeats: int, device: torch.device, bf16: bool) -> dict:
+    from dia.allocator import minor_page_faults
     from dia.config import DiffusionConfig
     from dia.diffusion import build_scheduler, build_unet
     from dia.dissolve import Dissolver
@@ -81,14 +86,16 @@ def bench_dissolve(width: int, batch: int, repeats: int, device: torch.device, b
     t = torch.full((batch,), 65, dtype=torch.long, device=device)
     d(images, t)  # warm-up
     _sync(device)
-    tic, cpu = time.perf_counter(), time.process_time()
+    tic, cpu, faults = time.perf_counter(), time.process_time(), minor_page_faults()
     with GpuUtilisation(device) as util:
         for _ in range(repeats):
             d(images, t)
         _sync(device)
     seconds = (time.perf_counter() - tic) / repeats
     return {"batch": batch, "s_per_batch": seconds, "images_per_s": batch / seconds,
-            "cpu_s_per_batch": (time.process_time() - cpu) / repeats, **util.summary()}
+            "cpu_s_per_batch": (time.process_time() - cpu) / repeats,
+            "minor_page_faults_per_batch": (minor_page_faults() - faults) // repeats,
+            **util.summary()}
 
 
 def main() -> None:
@@ -105,10 +112,12 @@ def main() -> None:
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    from dia.allocator import keep_freed_memory
     from dia.runtime import describe_device
 
     report: dict = {
         "benchmark": "diffusion",
+        "malloc": keep_freed_memory(),  # as every stage runs (dia.allocator)
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": describe_device("cpu"),

@@ -239,6 +239,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from dia.allocator import keep_freed_memory
     from dia.config import load_config
     from dia.data.check import count_dataset
     from dia.data.registry import resolve_data_root
@@ -246,6 +247,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     cfg = load_config(args.profile, dataset=args.dataset)
+    malloc = keep_freed_memory()  # as every stage runs (dia.allocator)
     counts = count_dataset(args.dataset, resolve_data_root(args.data_root), "results")
     networks = measure_networks(cfg, device, repeats=args.repeats)
     ceiling = matmul_ceiling(device, repeats=args.repeats)
@@ -253,7 +255,7 @@ def main() -> None:
     for name, rates in networks.items():
         rates["share_of_matmul_ceiling"] = rates["gflop_per_s"] / ceiling[kinds[name]]
     print(json.dumps({"profile": args.profile, "dataset": args.dataset, "counts": counts,
-                      "machine": describe_device(args.device),
+                      "machine": describe_device(args.device), "malloc": malloc,
                       "torch_threads": torch.get_num_threads(),
                       "load_average": [round(x, 2) for x in os.getloadavg()],
                       "matmul_ceiling_gflop_per_s": {k: round(v, 1) for k, v in ceiling.items()},

@@ -76,14 +76,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from dia.allocator import keep_freed_memory
     from dia.config import load_config
     from dia.runtime import describe_device, resolve_device
 
     cfg = load_config(args.profile)
+    malloc = keep_freed_memory()  # as every stage runs (dia.allocator)
     device = resolve_device(args.device)
     batch = args.batch or cfg.diffusion.batch_size
     print(json.dumps({"profile": args.profile, "width": cfg.diffusion.width, "batch": batch,
-                      "machine": describe_device(args.device),
+                      "machine": describe_device(args.device), "malloc": malloc,
                       "torch_threads": torch.get_num_threads(),
                       "load_average": [round(x, 2) for x in os.getloadavg()],
                       **profile_step(cfg, batch, device, args.top)}, indent=1))
