@@ -4,8 +4,10 @@ Every DONE run's `metrics.csv` is read; nothing is typed in except the paper's t
 (`dia/reference_data/paper_auc.csv`, transcribed once from the DIA poster). The last written
 `auc.csv` doubles as the record of published runs: a row whose run folder is not on this machine
 (a fresh clone, a run made elsewhere) is kept as long as its run id is still its profile's (same
-config hash), with `origin` "recorded"; a stale one (config changed since) is dropped. To retract
-a run, delete its folder and its row. Outputs:
+config hash), with `origin` "recorded"; a stale one (config changed since) is dropped. A
+recorded row whose cell has runs here made on another kind of machine (CPU or which GPU) stays
+in auc.csv but out of the means, so that one mean never mixes the two kinds' draws. To retract a
+run, delete its folder and its row. Outputs:
 
     results/tables/auc.csv         tidy: dataset, method, seed, profile, image_size, auc, ..., source,
                                    run_id, device, origin (folder / recorded)
@@ -115,6 +117,47 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
     return recorded
 
 
+CELL = ["dataset", "method", "profile", "image_size"]  # the runs one mean ± std is taken over
+OTHER_MACHINE = "recorded, other machine"  # an `origin`: kept in auc.csv, left out of the means
+
+
+def machine_kind(device: str) -> str:
+    """"cpu" for every CPU, else the GPU's name (`env.json`'s device): a seed reproduces a run on
+    one kind of machine, not across kinds (README, *Measured so far*)."""
+    return "cpu" if str(device).startswith("cpu") else str(device)
+
+
+def _mark_other_machines(recorded: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """Recorded rows of a cell whose runs here come from another kind of machine get the origin
+    `OTHER_MACHINE`: after a user's GPU run of a cell, its mean is over the GPU runs alone, not
+    over them and the published CPU seeds, whose rows stay in auc.csv (nothing is erased)."""
+    if recorded.empty or ours.empty:
+        return recorded
+
+    def text(value) -> str:  # an image size may be 28, 28.0 (a column with NaN) or <NA>
+        if pd.isna(value):
+            return ""
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+    def keys(frame: pd.DataFrame) -> list[tuple]:
+        cells = frame[CELL].astype(object).itertuples(index=False)
+        return [tuple(text(v) for v in cell) for cell in cells]
+
+    here: dict[tuple, set[str]] = {}
+    for key, device in zip(keys(ours), ours["device"]):
+        here.setdefault(key, set()).add(machine_kind(device))
+    other = [key in here and machine_kind(device) not in here[key]
+             for key, device in zip(keys(recorded), recorded["device"])]
+    recorded = recorded.copy()
+    recorded.loc[pd.Series(other, index=recorded.index, dtype=bool), "origin"] = OTHER_MACHINE
+    return recorded
+
+
+def counted(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Our rows that enter the table's means and the figure (not `OTHER_MACHINE` ones)."""
+    return tidy[(tidy["source"] == "re-run") & (tidy["origin"] != OTHER_MACHINE)]
+
+
 def tidy_auc(results_root: str | Path) -> pd.DataFrame:
     """Our AUCs (one row per run and method: run folders, then recorded rows whose folder is not
     here, see `recorded_rows`) and the paper's (one row per cell), tidy."""
@@ -124,7 +167,7 @@ def tidy_auc(results_root: str | Path) -> pd.DataFrame:
     ours = ours.rename(columns={"value": "auc"})
     ours["auc_std"] = float("nan")
     ours["source"], ours["origin"] = "re-run", "folder"
-    recorded = recorded_rows(results_root, set(ours["run_id"]))
+    recorded = _mark_other_machines(recorded_rows(results_root, set(ours["run_id"])), ours)
     paper = load_paper_table()
     paper = paper.assign(seed=pd.NA, profile="paper (published)", image_size=pd.NA, ci_low=pd.NA,
                          ci_high=pd.NA, run_id="", source="paper", device="", origin="")
@@ -136,11 +179,11 @@ def tidy_auc(results_root: str | Path) -> pd.DataFrame:
 
 
 def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per (dataset, method, profile, image size) of our runs."""
-    ours = tidy[tidy["source"] == "re-run"]
+    """Mean ± std over seeds per (dataset, method, profile, image size) of our `counted` runs."""
+    ours = counted(tidy)
     if ours.empty:
-        return pd.DataFrame(columns=["dataset", "method", "profile", "image_size", "mean", "std", "n"])
-    grouped = ours.groupby(["dataset", "method", "profile", "image_size"], dropna=False)["auc"]
+        return pd.DataFrame(columns=[*CELL, "mean", "std", "n"])
+    grouped = ours.groupby(CELL, dropna=False)["auc"]
     out = grouped.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
     out["std"] = out["std"].fillna(0.0)
     return out
@@ -215,7 +258,7 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    ours = tidy[tidy["source"] == "re-run"]
+    ours = counted(tidy)
     if ours.empty:
         return None
     ours = keep_best_profile(ours)  # as the table: a smoke dot never sits beside a quick one

@@ -112,7 +112,8 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
 
     Without `requested`, every dataset found under the data root is meant: one that is there
     but unusable (BROKEN) cannot run, as one asked for by name and MISSING cannot; datasets not
-    there at all are named in one line."""
+    there at all are named in one line. With `fetch`, the MedMNIST files meant and not on disk
+    are downloaded first."""
     from dia.data.check import check_datasets, state
     from dia.data.registry import DataError, resolve_data_root
 
@@ -120,7 +121,7 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     if fetch:
         from dia.data.medmnist_files import fetch_medmnist
 
-        for key in ("pneumonia", "breast"):
+        for key in [k for k in ("pneumonia", "breast") if not requested or k in requested]:
             try:
                 fetch_medmnist(key, root, timeout=10)
             except DataError:
@@ -368,7 +369,7 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     """Plan, then run (or only print) the jobs; the caller holds the results root's lock."""
     present, unusable, ddad = _available(
         requested, args.data_root, str(results_root),
-        fetch=not requested and not args.plan_only, log=log)
+        fetch=not args.plan_only, log=log)
     req = _request(args, present, methods, results_root, ddad)
     seeds = req.seeds
     jobs = build_plan(req)
@@ -380,7 +381,7 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     _report_unusable(unusable, args.data_root, log)
     if args.plan_only:
         for job in jobs:
-            log(f"  {job.key} -> notebooks/{job.output_name}"
+            log(f"  {job.key} -> {_shown(results_root / 'notebooks' / job.output_name)}"
                 + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -115,6 +115,25 @@ def test_a_run_being_redone_keeps_its_recorded_row_marked_as_recorded(results_ro
     assert ours.loc[run.run_id, "origin"] == "recorded" and ours.loc[run.run_id, "auc"] == 1.0
 
 
+def test_a_cell_never_mixes_kinds_of_machine_and_its_record_loses_no_row(results_root):
+    here = _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    gpu = _fake_run(results_root, "synthetic", "dia", 1, [0, 0, 1, 1], [0.1, 0.9, 0.2, 0.8])
+    paths = report.write_tables(results_root)
+    # seed 1 was published from a GPU elsewhere: only its recorded row is here
+    shutil.rmtree(gpu.path)
+    record = pd.read_csv(paths["csv"])
+    record.loc[record.run_id == gpu.run_id, "device"] = "NVIDIA H200"
+    paths["csv"].write_text(record.to_csv(index=False))
+
+    ours = report.tidy_auc(results_root).query("source == 're-run'").set_index("run_id")
+    assert ours.loc[here.run_id, "origin"] == "folder"
+    assert ours.loc[gpu.run_id, "origin"] == report.OTHER_MACHINE
+    table = report.build_table(report.tidy_auc(results_root)).set_index("method")
+    assert table.loc["DIA", "Synthetic"].startswith("1.000 ± 0.000 (n=1, smoke)")  # CPU run only
+    again = pd.read_csv(report.write_tables(results_root)["csv"]).set_index("run_id")
+    assert again.loc[gpu.run_id, "device"] == "NVIDIA H200"  # still in the record
+
+
 def test_a_foreign_auc_csv_is_refused(results_root):
     (results_root / "tables").mkdir(parents=True)
     (results_root / "tables" / "auc.csv").write_text("a,b\n1,2\n")

@@ -197,6 +197,21 @@ def test_plan_only_downloads_nothing_and_names_what_is_not_found(tmp_path, capsy
     assert "datasets synthetic;" in out
 
 
+def test_a_medmnist_dataset_asked_for_by_name_is_fetched_and_no_other(tmp_path, monkeypatch):
+    from dia.data import medmnist_files
+
+    fetched = []
+    monkeypatch.setattr(medmnist_files, "fetch_medmnist", lambda key, *a, **k: fetched.append(key))
+
+    def stop(*args, **kwargs):  # the plan is made: stop there (as after Ctrl-C)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "run_plan", stop)
+    assert suite.main(["--profile", "smoke", "--results-root", str(tmp_path / "results"),
+                       "--data-root", str(tmp_path), "--datasets", "pneumonia,synthetic"]) == 130
+    assert fetched == ["pneumonia"]
+
+
 def test_an_unwritable_results_root_is_refused(tmp_path, capsys):
     not_a_folder = tmp_path / "results"
     not_a_folder.write_text("")
