@@ -8,7 +8,8 @@ Runs `bench_diffusion.py` (a DDPM optimiser step of the `quick` profile: width 3
 dissolving 128 images) and `bench_amplify.py` (DIA and CSI iterations, scoring) on the CPU, each
 twice in fresh processes, first with ``DIA_SYSTEM_MALLOC=1`` (glibc's defaults) and then
 without, and prints one JSON object: each figure under both allocators, the speed-up, and the
-minor page faults per step or iteration (freshly mapped pages the kernel zeroes). With
+minor page faults per step or iteration (freshly mapped pages the kernel zeroes). These short
+figures are timed once each way, in a fixed order: rough, a few seconds each. With
 `--train-epochs E`, also the real thing: `--pairs` times, one process each way in turn, DIA
 trains E epochs of `quick` on PneumoniaMNIST (`dia.train_encoder.train_amplifier`; its dissolver
 a 1-step DDPM, since speed does not depend on the weights), with seconds and faults per epoch
@@ -34,7 +35,7 @@ def _run(script: str, args: list[str], system_malloc: bool) -> dict:
     if system_malloc:
         env["DIA_SYSTEM_MALLOC"] = "1"
     out = subprocess.run([sys.executable, str(HERE / script), *args], env=env, check=True,
-                         capture_output=True, text=True).stdout
+                         stdout=subprocess.PIPE, text=True).stdout  # progress bars show
     return json.loads(out)
 
 

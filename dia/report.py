@@ -5,12 +5,14 @@ Every DONE run's `metrics.csv` is read; nothing is typed in except the paper's t
 `auc.csv` doubles as the record of published runs: a row whose run folder is not on this machine
 (a fresh clone, a run made elsewhere) is kept as long as its run id is still its profile's (same
 config hash), with `origin` "recorded"; a stale one (config changed since) is dropped. A
-recorded row whose cell has runs here made on another kind of machine (CPU or which GPU) stays
-in auc.csv but out of the means, so that one mean never mixes the two kinds' draws. To retract a
-run, delete its folder and its row. Outputs:
+recorded row made on another kind of machine (CPU or which GPU model; rows without a device
+count as any) than the runs here of its cell, its own seed included, stays in auc.csv with
+`origin` "other-machine" and out of the means: a user's GPU run of a cell is not averaged with
+the published CPU seeds. (Recorded rows alone, or run folders of two kinds in one results root,
+are not told apart.) To retract a run, delete its folder and its row. Outputs:
 
     results/tables/auc.csv         tidy: dataset, method, seed, profile, image_size, auc, ..., source,
-                                   run_id, device, origin (folder / recorded)
+                                   run_id, device, origin (folder / recorded / other-machine)
     results/tables/auc.md, .tex    rows = methods, columns = datasets; ours (mean ± std, n, profile)
                                    beside the paper's value; rows we do not run say so
     results/tables/paper_table.csv the transcription, for readers
@@ -95,12 +97,13 @@ def _is_profile_run_id(run_id: str, profile: str) -> bool:
         return False
 
 
-def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
-    """Our rows of the last written `tables/auc.csv` whose run is not DONE here (not in
-    `present`) and whose run id is still their profile's: published runs made elsewhere. A run
-    being redone here (its folder without DONE) keeps its last finished row, marked `recorded`,
-    until the new one is DONE: the row may come from another machine, and a rebuild of the
-    committed table must not erase it."""
+def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataFrame:
+    """Our rows of the last written `tables/auc.csv` whose run is not DONE here (`present`: run
+    id -> device of the DONE runs here) or was made on another kind of machine than the one
+    here, and whose run id is still their profile's: published runs made elsewhere. A run being
+    redone here (its folder without DONE) keeps its last finished row, marked `recorded`, until
+    the new one is DONE: the row may come from another machine, and a rebuild of the committed
+    table must not erase it."""
     path = Path(results_root) / "tables" / "auc.csv"
     if not path.is_file():
         return pd.DataFrame()
@@ -108,8 +111,12 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
     if not {"source", "run_id", "profile"} <= set(old.columns):
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id or "
                          "profile column): move it away and rebuild the table")
-    old = old[(old["source"] == "re-run") & ~old["run_id"].isin(present)]
-    keep = [_is_profile_run_id(str(r), p) for r, p in zip(old["run_id"], old["profile"])]
+    old = old[old["source"] == "re-run"]
+    if "device" not in old:
+        old = old.assign(device="")
+    keep = [_is_profile_run_id(str(r), p)
+            and (r not in present or other_kind(device, present[r]))
+            for r, p, device in zip(old["run_id"], old["profile"], old["device"])]
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
     recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")
     recorded["device"] = recorded["device"].fillna("") if "device" in recorded else ""
@@ -118,19 +125,29 @@ def recorded_rows(results_root: str | Path, present: set[str]) -> pd.DataFrame:
 
 
 CELL = ["dataset", "method", "profile", "image_size"]  # the runs one mean ± std is taken over
-OTHER_MACHINE = "recorded, other machine"  # an `origin`: kept in auc.csv, left out of the means
+OTHER_MACHINE = "other-machine"  # an `origin`: kept in auc.csv, left out of the means
 
 
-def machine_kind(device: str) -> str:
-    """"cpu" for every CPU, else the GPU's name (`env.json`'s device): a seed reproduces a run on
-    one kind of machine, not across kinds (README, *Measured so far*)."""
+def machine_kind(device) -> str:
+    """"cpu" for every CPU, else the GPU's name (`env.json`'s device), "" when not recorded (rows
+    published before devices were): the GPU's and the CPU's draws of a seed differ by as much as
+    seeds do (README, *Measured so far*); CPUs of other instruction sets round differently too,
+    but less, and count as one kind here."""
+    if pd.isna(device) or not str(device):
+        return ""
     return "cpu" if str(device).startswith("cpu") else str(device)
 
 
+def other_kind(device, other) -> bool:
+    """Whether two devices are known to be of different kinds (an unknown one matches any)."""
+    kinds = {machine_kind(device), machine_kind(other)}
+    return "" not in kinds and len(kinds) == 2
+
+
 def _mark_other_machines(recorded: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
-    """Recorded rows of a cell whose runs here come from another kind of machine get the origin
-    `OTHER_MACHINE`: after a user's GPU run of a cell, its mean is over the GPU runs alone, not
-    over them and the published CPU seeds, whose rows stay in auc.csv (nothing is erased)."""
+    """Recorded rows of a cell whose runs here all come from another kind of machine get the
+    origin `OTHER_MACHINE`: after a user's GPU run of a cell, its mean is over the GPU runs alone,
+    not over them and the published CPU seeds, whose rows stay in auc.csv."""
     if recorded.empty or ours.empty:
         return recorded
 
@@ -143,10 +160,10 @@ def _mark_other_machines(recorded: pd.DataFrame, ours: pd.DataFrame) -> pd.DataF
         cells = frame[CELL].astype(object).itertuples(index=False)
         return [tuple(text(v) for v in cell) for cell in cells]
 
-    here: dict[tuple, set[str]] = {}
+    here: dict[tuple, list[str]] = {}
     for key, device in zip(keys(ours), ours["device"]):
-        here.setdefault(key, set()).add(machine_kind(device))
-    other = [key in here and machine_kind(device) not in here[key]
+        here.setdefault(key, []).append(device)
+    other = [key in here and all(other_kind(device, mine) for mine in here[key])
              for key, device in zip(keys(recorded), recorded["device"])]
     recorded = recorded.copy()
     recorded.loc[pd.Series(other, index=recorded.index, dtype=bool), "origin"] = OTHER_MACHINE
@@ -167,7 +184,8 @@ def tidy_auc(results_root: str | Path) -> pd.DataFrame:
     ours = ours.rename(columns={"value": "auc"})
     ours["auc_std"] = float("nan")
     ours["source"], ours["origin"] = "re-run", "folder"
-    recorded = _mark_other_machines(recorded_rows(results_root, set(ours["run_id"])), ours)
+    present = dict(zip(ours["run_id"], ours["device"]))
+    recorded = _mark_other_machines(recorded_rows(results_root, present), ours)
     paper = load_paper_table()
     paper = paper.assign(seed=pd.NA, profile="paper (published)", image_size=pd.NA, ci_low=pd.NA,
                          ci_high=pd.NA, run_id="", source="paper", device="", origin="")
@@ -310,7 +328,8 @@ def write_tables(results_root: str | Path = "results") -> dict[str, Path]:
     header = ("AUC, image level, label 1 = anomalous. Ours: mean ± std over seeds (n, profile); "
               "the paper's value beside it. Rebuilt by notebooks/90_auc_table from results/runs "
               "and the published runs recorded in auc.csv (its device and origin columns say "
-              "where each was measured).\n\n")
+              "where each was measured; rows of origin other-machine are left out of the "
+              "means).\n\n")
     atomic_write_text(paths["md"], header + table.to_markdown(index=False) + "\n")
     atomic_write_text(paths["tex"], to_latex(table))
     atomic_write_text(paths["paper"], load_paper_table().to_csv(index=False))

@@ -162,7 +162,7 @@ def utc_now() -> str:
 
 def capture_env(device: str = "auto") -> dict[str, Any]:
     """Git commit (see `commit_record`), package versions, device and time: a run's provenance."""
-    from dia.allocator import keep_freed_memory
+    from dia.allocator import state
 
     versions = {}
     for name in PACKAGES:
@@ -175,7 +175,7 @@ def capture_env(device: str = "auto") -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": versions,
         "device": describe_device(device),
-        "malloc": keep_freed_memory(),  # speed only: "kept" (dia.allocator), "system", ...
+        "malloc": state(),  # speed only: "kept" (dia.allocator), "system", ...
         "hostname_hash": hex(hash(platform.node()) & 0xFFFF),
         "created": utc_now(),
     }

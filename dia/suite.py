@@ -1,7 +1,8 @@
 """The driver behind `./run_all.sh`: plan, then render each notebook through papermill.
 
     python -m dia.suite [--profile smoke|quick|paper] [--datasets a,b] [--seeds N]
-                        [--methods dia,csi,ddad] [--results-root DIR] [--data-root DIR]
+                        [--methods dia,csi,ddad,ganomaly,patchcore] [--results-root DIR]
+                        [--data-root DIR]
 
 One line per job with its elapsed time; finished jobs are skipped; a failing job is reported
 with its notebook and cell and does not stop the other datasets; the exit code is non-zero when
@@ -381,7 +382,7 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     _report_unusable(unusable, args.data_root, log)
     if args.plan_only:
         for job in jobs:
-            log(f"  {job.key} -> {_shown(results_root / 'notebooks' / job.output_name)}"
+            log(f"  {job.key} -> {_shown(rendered_path(results_root, job))}"
                 + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

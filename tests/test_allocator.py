@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # Ten 8 MiB buffers allocated, written and freed, five times over, after one warm-up round, in a
 # process that first enters a stage the way every notebook does (`stage_device`). glibc's
@@ -51,8 +52,7 @@ def _child(system_malloc: bool) -> tuple[str, int]:
     return out[-2], int(out[-1])
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-                    reason="tunes glibc's malloc only")
+@pytest.mark.skipif(not GLIBC, reason="tunes glibc's malloc only")
 def test_a_stage_keeps_freed_memory_and_the_opt_out_does_not():
     state, faults = _child(system_malloc=False)
     system_state, system_faults = _child(system_malloc=True)
@@ -62,7 +62,32 @@ def test_a_stage_keeps_freed_memory_and_the_opt_out_does_not():
     assert faults < pages // 20  # kept: the rounds reuse the first round's pages
 
 
-def test_run_environment_names_the_allocator_setting():
-    from dia.runtime import capture_env
+def test_a_run_records_what_its_stage_did_to_the_allocator(monkeypatch):
+    from dia.allocator import keep_freed_memory
+    from dia.config import load_config
+    from dia.runtime import capture_env, stage_device
 
-    assert capture_env("cpu")["malloc"] in ("kept", "system", "unsupported")
+    monkeypatch.delenv("DIA_SYSTEM_MALLOC", raising=False)
+    stage_device(load_config("smoke"), "cpu")
+    assert capture_env("cpu")["malloc"] == keep_freed_memory()
+    if GLIBC and "DIA_SYSTEM_MALLOC" not in os.environ and "LD_PRELOAD" not in os.environ:
+        assert keep_freed_memory() == "kept"
+
+
+def test_what_is_left_alone(monkeypatch):
+    import ctypes
+
+    from dia import allocator
+
+    monkeypatch.setenv("DIA_SYSTEM_MALLOC", "1")
+    assert allocator._tune() == "system"
+    monkeypatch.setenv("DIA_SYSTEM_MALLOC", "0")  # 0 is not an opt-out
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc_minimal.so.4")
+    assert allocator._tune() == "preloaded"
+    monkeypatch.delenv("LD_PRELOAD")
+
+    def no_c_library(name):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_c_library)
+    assert allocator._tune() == "unsupported"

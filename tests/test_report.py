@@ -115,23 +115,33 @@ def test_a_run_being_redone_keeps_its_recorded_row_marked_as_recorded(results_ro
     assert ours.loc[run.run_id, "origin"] == "recorded" and ours.loc[run.run_id, "auc"] == 1.0
 
 
-def test_a_cell_never_mixes_kinds_of_machine_and_its_record_loses_no_row(results_root):
+def test_a_cell_is_not_averaged_over_kinds_of_machine_and_its_record_loses_no_row(results_root):
     here = _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
     gpu = _fake_run(results_root, "synthetic", "dia", 1, [0, 0, 1, 1], [0.1, 0.9, 0.2, 0.8])
+    unknown = _fake_run(results_root, "synthetic", "dia", 2, [0, 0, 1, 1], [0.1, 0.9, 0.2, 0.8])
     paths = report.write_tables(results_root)
-    # seed 1 was published from a GPU elsewhere: only its recorded row is here
+    # published elsewhere, only their rows are here: seed 1 and another run of seed 0 (same run
+    # id) on a GPU, seed 2 from before devices were recorded
     shutil.rmtree(gpu.path)
+    shutil.rmtree(unknown.path)
     record = pd.read_csv(paths["csv"])
     record.loc[record.run_id == gpu.run_id, "device"] = "NVIDIA H200"
-    paths["csv"].write_text(record.to_csv(index=False))
+    record.loc[record.run_id == unknown.run_id, "device"] = float("nan")
+    seed0_gpu = record[record.run_id == here.run_id].assign(device="NVIDIA H200", auc=0.25)
+    paths["csv"].write_text(pd.concat([record, seed0_gpu]).to_csv(index=False))
 
-    ours = report.tidy_auc(results_root).query("source == 're-run'").set_index("run_id")
-    assert ours.loc[here.run_id, "origin"] == "folder"
-    assert ours.loc[gpu.run_id, "origin"] == report.OTHER_MACHINE
+    ours = report.tidy_auc(results_root).query("source == 're-run'")
+    origins = sorted(zip(ours["run_id"], ours["origin"], ours["auc"]))
+    assert origins == sorted([(here.run_id, "folder", 1.0), (here.run_id, "other-machine", 0.25),
+                              (gpu.run_id, "other-machine", 0.5),
+                              (unknown.run_id, "recorded", 0.5)])
     table = report.build_table(report.tidy_auc(results_root)).set_index("method")
-    assert table.loc["DIA", "Synthetic"].startswith("1.000 ± 0.000 (n=1, smoke)")  # CPU run only
-    again = pd.read_csv(report.write_tables(results_root)["csv"]).set_index("run_id")
-    assert again.loc[gpu.run_id, "device"] == "NVIDIA H200"  # still in the record
+    # the CPU run here and the row of unknown device; neither GPU row
+    assert table.loc["DIA", "Synthetic"].startswith("0.750 ± 0.354 (n=2, smoke)")
+    again = pd.read_csv(report.write_tables(results_root)["csv"])
+    assert sorted(again.loc[again.origin == "other-machine", "run_id"]) == sorted(
+        [here.run_id, gpu.run_id])  # both still in the record
+    assert (again.origin == "folder").sum() == 1
 
 
 def test_a_foreign_auc_csv_is_refused(results_root):
