@@ -176,8 +176,9 @@ def counted(tidy: pd.DataFrame) -> pd.DataFrame:
 
 
 def tidy_auc(results_root: str | Path) -> pd.DataFrame:
-    """Our AUCs (one row per run and method: run folders, then recorded rows whose folder is not
-    here, see `recorded_rows`) and the paper's (one row per cell), tidy."""
+    """Our AUCs (one row per run and method: run folders, then the recorded rows of
+    `recorded_rows`, those of another kind of machine marked `OTHER_MACHINE`) and the paper's
+    (one row per cell), tidy."""
     ours = collect_metrics(results_root)
     ours = ours[ours["metric"] == "auc"].copy()
     ours["method"] = ours["method"].map(lambda m: METHOD_ROWS.get(str(m).lower(), str(m)))
