@@ -50,43 +50,33 @@ def _train_child(root: str, epochs: int, data_root: str) -> None:
 
     cfg = replace(load_config("quick", dataset="pneumonia", seed=0),
                   {"diffusion.steps": 1, "amplify.epochs": epochs})
-    train_diffusion(cfg, results_root=root, data_root=data_root)  # untimed (or found DONE)
-    marks = []
-    tic, faults = time.perf_counter(), minor_page_faults()
+    train_diffusion(cfg, results_root=root, data_root=data_root)  # untimed: a second or two
+    seconds, faults = [], []
+    last = [time.perf_counter(), minor_page_faults()]
 
-    def on_epoch(epoch: int) -> None:
-        marks.append((time.perf_counter() - tic, minor_page_faults() - faults))
+    def on_epoch(epoch: int) -> None:  # what this epoch took, from the end of the last one
+        now = [time.perf_counter(), minor_page_faults()]
+        seconds.append(round(now[0] - last[0], 1))
+        faults.append(now[1] - last[1])
+        last[:] = now
 
     train_amplifier(cfg, "dia", results_root=root, data_root=data_root, on_epoch=on_epoch)
-    seconds = [round(b[0] - a[0], 1) for a, b in zip([(0.0, 0)] + marks, marks)]
-    per_epoch_faults = [b[1] - a[1] for a, b in zip([(0.0, 0)] + marks, marks)]
     print(json.dumps({"malloc": keep_freed_memory(), "seconds_per_epoch": seconds,
-                      "total_seconds": round(marks[-1][0], 1),
-                      "minor_page_faults_per_epoch": per_epoch_faults}))
+                      "total_seconds": round(sum(seconds), 1),
+                      "minor_page_faults_per_epoch": faults}))
 
 
 def _train_pairs(args) -> list[dict]:
-    """The training A/B: a shared 1-step DDPM, then fresh results roots, system and kept in turn."""
-    import shutil
+    """The training A/B: a fresh results root per process, system and kept in turn."""
     import tempfile
 
-    base = Path(tempfile.mkdtemp(prefix="bench_malloc_"))
     runs = []
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench_malloc_") as base:
         for pair in range(args.pairs):
             for kind in ("system", "kept"):
-                root = base / f"{pair}-{kind}"
-                if (base / "ddpm").is_dir():  # the DDPM trained by the first process, reused
-                    shutil.copytree(base / "ddpm", root)
-                out = _run("bench_malloc.py", ["--threads", str(args.threads), "--_train-child",
-                                               str(root), str(args.train_epochs),
-                                               args.data_root], kind == "system")
-                if not (base / "ddpm").is_dir():
-                    shutil.copytree(root / "runs" / "diffusion", base / "ddpm" / "runs" /
-                                    "diffusion")
-                runs.append({"pair": pair, **out})
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+                child = ["--threads", str(args.threads), "--_train-child",
+                         f"{base}/{pair}-{kind}", str(args.train_epochs), args.data_root]
+                runs.append({"pair": pair, **_run("bench_malloc.py", child, kind == "system")})
     return runs
 
 

@@ -24,7 +24,6 @@ jemalloc, mimalloc) is left alone.
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
@@ -37,7 +36,6 @@ PRELOADED_ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
 _state: str | None = None  # what keep_freed_memory did in this process (None: not called)
 
 
-@functools.cache
 def keep_freed_memory() -> str:
     """Tune glibc's malloc as the module docstring says, once per process; says what it did.
 
@@ -45,7 +43,8 @@ def keep_freed_memory() -> str:
     (another allocator preloaded) or ``"unsupported"`` (not glibc: macOS, Windows, musl).
     """
     global _state
-    _state = _tune()
+    if _state is None:
+        _state = _tune()
     return _state
 
 

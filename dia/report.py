@@ -119,7 +119,7 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
             for r, p, device in zip(old["run_id"], old["profile"], old["device"])]
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
     recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")
-    recorded["device"] = recorded["device"].fillna("") if "device" in recorded else ""
+    recorded["device"] = recorded["device"].fillna("")
     recorded["origin"] = "recorded"
     return recorded
 

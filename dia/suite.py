@@ -116,7 +116,7 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     there at all are named in one line. With `fetch`, the MedMNIST files meant and not on disk
     are downloaded first."""
     from dia.data.check import check_datasets, state
-    from dia.data.registry import DataError, resolve_data_root
+    from dia.data.registry import resolve_data_root
 
     root = resolve_data_root(data_root or None)
     if fetch:
