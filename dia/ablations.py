@@ -336,8 +336,8 @@ def write_ablation_tables(frame: pd.DataFrame, results_root: str | Path) -> dict
     from dia.results import atomic_write_text
 
     tables = Path(results_root) / "tables"
-    dataset = frame["dataset"].iloc[0]
-    paths = {"csv": tables / f"ablations_{dataset}.csv", "md": tables / f"ablations_{dataset}.md",
+    name = f'{frame["dataset"].iloc[0]}_{frame["profile"].iloc[0]}'
+    paths = {"csv": tables / f"ablations_{name}.csv", "md": tables / f"ablations_{name}.md",
              "ledger": record_runs(frame, results_root)}
     atomic_write_text(paths["csv"], frame.to_csv(index=False))
     text = "## Ablations, mean ± std over seeds\n\n" + summary(frame).reset_index().to_markdown(index=False) + "\n"
@@ -348,7 +348,7 @@ def write_ablation_tables(frame: pd.DataFrame, results_root: str | Path) -> dict
     if not layout.empty:
         text += "\n## Shift × dissolver (DIA README layout)\n\n" + layout.reset_index().to_markdown(index=False) + "\n"
     atomic_write_text(paths["md"], text)
-    figure = plot_ddpm_steps(frame, Path(results_root) / "figures" / f"ablation_ddpm_steps_{dataset}.png")
+    figure = plot_ddpm_steps(frame, Path(results_root) / "figures" / f"ablation_ddpm_steps_{name}.png")
     if figure:
         paths["figure"] = figure
     return paths

@@ -196,8 +196,20 @@ def save_figure(fig, results_root: str | Path, name: str) -> Path:
 
 
 def figure_name(run: Run, kind: str) -> str:
-    """A stable figure name: <kind>_<dataset>_<method>_s<seed>."""
-    return f"{kind}_{run.dataset}_{run.method}_s{run.seed}"
+    """A stable figure name: <kind>_<dataset>_<method>_<profile>_s<seed>."""
+    return f"{kind}_{run.dataset}_{run.method}_{run.profile}_s{run.seed}"
+
+
+PLOTS = {"roc": plot_roc, "scores": plot_score_histograms, "extremes": plot_extreme_images}
+
+
+def save_plot(run: Run, kind: str, results_root: str | Path, **kwargs) -> Path:
+    """Draw the `kind` figure of an evaluate run (`PLOTS`; keyword arguments go to its function,
+    e.g. splits= for "extremes"), save it under `figure_name` and return the path. The figure
+    stays open, so a notebook cell shows it."""
+    if kind not in PLOTS:
+        raise ValueError(f"unknown figure {kind!r}; choose one of {', '.join(PLOTS)}")
+    return save_figure(PLOTS[kind](run, **kwargs), results_root, figure_name(run, kind))
 
 
 def plot_training_log(run: Run):

@@ -53,7 +53,7 @@ def dissolving_gallery(
     Rows: `num_images` normal then `num_images` anomalous test images (seeded choice).
 
     Returns:
-        ``<results_root>/figures/dissolving_<dataset>.png``.
+        ``<results_root>/figures/dissolving_<dataset>_<profile>.png``.
     """
     from dia.data import load_for_config
     from dia.diffusion import load_dissolver_model, open_diffusion_run
@@ -104,7 +104,7 @@ def dissolving_gallery(
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path = Path(results_root) / "figures" / f"dissolving_{cfg.dataset}.png"
+    path = Path(results_root) / "figures" / f"dissolving_{cfg.dataset}_{cfg.profile}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -115,8 +115,8 @@ def plot_loss_curve(run: Run, *, results_root: str | Path | None = None) -> Path
     """The DDPM training loss (L1 on the noise, one point per log window) and throughput.
 
     Returns:
-        ``<results_root>/figures/ddpm_loss_<dataset>.png`` (results_root defaults to the one the
-        run folder lives in).
+        ``<results_root>/figures/ddpm_loss_<dataset>_<profile>.png`` (results_root defaults to the
+        one the run folder lives in).
     """
     records = run.read_log()
     if not records:
@@ -136,7 +136,7 @@ def plot_loss_curve(run: Run, *, results_root: str | Path | None = None) -> Path
     ax2.set_title("throughput", fontsize=10)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    path = root / "figures" / f"ddpm_loss_{run.dataset}.png"
+    path = root / "figures" / f"ddpm_loss_{run.dataset}_{run.profile}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -150,7 +150,7 @@ def plot_noise_error(
     (training normals, held-out normals), with dissolving's t range shaded.
 
     Returns:
-        ``<results_root>/figures/ddpm_noise_error_<dataset>.png``.
+        ``<results_root>/figures/ddpm_noise_error_<dataset>_<profile>.png``.
     """
     if not rows:
         raise ValueError("no noise-error rows to plot (run dia.noise_check.check_ddpm first)")
@@ -178,7 +178,7 @@ def plot_noise_error(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(results_root) / "figures" / f"ddpm_noise_error_{cfg.dataset}.png"
+    path = Path(results_root) / "figures" / f"ddpm_noise_error_{cfg.dataset}_{cfg.profile}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

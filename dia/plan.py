@@ -36,7 +36,7 @@ class Job:
 
     key: str  # unique, e.g. "amplify/pneumonia/dia/s0"
     notebook: str  # file stem under notebooks/
-    output_name: str  # rendered notebook file name under <results_root>/notebooks/
+    output_name: str  # rendered notebook under <results_root>/notebooks/, named with the profile
     parameters: dict[str, Any]
     runs: tuple[tuple[str, str], ...] = ()  # (stage, method) run folders the job completes
     depends_on: tuple[str, ...] = ()
@@ -97,7 +97,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
         if "dia" in req.methods:
             jobs.append(Job(
                 key=diffusion_key, notebook=NOTEBOOKS["diffusion"],
-                output_name=f"10_train_diffusion-{dataset}.ipynb",
+                output_name=f"10_train_diffusion-{dataset}-{req.profile}.ipynb",
                 parameters={**common, "dataset": dataset, "seed": base.diffusion.seed},
                 runs=(("diffusion", "ddpm"),), dataset=dataset, method="ddpm",
                 seed=base.diffusion.seed,
@@ -105,7 +105,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
             ))
             jobs.append(Job(
                 key=f"gallery/{dataset}", notebook=NOTEBOOKS["gallery"],
-                output_name=f"15_dissolving_gallery-{dataset}.ipynb",
+                output_name=f"15_dissolving_gallery-{dataset}-{req.profile}.ipynb",
                 parameters={**common, "dataset": dataset, "seed": base.diffusion.seed},
                 depends_on=(diffusion_key,), dataset=dataset,
                 config_hash=config_hash(ddpm_seed_cfg, ("data", "diffusion", "dissolve")),
@@ -116,7 +116,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                 if method not in req.methods:
                     continue
                 train_key = f"amplify/{dataset}/{method}/s{seed}"
-                stem = f"{dataset}-{method}-s{seed}"
+                stem = f"{dataset}-{method}-{req.profile}-s{seed}"
                 jobs.append(Job(
                     key=train_key, notebook=NOTEBOOKS["amplify"],
                     output_name=f"20_train_amplifier-{stem}.ipynb",
@@ -139,7 +139,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                     continue
                 jobs.append(Job(
                     key=f"peers/{dataset}/{method}/s{seed}", notebook=NOTEBOOKS["peers"],
-                    output_name=f"45_peers-{dataset}-{method}-s{seed}.ipynb",
+                    output_name=f"45_peers-{dataset}-{method}-{req.profile}-s{seed}.ipynb",
                     parameters={**common, "dataset": dataset, "method": method, "seed": seed},
                     runs=(("peers", method),), dataset=dataset, method=method, seed=seed,
                     config_hash=_run_hash(cfg, "peers", method),
@@ -148,7 +148,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                 method = f"ddad-{cfg.ddad.backbone}"
                 jobs.append(Job(
                     key=f"ddad/{dataset}/{method}/s{seed}", notebook=NOTEBOOKS["ddad"],
-                    output_name=f"40_ddad-{dataset}-{method}-s{seed}.ipynb",
+                    output_name=f"40_ddad-{dataset}-{method}-{req.profile}-s{seed}.ipynb",
                     parameters={**common, "dataset": dataset, "seed": seed,
                                 "backbone": cfg.ddad.backbone},
                     runs=(("ddad", method),), dataset=dataset, method=method, seed=seed,
@@ -158,7 +158,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
         for dataset in req.datasets:
             jobs.append(Job(
                 key=f"ablations/{dataset}", notebook=NOTEBOOKS["ablations"],
-                output_name=f"50_ablations-{dataset}.ipynb",
+                output_name=f"50_ablations-{dataset}-{req.profile}.ipynb",
                 parameters={**common, "dataset": dataset, "seeds": req.seeds},
                 dataset=dataset, config_hash=_hash("ablations", dataset, req.profile, str(req.seeds)),
             ))
@@ -180,7 +180,8 @@ def job_config(job: Job, req: PlanRequest) -> ExperimentConfig | None:
 
 
 def stamp_path(results_root: str | Path, job: Job) -> Path:
-    return Path(results_root) / "notebooks" / ".stamps" / (job.key.replace("/", "__") + ".json")
+    """The record that a job's rendering is of its config (one per rendering, so per profile)."""
+    return Path(results_root) / "notebooks" / ".stamps" / (Path(job.output_name).stem + ".json")
 
 
 def rendered_path(results_root: str | Path, job: Job) -> Path:

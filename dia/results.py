@@ -84,6 +84,13 @@ class Run:
     def run_id(self) -> str:
         return run_id_of(self.path)
 
+    @property
+    def profile(self) -> str:
+        """The profile its config came from (config.yaml); "" for a folder without one."""
+        if not (self.path / "config.yaml").is_file():
+            return ""
+        return str(read_run_config(self.path).get("config", {}).get("profile", ""))
+
     def file(self, name: str) -> Path:
         """Path of a file inside the run folder (parents created)."""
         target = self.path / name

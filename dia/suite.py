@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from dia import rendering
 from dia.config import DATASETS, PROFILES, ConfigError
 from dia.data.registry import DataError, check_given_data_root
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
@@ -149,7 +150,7 @@ def _report_unusable(unusable: dict[str, tuple[str, str]], data_root: str, log) 
 
 
 def _check_command(data_root: str) -> str:
-    return "python -m dia data check" + (f" --data-root {_shown(data_root)}" if data_root else "")
+    return ".venv/bin/dia data check" + (f" --data-root {_shown(data_root)}" if data_root else "")
 
 
 def _shown(path: str | Path) -> str:
@@ -236,21 +237,11 @@ def run_job(job: Job, req: PlanRequest) -> None:
             failed.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, failed)
         raise
-    _scrub_paths(partial, output_path=final)
+    rendering.publishable(partial, output_path=final, repo=REPO)
     os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
     stamp.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps({"config_hash": job.config_hash,
                                          "parameters": job.parameters}))
-
-
-def _scrub_paths(notebook: Path, *, output_path: Path) -> None:
-    """Rendered notebooks are published: write paths inside the repository relative to it, and
-    name the place the notebook is moved to (papermill recorded the one it wrote)."""
-    text = notebook.read_text()
-    clean = text.replace(f'"{notebook}"', f'"{output_path}"')
-    clean = clean.replace(f"{REPO}/", "").replace(str(REPO), ".")
-    if clean != text:
-        notebook.write_text(clean)
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
@@ -347,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         _report_unusable(unusable, args.data_root, log)
         return 0
     executor = args.executor or ("local-parallel" if args.jobs > 1 else "sequential")
+    if args.plan_only:  # prints only: no lock (a running driver's folder can be planned)
+        return _run(args, requested, methods, results_root, executor, log)
     try:
         lock = _lock(results_root)
     except LockedError as err:
@@ -367,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...],
          results_root: Path, executor: str, log) -> int:
-    """Plan, then run (or only print) the jobs; the caller holds the results root's lock."""
+    """Plan, then run (or only print) the jobs; to run them, the caller holds the results root's
+    lock."""
     present, unusable, ddad = _available(
         requested, args.data_root, str(results_root),
         fetch=not args.plan_only, log=log)

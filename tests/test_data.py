@@ -307,4 +307,8 @@ def test_fetch_says_clearly_when_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match="offline"):
         fetch_medmnist("breast", tmp_path)
-    assert not list((tmp_path / "medmnist").glob("*.part"))
+    assert not (tmp_path / "medmnist").exists()  # nothing left that looks like a data folder
+    (tmp_path / "medmnist").mkdir()  # the user's own folder stays, without a partial file
+    with pytest.raises(DataError, match="offline"):
+        fetch_medmnist("breast", tmp_path)
+    assert (tmp_path / "medmnist").is_dir() and not list((tmp_path / "medmnist").iterdir())

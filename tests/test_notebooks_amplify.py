@@ -39,8 +39,8 @@ def test_notebooks_run_on_smoke(tmp_path, run_notebook):
         runs = list((results / "runs" / stage / "synthetic" / "csi").glob("s0-*"))
         assert len(runs) == 1 and (runs[0] / "DONE").is_file()
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["extremes_synthetic_csi_s0.png", "roc_synthetic_csi_s0.png",
-                       "scores_synthetic_csi_s0.png"]
+    assert figures == ["extremes_synthetic_csi_smoke_s0.png", "roc_synthetic_csi_smoke_s0.png",
+                       "scores_synthetic_csi_smoke_s0.png"]
     executed = json.loads((tmp_path / EVALUATE.name).read_text())
     outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
     images = [o for o in outputs if "image/png" in o.get("data", {})]

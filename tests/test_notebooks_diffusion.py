@@ -39,9 +39,9 @@ def test_notebooks_run_on_smoke(tmp_path, run_notebook):
     assert len(runs) == 1 and (runs[0] / "DONE").is_file()
     assert (runs[0] / "checkpoints" / "last.pt").is_file()
     figures = sorted(p.name for p in (results / "figures").glob("*.png"))
-    assert figures == ["ddpm_loss_synthetic.png", "ddpm_noise_error_synthetic.png",
-                       "dissolving_synthetic.png"]
-    assert (results / "figures" / "dissolving_synthetic.png").stat().st_size < 2 * 2**20
+    assert figures == ["ddpm_loss_synthetic_smoke.png", "ddpm_noise_error_synthetic_smoke.png",
+                       "dissolving_synthetic_smoke.png"]
+    assert (results / "figures" / "dissolving_synthetic_smoke.png").stat().st_size < 2 * 2**20
     executed = {nb: json.loads((tmp_path / nb.name).read_text()) for nb in (TRAIN, GALLERY)}
     for notebook, figures in ((TRAIN, 2), (GALLERY, 1)):  # TRAIN: loss curve, noise error
         images = [o for c in executed[notebook]["cells"] for o in c.get("outputs", [])

@@ -25,7 +25,7 @@ def test_plan_has_the_expected_jobs_and_dependencies(tmp_path):
     assert "ddad/pneumonia/ddad-aeu/s1" in jobs and not any(k.startswith("ddad/synthetic") for k in jobs)
     assert list(jobs)[-1] == "table"
     names = [j.output_name for j in jobs.values()]
-    assert "20_train_amplifier-pneumonia-dia-s1.ipynb" in names and len(set(names)) == len(names)
+    assert "20_train_amplifier-pneumonia-dia-smoke-s1.ipynb" in names and len(set(names)) == len(names)
     order = list(jobs)
     for key, job in jobs.items():  # every dependency comes first
         assert all(order.index(dep) < order.index(key) for dep in job.depends_on)
@@ -63,3 +63,16 @@ def test_job_done_needs_done_marker_notebook_and_stamp(tmp_path):
     for cut_short in ("", '{"config_', "[]"):  # a stamp cut short by a kill: run it again
         stamp.write_text(cut_short)
         assert not is_job_done(job, req)
+
+
+def test_each_profile_renders_and_stamps_its_own_notebooks(tmp_path):
+    """A smoke run into a results folder must not replace (or un-finish) a quick one's."""
+    plans = {p: {j.key: j for j in build_plan(_req(tmp_path, profile=p))}
+             for p in ("smoke", "quick")}
+    for key, smoke in plans["smoke"].items():
+        quick = plans["quick"][key]
+        if key == "table":  # one table from whatever finished, of every profile
+            assert smoke.output_name == quick.output_name
+            continue
+        assert smoke.output_name != quick.output_name and "smoke" in smoke.output_name, key
+        assert stamp_path(tmp_path, smoke) != stamp_path(tmp_path, quick)

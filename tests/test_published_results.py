@@ -58,3 +58,28 @@ def test_published_notebooks_ran_without_errors():
         if any(out.get("output_type") == "error" for c in cells for out in c.get("outputs", [])):
             failed.append(str(path.relative_to(REPO)))
     assert not failed, f"published notebooks with an error output: {failed}"
+
+
+def test_published_notebooks_are_named_with_their_profile_and_tidied():
+    """A rendering's name says the profile it ran (a smoke and a quick run do not share a file),
+    and its progress bars are at their last state (`dia.rendering`, which the suite applies)."""
+    import copy
+    import re
+
+    import nbformat
+
+    from dia.rendering import tidy_outputs
+
+    wrong, untidy = [], []
+    for path in (p for p in _published_files() if p.suffix == ".ipynb"):
+        notebook = nbformat.reads(path.read_text(), as_version=nbformat.NO_CONVERT)  # text joined
+        injected = [c for c in notebook["cells"]
+                    if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+        source = "".join(injected[0]["source"]) if injected else ""
+        found = re.search(r'^profile = "(\w+)"', source, re.M)
+        if found and not re.search(rf"-{found.group(1)}(-s\d+)?$", path.stem):
+            wrong.append(f"{path.name} ran {found.group(1)}")
+        if tidy_outputs(copy.deepcopy(notebook)) != notebook:
+            untidy.append(path.name)
+    assert not wrong, f"rendered notebooks named without the profile they ran: {wrong}"
+    assert not untidy, f"run `python -m dia.rendering` on: {untidy}"

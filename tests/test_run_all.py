@@ -35,9 +35,10 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
         assert "without encryption" not in first.stdout + first.stderr
     rendered = sorted((root / "notebooks").glob("*.ipynb"))
     names = {p.name for p in rendered}
-    for name in ("10_train_diffusion-synthetic.ipynb", "15_dissolving_gallery-synthetic.ipynb",
-                 "20_train_amplifier-synthetic-dia-s0.ipynb", "30_evaluate-synthetic-csi-s0.ipynb",
-                 "40_ddad-synthetic-ddad-aeu-s0.ipynb", "45_peers-synthetic-patchcore-s0.ipynb",
+    for name in ("10_train_diffusion-synthetic-smoke.ipynb", "15_dissolving_gallery-synthetic-smoke.ipynb",
+                 "20_train_amplifier-synthetic-dia-smoke-s0.ipynb",
+                 "30_evaluate-synthetic-csi-smoke-s0.ipynb", "40_ddad-synthetic-ddad-aeu-smoke-s0.ipynb",
+                 "45_peers-synthetic-patchcore-smoke-s0.ipynb",
                  "90_auc_table.ipynb"):
         assert name in names
     for path in rendered:  # rendered without error
@@ -45,7 +46,7 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     table = pd.read_csv(root / "tables" / "auc.csv")
     ours = table[(table["source"] == "re-run") & (table["dataset"] == "synthetic")]
     assert {"DIA", "CSI", "DDAD-ASR", "GANomaly"} <= set(ours["method"])
-    assert (root / "figures" / "dissolving_synthetic.png").is_file()
+    assert (root / "figures" / "dissolving_synthetic_smoke.png").is_file()
 
     second, second_s = _run_all(root)
     assert second.returncode == 0

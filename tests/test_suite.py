@@ -71,7 +71,7 @@ def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
     assert sorted(first) == sorted(["10_train_diffusion", "20_train_amplifier", "20_train_amplifier",
                                     "30_evaluate", "30_evaluate", "40_ddad", "45_peers",
                                     "45_peers"])
-    assert (root / "notebooks" / "20_train_amplifier-synthetic-dia-s0.ipynb").is_file()
+    assert (root / "notebooks" / "20_train_amplifier-synthetic-dia-smoke-s0.ipynb").is_file()
     assert suite.main(argv) == 0
     assert _calls(root) == first  # a second call skips everything
     done = next((root / "runs" / "evaluate" / "synthetic" / "csi").glob("s0-*/DONE"))
@@ -153,7 +153,7 @@ def test_a_failed_rerun_keeps_the_last_good_notebook(fake_notebooks, tmp_path, c
     argv = ["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
             "--results-root", str(root), "--data-root", str(tmp_path)]
     assert suite.main(argv) == 0
-    good = root / "notebooks" / "20_train_amplifier-synthetic-csi-s0.ipynb"
+    good = root / "notebooks" / "20_train_amplifier-synthetic-csi-smoke-s0.ipynb"
     failed = root / "notebooks" / ".failed" / good.name
     rendered = good.read_text()
     recorded = json.loads(rendered)["metadata"]["papermill"]["output_path"]
@@ -195,6 +195,21 @@ def test_plan_only_downloads_nothing_and_names_what_is_not_found(tmp_path, capsy
     out = capsys.readouterr().out
     assert "not found under the data root, so not run: " in out and "pneumonia" in out
     assert "datasets synthetic;" in out
+
+
+def test_plan_only_works_beside_a_running_driver(tmp_path, capsys):
+    from dia.results import LOCK, flock_now
+
+    root = tmp_path / "results"
+    root.mkdir()
+    with open(root / LOCK, "w") as held:
+        assert flock_now(held)  # a driver is running in this folder
+        argv = ["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
+                "--results-root", str(root), "--data-root", str(tmp_path)]
+        assert suite.main(argv + ["--plan-only"]) == 0
+        assert "amplify/synthetic/csi/s0 -> " in capsys.readouterr().out
+        assert suite.main(argv) == 3  # running is still refused
+        assert "another run_all.sh is using" in capsys.readouterr().err
 
 
 def test_a_medmnist_dataset_asked_for_by_name_is_fetched_and_no_other(tmp_path, monkeypatch):

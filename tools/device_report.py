@@ -1,7 +1,7 @@
 """Publish the ablation grid of a session: its runs, a summary, and a figure beside the CPU's.
 
     python tools/device_report.py call1/grid.csv call2/grid.csv --name gpu_h200_pneumonia_quick \
-        --cpu results/tables/ablations_pneumonia.csv
+        --cpu results/tables/ablations_pneumonia_quick.csv
 
 Reads the grid CSVs that `tools/device_grid.py` wrote in one or more calls of a session (a cell
 read back in a later call is counted once, with the seconds of the call that trained it) and

@@ -127,6 +127,7 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
     target = npz_path(key, root)
     if target.is_file():  # never overwrite a file the user put there (it may be a rebuilt copy)
         return target
+    made_folder = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".npz.part")
     try:
@@ -135,6 +136,8 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
                 out.write(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         tmp.unlink(missing_ok=True)
+        if made_folder and not any(target.parent.iterdir()):  # leave no empty medmnist/ behind
+            target.parent.rmdir()
         raise DataError(
             f"cannot download {info['url']} ({err}); this machine looks offline. Copy "
             f"{FLAGS[key]}.npz (MD5 {info['MD5']}) to {target} by hand."
