@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 
-CARRIAGE_RETURN = re.compile(r".*\r(?=[^\n])")  # a line's text before its last redraw
+CARRIAGE_RETURN = re.compile(r".*\r(?=[^\r\n])")  # a line's text before its last redraw
 # tqdm.auto in a kernel without ipywidgets: the warning line and the import line it quotes.
 # What is left at a line's end after its last redraw: a bar's closing "\r" before its newline,
 # or a bar that cleared itself (leave=False: spaces, then "\r") at the very end.
@@ -76,7 +77,12 @@ def publishable(notebook: Path, *, output_path: Path, repo: Path) -> None:
     text = notebook.read_text()
     clean = text.replace(f'"{notebook}"', f'"{output_path}"')
     clean = clean.replace(f"{repo}/", "").replace(str(repo), ".")
-    _write_if_changed(notebook, text, _tidied(clean))
+    try:
+        tidied = _tidied(clean)
+    except ValueError as err:  # nbformat cannot read it: the run still counts, untidied
+        warnings.warn(f"{notebook}: outputs left as they are ({err})", stacklevel=2)
+        tidied = clean
+    _write_if_changed(notebook, text, tidied)
 
 
 def _tidied(text: str) -> str:

@@ -86,10 +86,15 @@ class Run:
 
     @property
     def profile(self) -> str:
-        """The profile its config came from (config.yaml); "" for a folder without one."""
-        if not (self.path / "config.yaml").is_file():
-            return ""
-        return str(read_run_config(self.path).get("config", {}).get("profile", ""))
+        """The profile its config came from (config.yaml), for the names of its figures."""
+        config = self.path / "config.yaml"
+        profile = None
+        if config.is_file():
+            profile = read_run_config(self.path).get("config", {}).get("profile")
+        if not profile:
+            raise RunError(f"{config} names no profile: this run folder was not written by "
+                           "dia.results.open_run; rerun its stage")
+        return str(profile)
 
     def file(self, name: str) -> Path:
         """Path of a file inside the run folder (parents created)."""

@@ -46,7 +46,9 @@ HEARTBEAT_S = 60.0  # how often a running job touches its marker
 
 
 def marker_path(results_root: str | Path, job: Job) -> Path:
-    return Path(results_root) / "notebooks" / ".running" / (job.key.replace("/", "__") + ".json")
+    """Named as the job's rendering (so per profile, as its stamp): a smoke and a quick driver
+    of one results folder (slurm lets both submit) never share or remove each other's marker."""
+    return Path(results_root) / "notebooks" / ".running" / (Path(job.output_name).stem + ".json")
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from dia import rendering
@@ -75,3 +76,18 @@ def test_publishable_scrubs_paths_and_tidies_once(tmp_path: Path):
 def test_cli_refuses_a_missing_file(tmp_path: Path, capsys):
     assert rendering.main([str(tmp_path / "absent.ipynb")]) == 1
     assert "is not a file" in capsys.readouterr().err
+
+
+def test_a_line_ending_in_returns_keeps_its_text():
+    nb = rendering.tidy_outputs(_notebook([_stream("stdout", "abc\r\r\nxyz\r\n")]))
+    assert nb.cells[0].outputs[0].text == "abc\nxyz\n"
+
+
+def test_a_notebook_nbformat_cannot_read_is_published_untidied(tmp_path: Path):
+    repo = tmp_path / "repo"
+    partial = repo / "n.ipynb"
+    partial.parent.mkdir()
+    partial.write_text(f'{{"cells": "{repo}/x", ')  # cut short
+    with pytest.warns(UserWarning, match="outputs left as they are"):
+        rendering.publishable(partial, output_path=repo / "final.ipynb", repo=repo)
+    assert partial.read_text() == '{"cells": "x", '

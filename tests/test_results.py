@@ -24,6 +24,10 @@ def test_run_folder_layout(results_root):
     assert (run.path / "config.yaml").is_file() and (run.path / "env.json").is_file()
     assert read_run_config(run.path)["config"]["seed"] == 3
     assert find_runs(results_root, "diffusion") == [run.path]
+    assert run.profile == "smoke"  # figures are named with it
+    (run.path / "config.yaml").write_text("config: {seed: 3}\n")  # not written by open_run
+    with pytest.raises(RunError, match="names no profile"):
+        run.profile
 
 
 def test_a_cpu_is_described_with_its_vector_isa():

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("grids", nargs="+", type=Path, help="grid CSVs of tools/device_grid.py")
     parser.add_argument("--name", required=True, help="file stem of the table and figure")
     parser.add_argument("--cpu", type=Path, default=None,
-                        help="the CPU grid's per-run CSV (tables/ablations_<dataset>.csv)")
+                        help="the CPU grid's per-run CSV (tables/ablations_<dataset>_<profile>.csv)")
     parser.add_argument("--util", type=Path, nargs="*", default=[],
                         help="the calls' gpu_util.csv (tools/device_session.sh), in call order")
     parser.add_argument("--results-root", type=Path, default=Path("results"))

@@ -6,6 +6,7 @@ Reading never needs the medmnist package. `fetch_medmnist` takes the file's URL 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import urllib.error
 import urllib.request
@@ -136,8 +137,9 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
                 out.write(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         tmp.unlink(missing_ok=True)
-        if made_folder and not any(target.parent.iterdir()):  # leave no empty medmnist/ behind
-            target.parent.rmdir()
+        if made_folder:  # leave no empty medmnist/ behind (rmdir fails if it is not empty)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
         raise DataError(
             f"cannot download {info['url']} ({err}); this machine looks offline. Copy "
             f"{FLAGS[key]}.npz (MD5 {info['MD5']}) to {target} by hand."
