@@ -22,10 +22,10 @@ import warnings
 from pathlib import Path
 
 CARRIAGE_RETURN = re.compile(r".*\r(?=[^\r\n])")  # a line's text before its last redraw
-# tqdm.auto in a kernel without ipywidgets: the warning line and the import line it quotes.
 # What is left at a line's end after its last redraw: a bar's closing "\r" before its newline,
 # or a bar that cleared itself (leave=False: spaces, then "\r") at the very end.
 TRAILING_RETURN = re.compile(r"[ \t]*\r+(?=\n|$)")
+# tqdm.auto in a kernel without ipywidgets: the warning line and the import line it quotes.
 IPROGRESS_WARNING = re.compile(
     r"[^\n]*TqdmWarning: IProgress not found[^\n]*\n(  from \.[^\n]*\n)?")
 
