@@ -12,6 +12,9 @@ the profile's are kept out of the main AUC table (`dia.report` shows only the pr
 `write_ablation_tables` also enters every scored run in a ledger (`tables/ablation_runs.csv`:
 run id, AUC, machine, commit), which is committed with the published tables: with
 `train=False` a later call on a fresh machine publishes the grid from it, run folders or not.
+A run id names a config, not a machine: the ledger keeps one row per run id and kind of machine
+(any CPU, or a GPU model: `dia.report.machine_kind`), so a GPU score of a cell never replaces
+the published CPU one, nor the other way round.
 """
 
 from __future__ import annotations
@@ -170,16 +173,13 @@ def run_ablations(
     ledger `results_root/tables/ablation_runs.csv` under the same run id (so the same config
     hash) is taken from there (status "recorded"); the others get status "not run" and no AUC.
     A grid measured over several machines can so be published as what it is, and a stale record
-    (its config changed since) never enters.
+    (its config changed since) never enters. A run recorded on several kinds of machine is
+    taken from this machine's kind (`device`) where it has a row, else from its latest row.
     """
     from dia.results import run_id_of
     from dia.stages import stage_run_dir
 
-    recorded = {}
-    if not train:
-        ledger = read_ledger(results_root)
-        recorded = {row.run_id: {"auc": row.auc, "val_auc": row.val_auc}
-                    for row in ledger.itertuples()}
+    recorded = {} if train else _recorded_aucs(read_ledger(results_root), device)
     rows = []
     for row, cfg in cells(dataset, profile, seeds=seeds, which=which):
         method = row["method"]
@@ -205,7 +205,8 @@ OPTIONAL_COLUMNS = {"val_auc"}  # ledgers written before val_auc existed lack it
 
 
 def ledger_path(results_root: str | Path) -> Path:
-    """Every ablation run scored under `results_root`: one row per run id, kept across calls."""
+    """Every ablation run scored under `results_root`: one row per run id and kind of machine,
+    kept across calls."""
     return Path(results_root) / "tables" / "ablation_runs.csv"
 
 
@@ -224,12 +225,29 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
     return ledger[ledger["auc"].notna()]
 
 
+def _recorded_aucs(ledger: pd.DataFrame, device: str | None) -> dict[str, dict[str, float]]:
+    """run id -> its ledger AUCs: the row of this machine's kind where there is one, else the
+    latest."""
+    from dia.report import machine_kind
+    from dia.runtime import describe_device
+
+    if ledger.empty:
+        return {}
+    here = machine_kind(describe_device(device or "auto"))
+    ledger = ledger.assign(here=[machine_kind(d) == here for d in ledger["device"]])
+    ledger = ledger.sort_values(["here", "created"])  # the row to take comes last
+    return {row.run_id: {"auc": row.auc, "val_auc": row.val_auc}
+            for row in ledger.itertuples()}
+
+
 def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
-    """Add the frame's scored runs to the ledger (a run scored again replaces its row).
+    """Add the frame's scored runs to the ledger. A run scored again replaces its row of the
+    same kind of machine (or of an unrecorded one); its rows of other kinds stay.
 
     Each row names the machine and commit the run was made with (its folder's `env.json`;
     commits joined by `+` when its code may come from more than one, `dia.results.run_commits`).
     """
+    from dia.report import other_kind
     from dia.results import atomic_write_text, read_run_env, run_commits, run_path
 
     done = frame[frame["status"] == "done"].drop_duplicates("run_id")
@@ -242,9 +260,12 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
                      "device": env.get("device", ""), "git_commit": "+".join(run_commits(env)),
                      "created": env.get("created", "")})
     old = read_ledger(results_root)
-    kept = old[~old["run_id"].isin(done["run_id"])]
+    now = {row["run_id"]: row["device"] for row in rows}
+    replaced = [run_id in now and not other_kind(device, now[run_id])
+                for run_id, device in zip(old["run_id"], old["device"])]
+    kept = old[~pd.Series(replaced, index=old.index, dtype=bool)]
     ledger = pd.concat([kept, pd.DataFrame(rows, columns=LEDGER_COLUMNS)], ignore_index=True)
-    ledger = ledger.sort_values("run_id", ignore_index=True)
+    ledger = ledger.sort_values(["run_id", "created"], ignore_index=True)
     path = ledger_path(results_root)
     atomic_write_text(path, ledger.to_csv(index=False))
     return path

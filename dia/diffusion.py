@@ -331,35 +331,35 @@ def train_diffusion(
         the finished `Run` (``DONE`` written).
     """
     from dia.runtime import stage_device
-    from dia.stages import stage_config
+    from dia.stages import is_stage_done, stage_config
 
     cfg, device = stage_device(stage_config(cfg, STAGE), device)
-    dcfg = cfg.diffusion
-    unet_kwargs(dcfg)  # validates the width (counts, fractions, t ranges: by dia.config)
-    run = open_diffusion_run(cfg, results_root)
-    if not run.is_done():  # a DONE run needs no lock (the results may be read-only)
+    unet_kwargs(cfg.diffusion)  # validates the width (counts, fractions, t ranges: by dia.config)
+    if not is_stage_done(cfg, STAGE, METHOD, results_root):  # DONE needs no lock (read-only)
+        from dia.data import load_for_config
+
+        # the data first: a missing or broken dataset leaves no run folder behind
+        splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
+        x_all = prepare_images(splits.train, device=device)
+        del splits
+        run = open_diffusion_run(cfg, results_root)
         with run.exclusive():  # another process training this DDPM: wait, then find it DONE
             if not run.is_done():
-                return _fit(run, cfg, results_root=results_root, data_root=data_root,
-                            device=device, on_step=on_step)
+                return _fit(run, cfg, x_all, device=device, on_step=on_step)
+    run = open_diffusion_run(cfg, results_root)
     log.info("diffusion run %s is DONE; skipping", run.path)
     return run
 
 
-def _fit(run: Run, cfg: ExperimentConfig, *, results_root, data_root, device: torch.device,
+def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.device,
          on_step: Callable[[int], None] | None) -> Run:
-    """The training loop of `train_diffusion` (resuming from the run's checkpoint), then DONE."""
+    """The training loop of `train_diffusion` on the prepared images `x_all` (resuming from the
+    run's checkpoint), then DONE."""
     from tqdm import tqdm
 
-    from dia.data import load_for_config
     from dia.runtime import seed_everything
 
     dcfg = cfg.diffusion
-
-    splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
-    x_all = prepare_images(splits.train, device=device)
-    del splits
-
     seed_everything(cfg.seed)
     unet = build_unet(dcfg).to(device)
     if device.type == "cuda":

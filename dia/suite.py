@@ -163,8 +163,16 @@ def _shown(path: str | Path) -> str:
 
 def _repo_relative(path: Path) -> Path:
     """Notebooks run with the repository as their working directory; paths are passed relative
-    to it, so rendered notebooks name no machine's absolute paths."""
+    to it, so rendered notebooks name no machine's absolute paths.
+
+    A symlink is kept as named (``../shared/data`` where ``../shared`` links elsewhere), unless
+    the path climbs out of one with ``..``: the operating system reads ``link/..`` as the parent
+    of the link's target, so such a path is passed resolved.
+    """
     absolute = path if path.is_absolute() else Path.cwd() / path
+    as_named = Path(os.path.relpath(os.path.normpath(absolute), REPO))
+    if (REPO / as_named).resolve() == absolute.resolve():
+        return as_named
     return Path(os.path.relpath(absolute.resolve(), REPO))
 
 

@@ -209,6 +209,36 @@ def test_a_ledger_written_before_val_auc_still_reads(results_root):
     assert ledger["auc"].tolist() == [0.765187] and ledger["val_auc"].isna().all()
 
 
+def test_the_ledger_keeps_a_run_per_kind_of_machine(results_root, monkeypatch):
+    import json
+
+    from dia import ablations
+
+    run_id = "evaluate/pneumonia/dia/s0-6d31e124"
+    folder = results_root / "runs" / run_id
+    folder.mkdir(parents=True)
+    cpu = "cpu (2 cores, x86_64, AVX512)"
+    (folder / "env.json").write_text(json.dumps({"device": cpu, "created": "2026-12-03"}))
+    path = ablations.ledger_path(results_root)
+    path.parent.mkdir(parents=True)
+    path.write_text("run_id,dataset,method,seed,overrides,auc,val_auc,device,git_commit,created\n"
+                    f"{run_id},pneumonia,dia,0,{{}},0.81,0.90,NVIDIA H200,abc,2026-11-30\n"
+                    f"{run_id},pneumonia,dia,0,{{}},0.71,0.80,cpu (2 cores),abc,2026-11-29\n")
+    frame = pd.DataFrame([{"run_id": run_id, "status": "done", "dataset": "pneumonia",
+                           "method": "dia", "seed": 0, "overrides": "{}", "auc": 0.84,
+                           "val_auc": 0.91}])
+    ablations.record_runs(frame, results_root)  # scored again on a CPU: the CPU row is replaced
+    ledger = ablations.read_ledger(results_root)
+    assert sorted(zip(ledger["device"], ledger["auc"])) == [("NVIDIA H200", 0.81), (cpu, 0.84)]
+
+    # Published from the ledger alone: this machine's kind where recorded, else the latest row.
+    assert ablations._recorded_aucs(ledger, "cpu")[run_id] == {"auc": 0.84, "val_auc": 0.91}
+    monkeypatch.setattr("dia.runtime.describe_device", lambda preference="auto": "NVIDIA H200")
+    assert ablations._recorded_aucs(ledger, "cuda")[run_id]["auc"] == 0.81
+    monkeypatch.setattr("dia.runtime.describe_device", lambda preference="auto": "NVIDIA A100")
+    assert ablations._recorded_aucs(ledger, "cuda")[run_id]["auc"] == 0.84  # the latest
+
+
 def test_ddpm_steps_figure_draws_seeds_means_and_the_csi_line(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 

@@ -193,6 +193,16 @@ def test_bad_config_is_refused_before_writing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_missing_data_is_refused_before_writing(tmp_path):
+    from dia.data import DataMissing
+
+    cfg = load_config("smoke", dataset="pneumonia", overrides=TINY)
+    with pytest.raises(DataMissing):
+        train_diffusion(cfg, results_root=tmp_path / "results", data_root=tmp_path / "no_data",
+                        device="cpu")
+    assert not (tmp_path / "results" / "runs").exists()
+
+
 def test_timestep_focus():
     draw = lambda focus: sample_train_t(  # noqa: E731
         4000, 1000, torch.Generator().manual_seed(0), "cpu", focus)

@@ -62,6 +62,22 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
     assert "is not a folder" in capsys.readouterr().err
 
 
+def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path, monkeypatch):
+    repo, data = tmp_path / "repo", tmp_path / "elsewhere" / "data"
+    (repo / "sub").mkdir(parents=True)
+    data.mkdir(parents=True)
+    (tmp_path / "shared").symlink_to(tmp_path / "elsewhere")
+    (repo / "link").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setattr(suite, "REPO", repo)
+    monkeypatch.chdir(repo)
+    assert suite._repo_relative(Path("../shared/data")) == Path("../shared/data")
+    assert suite._repo_relative(tmp_path / "shared" / "data") == Path("../shared/data")
+    assert suite._repo_relative(Path("sub/../results")) == Path("results")
+    # link/.. is the parent of the link's target, not the repository: passed resolved
+    assert suite._repo_relative(Path("link/../shared")) == Path("../elsewhere")
+    assert suite._repo_relative(Path("link/..")) == Path("..")
+
+
 def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
     root = tmp_path / "results"
     argv = ["--profile", "smoke", "--datasets", "synthetic", "--results-root", str(root),
