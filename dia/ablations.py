@@ -138,15 +138,18 @@ def train_and_score(cfg, method: str, *, results_root: str | Path = "results",
     """Train one cell's encoder (and its DDPM) unless done, score it.
 
     Returns:
-        {auc, val_auc, status, run_id}; val_auc is NaN where the dataset has no validation split.
+        {auc, val_auc, status, run_id, device}; val_auc is NaN where the dataset has no
+        validation split; device is the machine the scoring ran on (its `env.json`).
     """
     from dia.evaluate import evaluate_amplifier
+    from dia.results import read_run_env
     from dia.train_encoder import train_amplifier
 
     train_amplifier(cfg, method, results_root=results_root, data_root=data_root, device=device)
     run = evaluate_amplifier(cfg, method, results_root=results_root, data_root=data_root,
                              device=device)
-    return {**_aucs_of(run.path), "status": "done", "run_id": run.run_id}
+    return {**_aucs_of(run.path), "status": "done", "run_id": run.run_id,
+            "device": read_run_env(run.path).get("device", "")}
 
 
 def _aucs_of(path: Path) -> dict[str, float]:
@@ -174,9 +177,11 @@ def run_ablations(
     hash) is taken from there (status "recorded"); the others get status "not run" and no AUC.
     A grid measured over several machines can so be published as what it is, and a stale record
     (its config changed since) never enters. A run recorded on several kinds of machine is
-    taken from this machine's kind (`device`) where it has a row, else from its latest row.
+    taken from this machine's kind (`device`) where it has a row, else from its latest row; a
+    run folder here wins over the ledger, whatever machine made it. Each row's `device` names
+    the machine its AUC comes from.
     """
-    from dia.results import run_id_of
+    from dia.results import read_run_env, run_id_of
     from dia.stages import stage_run_dir
 
     recorded = {} if train else _recorded_aucs(read_ledger(results_root), device)
@@ -190,12 +195,13 @@ def run_ablations(
         path = stage_run_dir(cfg, "evaluate", method, results_root)  # read, never written
         run_id = run_id_of(path)
         if (path / "DONE").is_file():
-            rows.append({**row, **_aucs_of(path), "status": "done", "run_id": run_id})
+            rows.append({**row, **_aucs_of(path), "status": "done", "run_id": run_id,
+                         "device": read_run_env(path).get("device", "")})
         elif run_id in recorded:
             rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
         else:
             rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),
-                         "status": "not run", "run_id": ""})
+                         "status": "not run", "run_id": "", "device": ""})
     return pd.DataFrame(rows)
 
 
@@ -225,29 +231,35 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
     return ledger[ledger["auc"].notna()]
 
 
-def _recorded_aucs(ledger: pd.DataFrame, device: str | None) -> dict[str, dict[str, float]]:
-    """run id -> its ledger AUCs: the row of this machine's kind where there is one, else the
-    latest."""
+def _recorded_aucs(ledger: pd.DataFrame, device: str | None) -> dict[str, dict[str, Any]]:
+    """run id -> its ledger AUCs and device: the row of this machine's kind where the run has
+    rows of several kinds, else its latest row."""
+    from dia.config import ConfigError
     from dia.report import machine_kind
     from dia.runtime import describe_device
 
-    if ledger.empty:
-        return {}
-    here = machine_kind(describe_device(device or "auto"))
-    ledger = ledger.assign(here=[machine_kind(d) == here for d in ledger["device"]])
+    here = ""  # asked only when needed: it may initialise CUDA
+    if ledger["run_id"].duplicated().any():
+        try:
+            here = machine_kind(describe_device(device or "auto"))
+        except ConfigError:  # e.g. device "cuda" on a machine without one: take the latest
+            pass
+    ledger = ledger.assign(here=[bool(here) and machine_kind(d) == here
+                                 for d in ledger["device"]])
     ledger = ledger.sort_values(["here", "created"])  # the row to take comes last
-    return {row.run_id: {"auc": row.auc, "val_auc": row.val_auc}
+    return {row.run_id: {"auc": row.auc, "val_auc": row.val_auc, "device": row.device}
             for row in ledger.itertuples()}
 
 
 def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
     """Add the frame's scored runs to the ledger. A run scored again replaces its row of the
-    same kind of machine (or of an unrecorded one); its rows of other kinds stay.
+    same kind of machine and a row without a machine; its rows of other kinds stay (a run whose
+    machine is not recorded replaces only a row without one).
 
     Each row names the machine and commit the run was made with (its folder's `env.json`;
     commits joined by `+` when its code may come from more than one, `dia.results.run_commits`).
     """
-    from dia.report import other_kind
+    from dia.report import machine_kind
     from dia.results import atomic_write_text, read_run_env, run_commits, run_path
 
     done = frame[frame["status"] == "done"].drop_duplicates("run_id")
@@ -260,8 +272,8 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
                      "device": env.get("device", ""), "git_commit": "+".join(run_commits(env)),
                      "created": env.get("created", "")})
     old = read_ledger(results_root)
-    now = {row["run_id"]: row["device"] for row in rows}
-    replaced = [run_id in now and not other_kind(device, now[run_id])
+    now = {row["run_id"]: machine_kind(row["device"]) for row in rows}
+    replaced = [run_id in now and machine_kind(device) in ("", now[run_id])
                 for run_id, device in zip(old["run_id"], old["device"])]
     kept = old[~pd.Series(replaced, index=old.index, dtype=bool)]
     ledger = pd.concat([kept, pd.DataFrame(rows, columns=LEDGER_COLUMNS)], ignore_index=True)
@@ -272,9 +284,15 @@ def record_runs(frame: pd.DataFrame, results_root: str | Path) -> Path:
 
 
 def provenance(frame: pd.DataFrame, results_root: str | Path) -> pd.DataFrame:
-    """The ledger's rows of the frame's scored runs: where and with which commit each was made."""
+    """The ledger's row behind each AUC of the frame: where, when and with which commit it was
+    made (matched by run id and the frame's `device`; a frame without one: every row of its run
+    ids)."""
     ledger = read_ledger(results_root)
-    return ledger[ledger["run_id"].isin(frame["run_id"])].reset_index(drop=True)
+    if "device" not in frame:
+        return ledger[ledger["run_id"].isin(frame["run_id"])].reset_index(drop=True)
+    used = set(zip(frame["run_id"], frame["device"].fillna("")))
+    keep = [(r, d) in used for r, d in zip(ledger["run_id"], ledger["device"])]
+    return ledger[pd.Series(keep, index=ledger.index, dtype=bool)].reset_index(drop=True)
 
 
 def not_run(frame: pd.DataFrame) -> pd.DataFrame:

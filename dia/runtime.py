@@ -152,7 +152,21 @@ def describe_device(preference: str = "auto") -> str:
     # machines of this project have differed in speed (the quick DDPM: 1687 s on one, 2423 s on
     # an AVX2 one; README "What a run costs").
     isa = torch.backends.cpu.get_cpu_capability()
-    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()}, {isa})"
+    return f"cpu ({os.cpu_count()} cores, {cpu_model()}, {isa})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else the architecture. Two machines of one
+    ISA can still round differently: the 2-core AVX-512 machines of this project have been AMD
+    EPYC and Intel Xeon (with AMX), and the same DDPM's losses differ in the 6th digit."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def utc_now() -> str:

@@ -231,12 +231,26 @@ def test_the_ledger_keeps_a_run_per_kind_of_machine(results_root, monkeypatch):
     ledger = ablations.read_ledger(results_root)
     assert sorted(zip(ledger["device"], ledger["auc"])) == [("NVIDIA H200", 0.81), (cpu, 0.84)]
 
-    # Published from the ledger alone: this machine's kind where recorded, else the latest row.
-    assert ablations._recorded_aucs(ledger, "cpu")[run_id] == {"auc": 0.84, "val_auc": 0.91}
+    # Published from the ledger alone: this machine's kind where recorded, else the latest row;
+    # provenance names the row each AUC came from.
+    assert ablations._recorded_aucs(ledger, "cpu")[run_id] == {"auc": 0.84, "val_auc": 0.91,
+                                                               "device": cpu}
     monkeypatch.setattr("dia.runtime.describe_device", lambda preference="auto": "NVIDIA H200")
-    assert ablations._recorded_aucs(ledger, "cuda")[run_id]["auc"] == 0.81
+    taken = ablations._recorded_aucs(ledger, "cuda")[run_id]
+    assert taken["auc"] == 0.81
+    assert list(ablations.provenance(frame.assign(device=taken["device"]), results_root)["auc"]) \
+        == [0.81]
     monkeypatch.setattr("dia.runtime.describe_device", lambda preference="auto": "NVIDIA A100")
     assert ablations._recorded_aucs(ledger, "cuda")[run_id]["auc"] == 0.84  # the latest
+
+    # A run whose machine is unknown (no env.json) replaces only a row without one.
+    (folder / "env.json").unlink()
+    ablations.record_runs(frame.assign(auc=0.5), results_root)
+    ledger = ablations.read_ledger(results_root)
+    assert sorted(zip(ledger["device"], ledger["auc"])) == [
+        ("", 0.5), ("NVIDIA H200", 0.81), (cpu, 0.84)]
+    ablations.record_runs(frame.assign(auc=0.6), results_root)
+    assert len(ablations.read_ledger(results_root)) == 3
 
 
 def test_ddpm_steps_figure_draws_seeds_means_and_the_csi_line(tmp_path, monkeypatch):

@@ -203,6 +203,17 @@ def test_missing_data_is_refused_before_writing(tmp_path):
     assert not (tmp_path / "results" / "runs").exists()
 
 
+def test_a_done_ddpm_is_skipped_without_reading_its_data(tmp_path, monkeypatch):
+    cfg = tiny_cfg(**{"diffusion.steps": 2})
+    run = train_diffusion(cfg, results_root=tmp_path, device="cpu")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("a DONE DDPM must not load its dataset")
+
+    monkeypatch.setattr("dia.data.load_for_config", no_data)
+    assert train_diffusion(cfg, results_root=tmp_path, device="cpu").path == run.path
+
+
 def test_timestep_focus():
     draw = lambda focus: sample_train_t(  # noqa: E731
         4000, 1000, torch.Generator().manual_seed(0), "cpu", focus)

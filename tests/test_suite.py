@@ -63,6 +63,7 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path, monkeypatch):
+    tmp_path = tmp_path.resolve()  # REPO is resolved, and so is the working directory
     repo, data = tmp_path / "repo", tmp_path / "elsewhere" / "data"
     (repo / "sub").mkdir(parents=True)
     data.mkdir(parents=True)

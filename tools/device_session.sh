@@ -40,7 +40,7 @@
 # Publish the AUCs with tools/device_report.py (grid.csv of each call, gpu_util.csv for the figure).
 # Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
 # -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
-# and its folder would stand in for the CPU run there (the ledger keeps a row per kind of machine).
+# and its folder would stand in for the CPU run there: a run folder wins over the ledger's rows.
 set -uo pipefail
 budget=${1:-540}
 profile=${PROFILE:-quick}
