@@ -1,7 +1,7 @@
 """Where a DDPM training step spends its time, operator by operator, on this machine.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/profile_ddpm_step.py [--profile quick]
-        [--batch 128] [--threads 2] [--device cpu] [--top 12]
+        [--batch 128] [--threads 2] [--device cpu] [--top 12] [--precision fp32|bf16]
 
 One `dia.diffusion.training_step` of the profile's U-Net (random weights, random images in
 [-1, 1]: flip, noise, forward, L1, backward, clipping, Adam) under `torch.profiler`, after two
@@ -10,6 +10,9 @@ the `--top` operators takes by itself (self time: convolution forward and backwa
 products, norms, activations, ...), and the convolutions' share in all, so one can tell whether
 the step is bound by its arithmetic (the convolutions) or by everything around it, which fusing
 operators (`torch.compile`) could shorten. On CUDA the device's kernel time is reported instead.
+`--precision bf16` runs the step under bf16 autocast with channels_last, as `diffusion.cuda_bf16`
+trains on CUDA; on a CPU no profile trains so (it changes the rounding), and the figure says what
+a CPU with bf16 units (AVX512-BF16, AMX) would gain if one did.
 """
 
 from __future__ import annotations
@@ -25,20 +28,23 @@ CONVOLUTION = ("aten::convolution_backward", "aten::mkldnn_convolution",
                "aten::cudnn_convolution", "aten::_convolution")
 
 
-def profile_step(cfg, batch: int, device: torch.device, top: int) -> dict:
+def profile_step(cfg, batch: int, device: torch.device, top: int, bf16: bool = False) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from dia.diffusion import build_scheduler, build_unet, make_optimizer, training_step
 
     torch.manual_seed(0)
     unet = build_unet(cfg.diffusion).to(device).train()
+    if bf16:
+        unet = unet.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(unet, cfg.diffusion)
     alphas_cumprod = build_scheduler().alphas_cumprod.to(device, torch.float32)
     generator = torch.Generator(device).manual_seed(0)
     x0 = torch.rand(batch, 3, 32, 32, generator=generator, device=device) * 2 - 1
 
     def step():
-        training_step(unet, optimizer, x0, alphas_cumprod, generator)
+        training_step(unet, optimizer, x0, alphas_cumprod, generator,
+                      autocast_dtype=torch.bfloat16 if bf16 else None)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -72,6 +78,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast + channels_last (as diffusion.cuda_bf16 on CUDA)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,9 +94,11 @@ def main() -> None:
     batch = args.batch or cfg.diffusion.batch_size
     print(json.dumps({"profile": args.profile, "width": cfg.diffusion.width, "batch": batch,
                       "machine": describe_device(args.device), "malloc": malloc,
+                      "precision": args.precision,
                       "torch_threads": torch.get_num_threads(),
                       "load_average": [round(x, 2) for x in os.getloadavg()],
-                      **profile_step(cfg, batch, device, args.top)}, indent=1))
+                      **profile_step(cfg, batch, device, args.top,
+                                     bf16=args.precision == "bf16")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ Writes into OUT (default: beside this file) `auc.csv` (one row per method and se
 bootstrap interval, validation AUC, training seconds from the encoder's DONE, the commits of the
 run's env.json, the machine) and `runs.tar.gz` (the run folders read, without checkpoints and
 lock files), and prints the rows and each method's mean ± std with DIA − CSI paired by seed.
-README "Measured so far" reads it. The AVX-512 record of the same day was written by it too:
-`collect.py R 4 results/device_sessions/2026-12-02_cpu_avx512`.
+README "Measured so far" reads it. The AVX-512 records of the same day were written by it too:
+`collect.py R 4 results/device_sessions/2026-12-02_cpu_avx512` (AMD EPYC) and
+`collect.py R 1 results/device_sessions/2026-12-02_cpu_xeon` (Intel Xeon, seed 0 only).
 """
 import json
 import sys
