@@ -155,12 +155,12 @@ def describe_device(preference: str = "auto") -> str:
     return f"cpu ({os.cpu_count()} cores, {cpu_model()}, {isa})"
 
 
-def cpu_model() -> str:
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else the architecture. Two machines of one
     ISA can still round differently: the 2-core AVX-512 machines of this project have been AMD
     EPYC and Intel Xeon (with AMX), and the same DDPM's losses differ in the 7th digit."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and value.strip():
                 return value.strip()

@@ -46,13 +46,13 @@ def test_a_cpu_is_described_by_its_model_name_where_linux_gives_one(monkeypatch,
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
                        "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx512f\n")
-    real_path = runtime.Path
-    monkeypatch.setattr(runtime, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
-    assert runtime.cpu_model() == "Intel(R) Xeon(R) Processor"
+    assert runtime.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor"
+    real_model = runtime.cpu_model
+    monkeypatch.setattr(runtime, "cpu_model", lambda: real_model(cpuinfo))
     cores = runtime.os.cpu_count()
     assert f"({cores} cores, Intel(R) Xeon(R) Processor, " in runtime.describe_device("cpu")
     cpuinfo.unlink()  # not Linux: the architecture, as before
-    assert runtime.cpu_model() == (runtime.platform.processor() or runtime.platform.machine())
+    assert real_model(cpuinfo) == (runtime.platform.processor() or runtime.platform.machine())
 
 
 @pytest.fixture
