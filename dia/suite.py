@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from dia import rendering
+from dia import interrupt, rendering
 from dia.config import DATASETS, PROFILES, ConfigError
 from dia.data.registry import DataError, check_given_data_root
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
@@ -221,9 +221,8 @@ def kernel_config() -> "Config":  # noqa: F821 - traitlets, imported when called
 
 
 def run_job(job: Job, req: PlanRequest) -> None:
-    """Render one notebook; raises papermill's PapermillExecutionError on a failing cell."""
-    import papermill
-
+    """Render one notebook; raises papermill's PapermillExecutionError on a failing cell, and
+    stops the notebook's kernel on an interrupt of the main thread (`dia.interrupt`)."""
     source = NOTEBOOK_DIR / f"{job.notebook}.ipynb"
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
@@ -235,7 +234,7 @@ def run_job(job: Job, req: PlanRequest) -> None:
     stamp.unlink(missing_ok=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(
+        interrupt.execute_notebook(
             str(source), str(partial), parameters=job.parameters,
             kernel_name=KERNEL, cwd=str(REPO), progress_bar=False, log_output=False,
             config=kernel_config(),
@@ -287,6 +286,11 @@ def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:
         start = time.monotonic()
         try:
             run_job(job, req)
+        except KeyboardInterrupt:
+            failed = failed_path(req.results_root, job)
+            kept = f"; its notebook so far: {_shown(failed)}" if failed.is_file() else ""
+            log(f"{prefix}: interrupted after {time.monotonic() - start:.0f}s{kept}")
+            raise
         except Exception as err:  # noqa: BLE001 - any notebook failure is reported, not raised
             failed_keys.add(job.key)
             outcome.failed[job.key] = _describe_failure(job, err, req)
@@ -357,11 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        return _run(args, requested, methods, results_root, executor, log)
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept and unfinished ones resume from their last "
-              "checkpoint; run the same command again to go on", file=sys.stderr)
-        return 130
+        with interrupt.sigterm_as_interrupt():
+            return _run(args, requested, methods, results_root, executor, log)
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, interrupt.Terminated)
+        print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: finished runs are kept "
+              "and unfinished ones resume from their last checkpoint; run the same command "
+              "again to go on", file=sys.stderr)
+        return 143 if terminated else 130
     finally:
         lock.close()
 
