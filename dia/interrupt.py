@@ -1,19 +1,26 @@
 """Render a notebook through papermill so that Ctrl-C or SIGTERM stop it: `execute_notebook`.
 
-The kernel runs in a session of its own, so a terminal's Ctrl-C reaches only the driver. While
-papermill runs a notebook in the main thread, nbclient answers SIGINT there by shutting the
-kernel down from under the running cell: the driver ended (exit 130, 3.7 s after the signal,
-measured on the quick DDPM notebook) with the dying kernel's ZMQ traceback in its log and
-without the notebook so far; SIGTERM ended the driver at once, the kernel following when it
-saw its parent gone, and the notebook stayed in ``.partial/``.
+The kernel runs in a session of its own, so a terminal's Ctrl-C reaches only the driver. With
+papermill in the driver's main thread, the KeyboardInterrupt landed inside papermill's event
+loop, which then shut down a kernel still busy with its cell: the driver ended (exit 130, 3.7 s
+after the signal, measured on the quick DDPM notebook) with the dying kernel's ZMQ traceback in
+its log and without the notebook so far; SIGTERM ended the driver at once, the kernel following
+when it saw its parent gone, and the notebook stayed in ``.partial/``.
 
-Here papermill runs in a worker thread, where nbclient cannot install signal handlers (asyncio
-allows them in the main thread only), and the main thread waits for it. An interrupt there
-(KeyboardInterrupt, or `Terminated` under `sigterm_as_interrupt`) is passed on to the kernel as
-Jupyter's "interrupt" (SIGINT to its process group): the running cell stops with a
-KeyboardInterrupt in the notebook, and papermill ends as it does on any failing cell, having
-saved the notebook so far. A kernel still running `grace_s` later is killed. Then the interrupt
-is raised again in the caller.
+Here papermill runs in a worker thread and the main thread only waits for it, so an interrupt
+(KeyboardInterrupt, or `Terminated` under `sigterm_as_interrupt`) lands in the wait and
+papermill's loop goes on. The interrupt is passed on to the kernel as Jupyter's "interrupt"
+(SIGINT to its process group): a running cell stops with a KeyboardInterrupt in the notebook,
+and papermill ends as on any failing cell, having saved the notebook so far. No further cell is
+started (ipykernel ignores SIGINT while idle or starting, so a stop between cells comes from
+papermill's ``on_cell_execute`` hook). A kernel still running `GRACE_S` later is killed
+(SIGKILL), and papermill then gets another `KILLED_WAIT_S` to notice before the interrupt is
+raised again in the caller; past that the worker thread is left behind (a daemon) and may
+still be writing its notebook.
+
+This is what the ``sequential`` executor gets. Under ``local-parallel`` each job runs this in a
+submitit process, whose controller SIGKILLs it about a second after passing the SIGINT on, so
+there the notebook so far stays in ``.partial/`` and the kernel exits with its parent.
 """
 
 from __future__ import annotations
@@ -34,10 +41,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread by `sigterm_as_interrupt`."""
 
 
+class _NoMoreCells(RuntimeError):
+    """Raised in papermill's thread by the hook that refuses cells once stopping (an Exception,
+    not a KeyboardInterrupt, which asyncio would handle as the process's own interrupt)."""
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises `Terminated` in the main thread, as SIGINT raises
-    KeyboardInterrupt, so a scheduler's ``kill`` ends a run as cleanly as Ctrl-C."""
+    KeyboardInterrupt, so a scheduler's ``kill`` ends a run as cleanly as Ctrl-C. Outside the
+    main thread (where Python allows no signal handler) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def raise_terminated(signum, frame):  # noqa: ARG001 - the signal module's signature
         raise Terminated(f"signal {signum}")
@@ -49,11 +65,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _kernel_manager_class(kernels: list):
-    """nbclient's default kernel manager, keeping each instance in `kernels`."""
-    from jupyter_client import AsyncKernelManager
+def _kernel_manager_class(base, kernels: list):
+    """`base` (nbclient's kernel manager class), keeping each instance in `kernels`."""
 
-    class TrackedKernelManager(AsyncKernelManager):
+    class TrackedKernelManager(base):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             kernels.append(self)
@@ -61,18 +76,22 @@ def _kernel_manager_class(kernels: list):
     return TrackedKernelManager
 
 
-def _signal_kernel(km, signum: int) -> None:
-    """Send `signum` to the kernel's process group (the kernel and its children), if it runs."""
+def _signal_kernel(km, signum: int) -> bool:
+    """Send `signum` to the kernel's process group (the kernel and its children). False when
+    its process has not started yet (a kernel that has ended counts as signalled)."""
     provisioner = getattr(km, "provisioner", None)
     process = getattr(provisioner, "process", None)
-    if process is None or process.poll() is not None:
-        return
+    if process is None:
+        return False
+    if process.poll() is not None:
+        return True
     pgid = getattr(provisioner, "pgid", None)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if pgid and hasattr(os, "killpg"):
             os.killpg(pgid, signum)
         else:
             process.send_signal(signum)
+    return True
 
 
 def _stop(finished: threading.Event, kernels: list, grace_s: float) -> None:
@@ -80,36 +99,45 @@ def _stop(finished: threading.Event, kernels: list, grace_s: float) -> None:
     up)."""
     kill_at = time.monotonic() + grace_s
     give_up_at = kill_at + KILLED_WAIT_S
-    sent: dict[int, set[int]] = {}
+    sent: dict[Any, set[int]] = {}  # kernel manager -> signals it got
     while not finished.is_set() and time.monotonic() < give_up_at:
         signum = signal.SIGINT if time.monotonic() < kill_at else signal.SIGKILL
-        for km in list(kernels):  # a kernel still starting is signalled once it runs
-            if signum not in sent.setdefault(id(km), set()):
-                _signal_kernel(km, signum)
-                if getattr(getattr(km, "provisioner", None), "process", None) is not None:
-                    sent[id(km)].add(signum)
+        for km in list(kernels):
+            done = sent.setdefault(km, set())
+            if signum not in done and _signal_kernel(km, signum):
+                done.add(signum)
         try:
             finished.wait(0.2)
         except KeyboardInterrupt:  # a second Ctrl-C: no more grace
             kill_at = time.monotonic()
 
 
-def execute_notebook(source: str, output: str, *, grace_s: float = GRACE_S,
+def execute_notebook(source: str, output: str, *, grace_s: float | None = None,
                      **papermill_kwargs: Any) -> None:
     """`papermill.execute_notebook(source, output, **papermill_kwargs)`, stoppable by an
-    interrupt of the calling (main) thread; see the module docstring. Raises what papermill
-    raised, or the interrupt."""
+    interrupt of the calling (main) thread; see the module docstring. `grace_s`: from the
+    kernel's SIGINT to its SIGKILL (default `GRACE_S`). Raises what papermill raised, or the
+    interrupt."""
     import papermill
+    from jupyter_client import AsyncKernelManager
 
+    grace_s = GRACE_S if grace_s is None else grace_s
     kernels: list = []
+    manager = _kernel_manager_class(
+        papermill_kwargs.pop("kernel_manager_class", AsyncKernelManager), kernels)
+    stopping = threading.Event()
     failure: list[BaseException] = []
     finished = threading.Event()  # not Thread.join: a join interrupted by a signal can leave
     # the thread marked as ended while it still runs (seen with CPython 3.11)
 
+    def no_cell_once_stopping(**hook_kwargs: Any) -> None:  # nbclient's on_cell_execute
+        if stopping.is_set():
+            raise _NoMoreCells("interrupted before this cell")
+
     def render() -> None:
         try:
-            papermill.execute_notebook(source, output,
-                                       kernel_manager_class=_kernel_manager_class(kernels),
+            papermill.execute_notebook(source, output, kernel_manager_class=manager,
+                                       on_cell_execute=no_cell_once_stopping,
                                        **papermill_kwargs)
         except BaseException as err:  # noqa: BLE001 - handed to the calling thread
             failure.append(err)
@@ -118,12 +146,14 @@ def execute_notebook(source: str, output: str, *, grace_s: float = GRACE_S,
 
     worker = threading.Thread(target=render, name=f"papermill {os.path.basename(source)}",
                               daemon=True)
-    worker.start()
     try:
-        while not finished.wait(0.5):
+        worker.start()
+        while not finished.wait(0.5):  # a timed wait: signals are handled at least this often
             pass
     except KeyboardInterrupt:
-        _stop(finished, kernels, grace_s)
+        stopping.set()
+        if worker.ident is not None:  # it started: stop its kernel
+            _stop(finished, kernels, grace_s)
         raise
     if failure:
         raise failure[0]

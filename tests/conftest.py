@@ -162,3 +162,64 @@ def finish_elsewhere(hold_lock, monkeypatch):
         return waiting.is_set
 
     return finish
+
+
+def notebook_kernels() -> list:
+    """The Jupyter kernels this process has started and that still run (psutil processes)."""
+    import psutil
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # ended meanwhile
+            pass
+    return found
+
+
+def still_running(processes: list) -> list:
+    import psutil
+
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.Error:
+            pass
+    return alive
+
+
+@pytest.fixture
+def signal_when():
+    """``signal_when(ready, signum)``: a thread sends `signum` to this process once ``ready()``
+    holds (polled for up to 60 s, never after the test) and returns the list it fills with the
+    notebook kernels running at that moment."""
+    import signal
+    import threading
+    import time
+
+    stop, threads = threading.Event(), []
+
+    def start(ready, signum=signal.SIGINT) -> list:
+        kernels: list = []
+
+        def send() -> None:
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                if ready():
+                    kernels.extend(notebook_kernels())
+                    os.kill(os.getpid(), signum)
+                    return
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return kernels
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
+from conftest import still_running
 
 from dia import suite
 
@@ -274,40 +272,29 @@ def test_an_interrupted_run_says_how_to_go_on_and_lets_go_of_the_lock(tmp_path, 
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_a_signal_stops_the_running_notebook_and_its_kernel(fake_notebooks, tmp_path, capsys,
-                                                            signum, code, said):
+                                                            signal_when, signum, code, said):
     # The notebook's kernel runs in a session of its own and gets no terminal's Ctrl-C; the
     # driver passes the interrupt on to it, keeps the notebook so far, and stops.
     started = tmp_path / "started"
     _notebook(fake_notebooks / "10_train_diffusion.ipynb",
               f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('')\n"
               "time.sleep(120)")
-
-    def send_once_started():
-        deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        kernels.extend(p for p in psutil.Process().children(recursive=True)
-                       if "ipykernel" in " ".join(p.cmdline()))
-        os.kill(os.getpid(), signum)
-
-    kernels: list = []
-    sender = threading.Thread(target=send_once_started, daemon=True)
-    sender.start()
+    kernels = signal_when(started.exists, signum)
     root = tmp_path / "results"
     tic = time.monotonic()
     assert suite.main(["--profile", "smoke", "--datasets", "synthetic", "--methods", "dia",
                        "--results-root", str(root), "--data-root", str(tmp_path)]) == code
     assert time.monotonic() - tic < 60  # not the notebook's 120 s
-    sender.join()
     out, err = capsys.readouterr()
     assert f"{said}: finished runs are kept" in err
     assert "diffusion/synthetic/ddpm/s0: interrupted after" in out
     assert "20_train_amplifier" not in out  # nothing after it ran
-    assert kernels and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                               for p in kernels)
+    assert kernels and not still_running(kernels)
     kept = next((root / "notebooks" / ".failed").glob("10_train_diffusion-*.ipynb"))
     errors = [o["ename"] for c in nbformat.read(kept, as_version=4).cells
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == ["KeyboardInterrupt"]  # stopped inside the cell, as Jupyter's interrupt
-    assert not list((root / "notebooks").glob("10_train_diffusion-*.ipynb"))  # not rendered
+    notebooks = root / "notebooks"
+    assert not list(notebooks.glob("10_train_diffusion-*.ipynb"))  # not rendered
+    assert not list(notebooks.glob(".partial/*")) and not list(notebooks.rglob("*.json"))
     suite._lock(root).close()  # not held any more
