@@ -2,10 +2,9 @@
 
 The kernel runs in a session of its own, so a terminal's Ctrl-C reaches only the driver. With
 papermill in the driver's main thread, the KeyboardInterrupt landed inside papermill's event
-loop, which then shut down a kernel still busy with its cell: the driver ended (exit 130, 3.7 s
-after the signal, measured on the quick DDPM notebook) with the dying kernel's ZMQ traceback in
-its log and without the notebook so far; SIGTERM ended the driver at once, the kernel following
-when it saw its parent gone, and the notebook stayed in ``.partial/``.
+loop, which shut down a kernel still busy with its cell: the log got the dying kernel's ZMQ
+traceback and the notebook so far was lost; SIGTERM ended the driver at once and left the
+notebook in ``.partial/`` (measured on issue 5, note of 2026-12-03).
 
 Here papermill runs in a worker thread and the main thread only waits for it, so an interrupt
 (KeyboardInterrupt, or `Terminated` under `sigterm_as_interrupt`) lands in the wait and
@@ -99,13 +98,12 @@ def _stop(finished: threading.Event, kernels: list, grace_s: float) -> None:
     up)."""
     kill_at = time.monotonic() + grace_s
     give_up_at = kill_at + KILLED_WAIT_S
-    sent: dict[Any, set[int]] = {}  # kernel manager -> signals it got
+    sent: set[tuple[Any, int]] = set()  # (kernel manager, signal): each signal once a kernel
     while not finished.is_set() and time.monotonic() < give_up_at:
         signum = signal.SIGINT if time.monotonic() < kill_at else signal.SIGKILL
         for km in list(kernels):
-            done = sent.setdefault(km, set())
-            if signum not in done and _signal_kernel(km, signum):
-                done.add(signum)
+            if (km, signum) not in sent and _signal_kernel(km, signum):
+                sent.add((km, signum))
         try:
             finished.wait(0.2)
         except KeyboardInterrupt:  # a second Ctrl-C: no more grace
