@@ -11,11 +11,14 @@ Here papermill runs in a worker thread and the main thread only waits for it, so
 papermill's loop goes on. The interrupt is passed on to the kernel as Jupyter's "interrupt"
 (SIGINT to its process group): a running cell stops with a KeyboardInterrupt in the notebook,
 and papermill ends as on any failing cell, having saved the notebook so far. No further cell is
-started (ipykernel ignores SIGINT while idle or starting, so a stop between cells comes from
-papermill's ``on_cell_execute`` hook). A kernel still running `GRACE_S` later is killed
-(SIGKILL), and papermill then gets another `KILLED_WAIT_S` to notice before the interrupt is
-raised again in the caller; past that the worker thread is left behind (a daemon) and may
-still be writing its notebook.
+started: ipykernel ignores SIGINT while idle or starting, so a stop between cells comes from
+nbclient's ``on_cell_execute`` hook, which fails the next cell with a KeyboardInterrupt (no
+other hook runs for it). An interrupt that lands after the hook let a cell go but before the
+kernel started it is ignored by the kernel, so that cell runs on until the kill below.
+
+A kernel still running `GRACE_S` after the interrupt is killed (SIGKILL), and papermill then
+gets another `KILLED_WAIT_S` to notice before the interrupt is raised again in the caller; past
+that the worker thread is left behind (a daemon) and may still be writing its notebook.
 
 This is what the ``sequential`` executor gets. Under ``local-parallel`` each job runs this in a
 submitit process, whose controller SIGKILLs it about a second after passing the SIGINT on, so
@@ -30,7 +33,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 GRACE_S = 10.0  # from the kernel's SIGINT to its SIGKILL
 KILLED_WAIT_S = 10.0  # then at most this long for papermill to notice and return
@@ -38,11 +41,6 @@ KILLED_WAIT_S = 10.0  # then at most this long for papermill to notice and retur
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread by `sigterm_as_interrupt`."""
-
-
-class _NoMoreCells(RuntimeError):
-    """Raised in papermill's thread by the hook that refuses cells once stopping (an Exception,
-    not a KeyboardInterrupt, which asyncio would handle as the process's own interrupt)."""
 
 
 @contextlib.contextmanager
@@ -60,8 +58,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler not set from Python, which Python cannot set back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _kernel_manager_class(base, kernels: list):
@@ -76,8 +74,9 @@ def _kernel_manager_class(base, kernels: list):
 
 
 def _signal_kernel(km, signum: int) -> bool:
-    """Send `signum` to the kernel's process group (the kernel and its children). False when
-    its process has not started yet (a kernel that has ended counts as signalled)."""
+    """Send `signum` to the kernel's process group (the kernel and its children), or to the
+    kernel alone when it shares ours. False when its process has not started yet (a kernel that
+    has ended counts as signalled)."""
     provisioner = getattr(km, "provisioner", None)
     process = getattr(provisioner, "process", None)
     if process is None:
@@ -86,7 +85,9 @@ def _signal_kernel(km, signum: int) -> bool:
         return True
     pgid = getattr(provisioner, "pgid", None)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if pgid and hasattr(os, "killpg"):
+        # jupyter_client starts kernels in a session of their own; a custom provisioner might
+        # not, and then the group would be ours
+        if pgid and hasattr(os, "killpg") and pgid != os.getpgrp():
             os.killpg(pgid, signum)
         else:
             process.send_signal(signum)
@@ -99,15 +100,33 @@ def _stop(finished: threading.Event, kernels: list, grace_s: float) -> None:
     kill_at = time.monotonic() + grace_s
     give_up_at = kill_at + KILLED_WAIT_S
     sent: set[tuple[Any, int]] = set()  # (kernel manager, signal): each signal once a kernel
-    while not finished.is_set() and time.monotonic() < give_up_at:
-        signum = signal.SIGINT if time.monotonic() < kill_at else signal.SIGKILL
-        for km in list(kernels):
-            if (km, signum) not in sent and _signal_kernel(km, signum):
-                sent.add((km, signum))
-        try:
+    while True:
+        try:  # the whole body: a second Ctrl-C may land anywhere in it
+            if finished.is_set() or time.monotonic() >= give_up_at:
+                return
+            signum = signal.SIGINT if time.monotonic() < kill_at else signal.SIGKILL
+            for km in list(kernels):
+                if (km, signum) not in sent and _signal_kernel(km, signum):
+                    sent.add((km, signum))
             finished.wait(0.2)
         except KeyboardInterrupt:  # a second Ctrl-C: no more grace
             kill_at = time.monotonic()
+            give_up_at = min(give_up_at, kill_at + KILLED_WAIT_S)
+
+
+def _refuse(cell) -> NoReturn:
+    """Fail `cell` before it runs, as if it had been interrupted at once: a KeyboardInterrupt
+    in its outputs, and papermill's handling of a failing cell (its notebook saved, the kernel
+    shut down, `PapermillExecutionError`; its execution count stays None, so papermill's
+    banner says "In [None]"). A KeyboardInterrupt raised here would instead be taken by asyncio
+    for the process's own."""
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    evalue = "interrupted before this cell started"
+    cell.outputs = [nbformat.v4.new_output("error", ename="KeyboardInterrupt", evalue=evalue,
+                                           traceback=[f"KeyboardInterrupt: {evalue}"])]
+    raise CellExecutionError(f"KeyboardInterrupt: {evalue}", "KeyboardInterrupt", evalue)
 
 
 def execute_notebook(source: str, output: str, *, grace_s: float | None = None,
@@ -123,17 +142,21 @@ def execute_notebook(source: str, output: str, *, grace_s: float | None = None,
     kernels: list = []
     manager = _kernel_manager_class(
         papermill_kwargs.pop("kernel_manager_class", AsyncKernelManager), kernels)
+    caller_hook = papermill_kwargs.pop("on_cell_execute", None)
     stopping = threading.Event()
     failure: list[BaseException] = []
     finished = threading.Event()  # not Thread.join: a join interrupted by a signal can leave
     # the thread marked as ended while it still runs (seen with CPython 3.11)
 
-    def no_cell_once_stopping(**hook_kwargs: Any) -> None:  # nbclient's on_cell_execute
+    def no_cell_once_stopping(cell, **hook_kwargs: Any) -> Any:  # nbclient's on_cell_execute
         if stopping.is_set():
-            raise _NoMoreCells("interrupted before this cell")
+            _refuse(cell)
+        return caller_hook(cell=cell, **hook_kwargs) if caller_hook else None
 
     def render() -> None:
         try:
+            if stopping.is_set():  # interrupted while this thread started
+                return
             papermill.execute_notebook(source, output, kernel_manager_class=manager,
                                        on_cell_execute=no_cell_once_stopping,
                                        **papermill_kwargs)

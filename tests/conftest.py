@@ -178,7 +178,7 @@ def notebook_kernels() -> list:
     return found
 
 
-def still_running(processes: list) -> list:
+def _still_running(processes: list) -> list:
     import psutil
 
     alive = []
@@ -192,6 +192,12 @@ def still_running(processes: list) -> list:
 
 
 @pytest.fixture
+def still_running():
+    """``still_running(processes)``: those of the psutil `processes` that have not ended."""
+    return _still_running
+
+
+@pytest.fixture
 def signal_when():
     """``signal_when(ready, signum)``: a thread sends `signum` to this process once ``ready()``
     holds (polled for up to 60 s, never after the test) and returns the list it fills with the
@@ -201,17 +207,21 @@ def signal_when():
     import time
 
     stop, threads = threading.Event(), []
+    lock = threading.Lock()  # no signal once the test has ended
 
     def start(ready, signum=signal.SIGINT) -> list:
         kernels: list = []
 
         def send() -> None:
             deadline = time.monotonic() + 60
-            while not stop.is_set() and time.monotonic() < deadline:
-                if ready():
-                    kernels.extend(notebook_kernels())
-                    os.kill(os.getpid(), signum)
-                    return
+            while time.monotonic() < deadline:
+                with lock:
+                    if stop.is_set():
+                        return
+                    if ready():
+                        kernels.extend(notebook_kernels())
+                        os.kill(os.getpid(), signum)
+                        return
                 time.sleep(0.05)
 
         thread = threading.Thread(target=send, daemon=True)
@@ -220,6 +230,7 @@ def signal_when():
         return kernels
 
     yield start
-    stop.set()
+    with lock:
+        stop.set()
     for thread in threads:
         thread.join()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import still_running
 
 from dia import suite
 
@@ -272,7 +271,8 @@ def test_an_interrupted_run_says_how_to_go_on_and_lets_go_of_the_lock(tmp_path, 
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_a_signal_stops_the_running_notebook_and_its_kernel(fake_notebooks, tmp_path, capsys,
-                                                            signal_when, signum, code, said):
+                                                            signal_when, still_running, signum,
+                                                            code, said):
     # The notebook's kernel runs in a session of its own and gets no terminal's Ctrl-C; the
     # driver passes the interrupt on to it, keeps the notebook so far, and stops.
     started = tmp_path / "started"
