@@ -12,7 +12,8 @@ run's env.json, the machine) and `runs.tar.gz` (the run folders read, without ch
 lock files), and prints the rows and each method's mean ± std with DIA − CSI paired by seed.
 README "Measured so far" reads it. The AVX-512 records of the same day were written by it too:
 `collect.py R 4 results/device_sessions/2026-12-02_cpu_avx512` (AMD EPYC) and
-`collect.py R 1 results/device_sessions/2026-12-02_cpu_xeon` (Intel Xeon, seed 0 only).
+`collect.py R 3 results/device_sessions/2026-12-02_cpu_xeon` (Intel Xeon: seed 0 on
+2026-12-02, seeds 1-2 on 2026-12-03 on its DDPM; first written with `R 1`, seed 0 only).
 """
 import json
 import sys
