@@ -123,10 +123,11 @@ def _refuse(cell) -> NoReturn:
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
-    evalue = "interrupted before this cell started"
-    cell.outputs = [nbformat.v4.new_output("error", ename="KeyboardInterrupt", evalue=evalue,
-                                           traceback=[f"KeyboardInterrupt: {evalue}"])]
-    raise CellExecutionError(f"KeyboardInterrupt: {evalue}", "KeyboardInterrupt", evalue)
+    ename, evalue = "KeyboardInterrupt", "interrupted before this cell started"
+    message = f"{ename}: {evalue}"
+    cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue=evalue,
+                                           traceback=[message])]
+    raise CellExecutionError(message, ename, evalue)
 
 
 def execute_notebook(source: str, output: str, *, grace_s: float | None = None,
