@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole suite: set up .venv if needed, then every notebook on every dataset present, then the
 # AUC table. Arguments go to the driver (python -m dia.suite --help):
-#   ./run_all.sh [--profile smoke|quick|paper] [--datasets a,b] [--seeds N] [--methods dia,csi,ddad]
-#                [--results-root DIR] [--data-root DIR] [--ablations] [--plan-only]
+#   ./run_all.sh [--profile smoke|quick|paper] [--datasets a,b] [--seeds N] [--seed-list 3,4]
+#                [--methods dia,csi,ddad] [--results-root DIR] [--data-root DIR] [--ablations]
+#                [--plan-only]
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/bootstrap.sh

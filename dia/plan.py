@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dia.config import ExperimentConfig, config_hash, load_config, replace
+from dia.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
 from dia.stages import stage_run_dir
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -58,6 +58,7 @@ class PlanRequest:
     profile: str = "quick"
     datasets: list[str] = field(default_factory=list)
     seeds: int = 1
+    seed_list: tuple[int, ...] | None = None  # only these seeds' jobs (of 0..seeds-1); None: all
     methods: tuple[str, ...] = METHODS
     results_root: str = "results"
     data_root: str = ""
@@ -76,6 +77,22 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     submitted: dict[str, str] = field(default_factory=dict)
+
+
+def parse_seed_list(text: str, seeds: int | None = None) -> tuple[int, ...]:
+    """`"3,4"` -> (3, 4), sorted and without repeats; with `seeds`, each must be below it.
+
+    Anything else (a word, a negative seed, no seed) raises ConfigError naming the flag."""
+    usage = f"--seed-list {text}: give seeds as a comma list of numbers from 0, e.g. 3,4"
+    try:
+        chosen = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(usage) from None
+    if not chosen or chosen[0] < 0:
+        raise ConfigError(usage)
+    if seeds is not None and chosen[-1] >= seeds:
+        raise ConfigError(f"--seed-list {text}: with --seeds {seeds} the seeds are 0..{seeds - 1}")
+    return tuple(chosen)
 
 
 def _cfg(req: PlanRequest, dataset: str, seed: int) -> ExperimentConfig:
@@ -111,6 +128,8 @@ def build_plan(req: PlanRequest) -> list[Job]:
                 config_hash=config_hash(ddpm_seed_cfg, ("data", "diffusion", "dissolve")),
             ))
         for seed in range(req.seeds):
+            if req.seed_list is not None and seed not in req.seed_list:
+                continue
             cfg = _cfg(req, dataset, seed)
             for method in ("dia", "csi"):
                 if method not in req.methods:

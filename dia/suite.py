@@ -1,8 +1,8 @@
 """The driver behind `./run_all.sh`: plan, then render each notebook through papermill.
 
     python -m dia.suite [--profile smoke|quick|paper] [--datasets a,b] [--seeds N]
-                        [--methods dia,csi,ddad,ganomaly,patchcore] [--results-root DIR]
-                        [--data-root DIR]
+                        [--seed-list 3,4] [--methods dia,csi,ddad,ganomaly,patchcore]
+                        [--results-root DIR] [--data-root DIR]
 
 One line per job with its elapsed time; finished jobs are skipped; a failing job is reported
 with its notebook and cell and does not stop the other datasets; the exit code is non-zero when
@@ -25,8 +25,8 @@ from dia.config import DATASETS, PROFILES, ConfigError
 from dia.data.registry import DataError, check_given_data_root
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
-    METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, partial_path,
-    rendered_path, stamp_path,
+    METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, parse_seed_list,
+    partial_path, rendered_path, stamp_path,
 )
 from dia.results import LOCK, atomic_write_text, flock_now
 from dia.status import format_status, plan_status
@@ -60,6 +60,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
     parser.add_argument("--datasets", default="", help="comma list; default: every dataset found")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 3 for paper, else 1)")
+    parser.add_argument("--seed-list", default=None,
+                        help="comma list, e.g. 3,4: run only these seeds' jobs (the DDPM, "
+                             "ablations and table as usual); without --seeds, 0..N-1 grows to "
+                             "hold them")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad, ganomaly, patchcore")
     parser.add_argument("--results-root", default="results")
     parser.add_argument("--data-root", default="", help="default: $DIA_DATA_ROOT, else data/")
@@ -92,6 +96,8 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
         raise ConfigError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METHODS)}")
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    if args.seed_list is not None:
+        parse_seed_list(args.seed_list, args.seeds)
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     if args.executor == "sequential" and args.jobs > 1:
@@ -314,9 +320,13 @@ def _estimate(jobs: list[Job], profile: str) -> tuple[float, str]:
 
 def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, ...],
              results_root: Path, ddad: set[str]) -> PlanRequest:
+    seeds = args.seeds or (3 if args.profile == "paper" else 1)
+    seed_list = None
+    if args.seed_list is not None:
+        seed_list = parse_seed_list(args.seed_list, args.seeds)
+        seeds = args.seeds or max(seeds, seed_list[-1] + 1)
     return PlanRequest(
-        profile=args.profile, datasets=present,
-        seeds=args.seeds or (3 if args.profile == "paper" else 1), methods=methods,
+        profile=args.profile, datasets=present, seeds=seeds, seed_list=seed_list, methods=methods,
         results_root=str(results_root), data_root=args.data_root, ablations=args.ablations,
         ddad_datasets=frozenset(ddad),
     )
@@ -381,11 +391,12 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
         requested, args.data_root, str(results_root),
         fetch=not args.plan_only, log=log)
     req = _request(args, present, methods, results_root, ddad)
-    seeds = req.seeds
+    seeds = f"{req.seeds} seed(s)" if req.seed_list is None else (
+        f"seeds {','.join(map(str, req.seed_list))} of 0..{req.seeds - 1}")
     jobs = build_plan(req)
     todo = [j for j in jobs if not is_job_done(j, req)]
     seconds, basis = _estimate(todo, args.profile)
-    log(f"plan: profile {args.profile}, {seeds} seed(s), methods {','.join(methods)}, "
+    log(f"plan: profile {args.profile}, {seeds}, methods {','.join(methods)}, "
         f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
         f"rough estimate {seconds / 60:.0f} min ({basis})")
     _report_unusable(unusable, args.data_root, log)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dia.plan import PlanRequest, build_plan, is_job_done, stamp_path
+import pytest
+
+from dia.config import ConfigError, load_config
+from dia.plan import PlanRequest, build_plan, is_job_done, parse_seed_list, stamp_path
 from dia.stages import stage_run_dir
-from dia.config import load_config
 
 
 def _req(tmp_path, **kw):
@@ -34,6 +36,25 @@ def test_plan_has_the_expected_jobs_and_dependencies(tmp_path):
 def test_methods_filter(tmp_path):
     keys = [j.key for j in build_plan(_req(tmp_path, methods=("csi",)))]
     assert not any("dia" in k or "diffusion" in k or "ddad" in k for k in keys)
+
+
+def test_a_seed_list_keeps_only_its_seeds_jobs_and_the_shared_ones(tmp_path):
+    keys = [j.key for j in build_plan(_req(tmp_path, seeds=5, seed_list=(1, 3), ablations=True))]
+    seeds = {k.rsplit("/s", 1)[1] for k in keys if k.startswith(("amplify/", "evaluate/", "ddad/"))}
+    assert seeds == {"1", "3"}
+    for shared in ("diffusion/pneumonia/ddpm/s0", "gallery/synthetic", "ablations/pneumonia",
+                   "table"):
+        assert shared in keys
+    every = [j.key for j in build_plan(_req(tmp_path, seeds=5, ablations=True))]
+    assert keys == [k for k in every if k in keys]  # the jobs of the full plan, in its order
+
+
+def test_seed_lists_are_parsed_or_refused_with_the_flag_named():
+    assert parse_seed_list("4, 3,3") == (3, 4)
+    assert parse_seed_list("0", seeds=1) == (0,)
+    for text, seeds in (("a", None), ("-1", None), ("", None), (",", None), ("2", 2)):
+        with pytest.raises(ConfigError, match=f"--seed-list {text}"):
+            parse_seed_list(text, seeds)
 
 
 def test_one_ddpm_serves_every_seed(tmp_path):

@@ -56,7 +56,10 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
                            (["--methods", "dia,gan"], "unknown method"),
                            (["--executor", "slurm"], "needs a Slurm cluster (no sbatch on PATH)"),
                            (["--executor", "slurm", "--slurm-time", "-5", "--plan-only"],
-                            "--slurm-time -5: must be at least 1")):
+                            "--slurm-time -5: must be at least 1"),
+                           (["--seed-list", "1,x"], "comma list of numbers"),
+                           (["--seeds", "2", "--seed-list", "2"],
+                            "with --seeds 2 the seeds are 0..1")):
         assert suite.main(argv + ["--results-root", str(tmp_path)]) == 2
         assert fragment in capsys.readouterr().err
     (tmp_path / "file").write_text("")
@@ -229,6 +232,18 @@ def test_plan_only_works_beside_a_running_driver(tmp_path, capsys):
         assert "amplify/synthetic/csi/s0 -> " in capsys.readouterr().out
         assert suite.main(argv) == 3  # running is still refused
         assert "another run_all.sh is using" in capsys.readouterr().err
+
+
+def test_a_seed_list_plans_only_those_seeds(tmp_path, capsys):
+    argv = ["--profile", "smoke", "--datasets", "synthetic", "--methods", "dia,csi",
+            "--results-root", str(tmp_path / "results"), "--data-root", str(tmp_path)]
+    assert suite.main(argv + ["--seed-list", "3,1", "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds 1,3 of 0..3," in out
+    trained = sorted(line.split()[0] for line in out.splitlines() if "  amplify/" in line)
+    assert trained == ["amplify/synthetic/csi/s1", "amplify/synthetic/csi/s3",
+                       "amplify/synthetic/dia/s1", "amplify/synthetic/dia/s3"]
+    assert "  diffusion/synthetic/ddpm/s0 -> " in out and "  table -> " in out
 
 
 def test_a_medmnist_dataset_asked_for_by_name_is_fetched_and_no_other(tmp_path, monkeypatch):

@@ -59,15 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--budget-s is required unless --no-train")
 
     from dia.ablations import cells, train_and_score
+    from dia.config import ConfigError
+    from dia.plan import parse_seed_list
     from dia.runtime import describe_device, stage_device
 
     started = time.perf_counter()
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     seeds = range(args.seeds)
     if args.seed_list:
-        seeds = [int(s) for s in args.seed_list.split(",")]
-        if not all(0 <= s < args.seeds for s in seeds):
-            parser.error(f"--seed-list {args.seed_list}: seeds must be in 0..{args.seeds - 1}")
+        try:
+            seeds = parse_seed_list(args.seed_list, args.seeds)
+        except ConfigError as err:
+            parser.error(str(err))
     if args.no_train:
         return _read_back(args, which, seeds)
     grid = sorted(
