@@ -74,7 +74,11 @@ DDPM_FOCUS = ((0.25, 0.0), (0.25, 0.5), (0.25, 1.0))  # (x diffusion.steps, focu
 # profile's DDPM under its own `diffusion.seed` and the next ones (README *Ablations*: checkpoints
 # of one short DDPM already moved DIA by as much as amplifier seeds do).
 DDPM_SEEDS = 3
-COMPUTED = ("ddpm_steps", "ddpm_budget", "ddpm_focus", "ddpm_seed")  # depend on the profile
+# The DDPM's layout: our diffusers U-Net against the reference code's lucidrains one
+# (`diffusion.architecture`, DECISIONS.md DIA 20), at the profile's budget and, for the reference
+# layout, at the reference authors' short run's (the `ddpm_budget` scales): their own DDPM but
+# for its length (580 steps there).
+COMPUTED = ("ddpm_steps", "ddpm_budget", "ddpm_focus", "ddpm_seed", "ddpm_arch")  # on the profile
 
 
 def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str, str, dict, str]]:
@@ -108,6 +112,16 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
                 seed = ddpm.seed + k
                 out.append((name, f"DDPM seed {seed}", {} if k == 0 else {"diffusion.seed": seed},
                             "dia"))
+        elif name == "ddpm_arch":
+            (_, budget), reference = DDPM_BUDGET_SCALES, {"diffusion.architecture": "reference"}
+            big = {"diffusion.width": ddpm.width * budget[0],
+                   "diffusion.batch_size": ddpm.batch_size * budget[1]}
+            for label, overrides in (
+                    (f"diffusers, width {ddpm.width}, {ddpm.steps} x {ddpm.batch_size}", {}),
+                    (f"reference, width {ddpm.width}, {ddpm.steps} x {ddpm.batch_size}", reference),
+                    (f"reference, width {big['diffusion.width']}, {ddpm.steps} x "
+                     f"{big['diffusion.batch_size']}", {**reference, **big})):
+                out.append((name, label, overrides, "dia"))
         elif name == "resolution" and dataset in ("pneumonia", "breast", "synthetic"):
             continue
         else:

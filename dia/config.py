@@ -94,6 +94,9 @@ class DiffusionConfig:
     """The DDPM dissolver (SPEC section 4); `width` scales block_out_channels (1, 2, 4, 8)."""
 
     seed: int = 0  # one DDPM per dataset, seeded 0 whatever the run's seed (reference: _seed_all(0))
+    # The U-Net: "diffusers" (SPEC's UNet2DModel, `layers_per_block` ResNet blocks per level) or
+    # "reference" (the reference code's lucidrains layout, two per level; DECISIONS.md, DIA 20).
+    architecture: Literal["diffusers", "reference"] = "diffusers"
     width: int = 64
     layers_per_block: int = 1
     steps: int = 156_250  # optimiser steps; the reference's milestone 5
@@ -328,7 +331,7 @@ def config_hash(cfg: ExperimentConfig, sections: tuple[str, ...] = SECTIONS) -> 
 # Fields added after runs were published enter the hash only when they differ from their
 # default, so the folders of those runs keep their names.
 ADDED_FIELDS = {
-    "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max"),
+    "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max", "architecture"),
     "dissolve": ("keep_gray",),
 }
 

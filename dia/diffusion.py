@@ -9,7 +9,8 @@ fp32, random horizontal flip, images scaled to [−1, 1]; 224² datasets bilinea
 Ours: ``diffusers.UNet2DModel`` with the same widths, one ResNet block per level, GroupNorm(8)
 as in the reference, attention at the 4² level and in the middle block, and
 ``DDPMScheduler(1000, "squaredcos_cap_v2")``, whose ᾱₜ equals the reference's cosine schedule.
-Training length and width are profile settings (`DiffusionConfig`).
+``diffusion.architecture: reference`` trains the reference's own layout instead
+(`dia.reference_unet`). Training length and width are profile settings (`DiffusionConfig`).
 
 Run folder: ``runs/diffusion/<dataset>/ddpm/s<seed>-<hash>/`` with ``checkpoints/last.pt``
 (raw + EMA weights, optimiser, step, RNG state, config sections, dataset key), one
@@ -53,10 +54,14 @@ ATTENTION_HEAD_DIM = 32  # reference: 4 heads x 32 dims
 
 
 def unet_kwargs(diffusion_cfg: DiffusionConfig) -> dict[str, Any]:
-    """The ``UNet2DModel`` constructor arguments for a config (also stored in checkpoints)."""
+    """The U-Net's constructor arguments for a config (also stored in checkpoints): those of
+    ``UNet2DModel``, or with ``architecture: "reference"`` those of `ReferenceUNet`."""
     width = diffusion_cfg.width
     if width < NORM_GROUPS or width % NORM_GROUPS:
         raise ValueError(f"diffusion.width={width}: must be a positive multiple of {NORM_GROUPS}")
+    if diffusion_cfg.architecture == "reference":
+        return dict(architecture="reference", dim=width, dim_mults=(1, 2, 4, 8),
+                    resnet_block_groups=NORM_GROUPS)
     return dict(
         sample_size=RESOLUTION,
         in_channels=3,
@@ -70,17 +75,28 @@ def unet_kwargs(diffusion_cfg: DiffusionConfig) -> dict[str, Any]:
     )
 
 
-def build_unet(diffusion_cfg: DiffusionConfig):
+def build_unet(diffusion_cfg: DiffusionConfig) -> torch.nn.Module:
     """The ε-prediction U-Net at 32², 3 channels, widths ``width × (1, 2, 4, 8)``.
 
     Levels 32² → 16² → 8² → 4², attention at 4² (down and up) and in the middle block.
     Parameter counts (measured): width 64 with 1 layer per block 42.86 M (the reference's
     lucidrains U-Net has 36.25 M; 2 layers per block would give 61.83 M, so 1 is closest);
-    width 32: 10.73 M; width 16: 2.69 M; width 8: 0.68 M.
+    width 32: 10.73 M; width 16: 2.69 M; width 8: 0.68 M. With ``architecture: reference``
+    the reference's layout (`dia.reference_unet`): 36.25 M at width 64, 9.33 M at 32.
     """
+    return unet_from_kwargs(unet_kwargs(diffusion_cfg))
+
+
+def unet_from_kwargs(kwargs: dict[str, Any]) -> torch.nn.Module:
+    """The U-Net `unet_kwargs` describes (checkpoints without ``architecture`` are diffusers')."""
+    kwargs = dict(kwargs)
+    if kwargs.pop("architecture", "diffusers") == "reference":
+        from dia.reference_unet import ReferenceUNet
+
+        return ReferenceUNet(**kwargs)
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**unet_kwargs(diffusion_cfg))
+    return UNet2DModel(**kwargs)
 
 
 def build_scheduler():
@@ -489,8 +505,6 @@ def load_dissolver_model(
     Returns:
         (unet in eval mode without gradients, alphas_cumprod float32 (1000,) on `device`).
     """
-    from diffusers import UNet2DModel
-
     from dia.runtime import resolve_device
 
     path = _resolve_checkpoint(run_or_path)
@@ -499,7 +513,7 @@ def load_dissolver_model(
                            remedy="delete the run folder that holds it to train this DDPM again")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a DIA diffusion checkpoint")
-    unet = UNet2DModel(**ckpt["unet_kwargs"])
+    unet = unet_from_kwargs(ckpt["unet_kwargs"])
     unet.load_state_dict(ckpt["unet"])
     unet = unet.to(device).eval().requires_grad_(False)
     alphas_cumprod = build_scheduler().alphas_cumprod.to(device, torch.float32)

@@ -178,7 +178,7 @@ def dissolve(
 
     Args:
         images: float (B, 3, H, W) in [0, 1], on any device (the U-Net's device is used).
-        unet: a frozen ε-prediction ``diffusers.UNet2DModel``.
+        unet: a frozen ε-prediction U-Net of `dia.diffusion.build_unet`.
         alphas_cumprod: ᾱ of its schedule, (T,).
         t: int64 (B,) per-sample timesteps, or one int for all.
         value_range: ``"reference"`` (input as is; output clamped to [−1, 1], not rescaled) or

@@ -35,7 +35,7 @@ def noise_error(
     """Mean |ε_θ(x_t, t) − ε| per timestep, for x_t = √ᾱₜ·x₀ + √(1−ᾱₜ)·ε.
 
     Args:
-        unet: an ε-prediction ``UNet2DModel`` (eval mode).
+        unet: an ε-prediction U-Net of `dia.diffusion.build_unet` (eval mode).
         alphas_cumprod: ᾱ of its schedule, (T,).
         images11: (N, 3, 32, 32) images in [−1, 1] at the U-Net's resolution.
         timesteps: where to measure.

@@ -66,6 +66,18 @@ def test_ddpm_budget_scales_the_profiles_ddpm_to_the_reference_short_run():
     assert (big.width, big.batch_size, big.steps, big.lr) == (64, 512, quick.steps, quick.lr)
 
 
+def test_ddpm_arch_sets_the_reference_layout_beside_the_profiles_ddpm():
+    from dia.config import load_config
+
+    quick = load_config("quick", dataset="pneumonia").diffusion
+    rows = variants(["ddpm_arch"], "quick", "pneumonia")
+    assert rows[0][2] == {}  # the profile's own DDPM: the main table's DIA cell, not trained again
+    configs = [load_config("quick", dataset="pneumonia", overrides=r[2]).diffusion for r in rows]
+    assert [c.architecture for c in configs] == ["diffusers", "reference", "reference"]
+    assert [(c.width, c.batch_size) for c in configs] == [(32, 128), (32, 128), (64, 512)]
+    assert {c.steps for c in configs} == {quick.steps} and rows[2][1].startswith("reference, width 64")
+
+
 @pytest.mark.parametrize("profile", ["quick", "paper"])
 def test_ddpm_focus_varies_the_share_of_t_drawn_where_dissolving_uses_it(profile):
     from dia.config import load_config

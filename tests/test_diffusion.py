@@ -119,6 +119,22 @@ def test_train_loss_falls_checkpoints_and_skips_when_done(tmp_path):
     assert d(torch.rand(2, 3, 28, 28), 50).shape == (2, 3, 28, 28)
 
 
+def test_the_reference_layout_trains_and_dissolves(tmp_path):
+    from dia.reference_unet import ReferenceUNet
+
+    cfg = tiny_cfg(**{"diffusion.architecture": "reference", "diffusion.steps": 16,
+                      "diffusion.log_every": 8, "diffusion.checkpoint_every": 8})
+    run = train_diffusion(cfg, results_root=tmp_path, device="cpu")
+    log = run.read_log()
+    assert log[-1]["loss"] < 0.9 * log[0]["loss"], log
+    assert run.path.name != train_diffusion(tiny_cfg(**{"diffusion.steps": 16}),
+                                            results_root=tmp_path / "d", device="cpu").path.name
+    unet, _ = load_dissolver_model(run, "cpu")
+    assert isinstance(unet, ReferenceUNet)
+    d = Dissolver.from_run(run, cfg.dissolve, "cpu")
+    assert d(torch.rand(2, 3, 28, 28), 50).shape == (2, 3, 28, 28)
+
+
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     cfg = tiny_cfg()
     whole = train_diffusion(cfg, results_root=tmp_path / "a", device="cpu")

@@ -51,8 +51,10 @@ lanes=${LANES:-4}  # one seed per lane, all lanes on the one GPU at once
 [ "$lanes" -ge 1 ] 2>/dev/null || { echo "error: LANES=$lanes: need a whole number >= 1"; exit 1; }
 first=${FIRST_SEED:-0}  # seeds first .. first+lanes-1 (2026-11-30 ran 0-3: FIRST_SEED=4 adds 4-7)
 # the ablations of the grid, in order. 2026-11-30 ran ddpm_budget,ddpm_steps,dissolver (seeds
-# 0-3, published); next: how far DIA moves with the DDPM's own draw, then the timestep focus
-which=${WHICH:-ddpm_seed,ddpm_focus,ddpm_steps}
+# 0-3, published); next: the reference code's U-Net layout (the one difference from the
+# reference left in the DIA path, DECISIONS.md DIA 20), how far DIA moves with the DDPM's own
+# draw, then the timestep focus
+which=${WHICH:-ddpm_arch,ddpm_seed,ddpm_focus,ddpm_steps}
 last=$((first + lanes - 1))
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-results/device}
