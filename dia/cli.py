@@ -66,9 +66,15 @@ def _main(args: argparse.Namespace) -> int:
             from dia.report import splice_into_readme, write_tables
 
             _check_table_args(Path(args.results_root), args.readme)
-            paths = write_tables(args.results_root)
-            if args.readme:
-                splice_into_readme(args.readme, paths["md"])
+            try:
+                paths = write_tables(args.results_root)
+                if args.readme:
+                    splice_into_readme(args.readme, paths["md"])
+            except OSError as err:  # read-only, full, no permission: not a traceback
+                print(f"error: cannot write {err.filename or args.results_root}: "
+                      f"{err.strerror or err}; give a --results-root (and --readme) you can "
+                      "write to", file=sys.stderr)
+                return 2
             print("\n".join(f"{name}: {path}" for name, path in paths.items()))
             return 0
     except (DataError, ConfigError, ValueError) as err:

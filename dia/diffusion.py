@@ -474,13 +474,15 @@ def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.
 # -- loading the dissolver ---------------------------------------------------------------------
 
 
-def _resolve_checkpoint(run_or_path: Run | str | Path) -> Path:
+def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None]:
+    """The checkpoint of a finished run (or the file given), and the hash of the run folder
+    that holds it (None for a file given as such)."""
     if isinstance(run_or_path, Run):
         run_path = run_or_path.path
     else:
         path = Path(run_or_path)
         if path.is_file():
-            return path
+            return path, None
         run_path = path
     if not (run_path / "DONE").is_file():
         raise RunError(
@@ -489,8 +491,10 @@ def _resolve_checkpoint(run_or_path: Run | str | Path) -> Path:
         )
     ckpt = run_path / "checkpoints" / CHECKPOINT
     if not ckpt.is_file():
-        raise RunError(f"diffusion run {run_path} is DONE but has no {ckpt.relative_to(run_path)}")
-    return ckpt
+        raise RunError(f"diffusion run {run_path} is DONE but has no {ckpt.relative_to(run_path)} "
+                       "(a run folder copied without its checkpoints?): delete the run folder to "
+                       "train this DDPM again")
+    return ckpt, run_path.name.split("-", 1)[-1]
 
 
 def load_dissolver_model(
@@ -507,12 +511,15 @@ def load_dissolver_model(
     """
     from dia.runtime import resolve_device
 
-    path = _resolve_checkpoint(run_or_path)
+    path, run_hash = _resolve_checkpoint(run_or_path)
     device = torch.device(device) if device is not None else resolve_device("auto")
-    ckpt = read_checkpoint(path, mmap=True,
-                           remedy="delete the run folder that holds it to train this DDPM again")
+    remedy = "delete the run folder that holds it to train this DDPM again"
+    ckpt = read_checkpoint(path, mmap=True, remedy=remedy)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a DIA diffusion checkpoint")
+    if run_hash is not None and ckpt.get("run_hash", run_hash) != run_hash:
+        raise RunError(f"{path} was written by the DDPM run {ckpt['run_hash']}, not by the run "
+                       f"{run_hash} whose folder holds it (copied from another run?): {remedy}")
     unet = unet_from_kwargs(ckpt["unet_kwargs"])
     unet.load_state_dict(ckpt["unet"])
     unet = unet.to(device).eval().requires_grad_(False)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dia.metrics import METRIC_COLUMNS
 from dia.results import (
     atomic_write_text, find_runs, parse_run_id, read_run_config, read_run_env, run_id_of,
 )
@@ -65,11 +66,26 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
     for path in find_runs(results_root):
         if (path / "DONE").is_file() and (path / "metrics.csv").is_file() and is_profile_run(path):
             device = read_run_env(path).get("device", "")
-            frames.append(pd.read_csv(path / "metrics.csv").assign(device=device))
+            frames.append(read_run_metrics(path).assign(device=device))
     if not frames:
-        return pd.DataFrame(columns=["dataset", "method", "seed", "profile", "image_size", "metric",
-                                     "value", "ci_low", "ci_high", "run_id", "device"])
+        return pd.DataFrame(columns=[*METRIC_COLUMNS, "device"])
     return pd.concat(frames, ignore_index=True)
+
+
+def read_run_metrics(path: Path) -> pd.DataFrame:
+    """A finished run's metrics.csv; one that cannot be read, or lacks a column the table needs
+    (a file damaged or edited by hand), is a ValueError that names the run and what to do."""
+    remedy = (f"delete {path / 'DONE'} and run the same `./run_all.sh` command again to score "
+              "that run again")
+    try:
+        frame = pd.read_csv(path / "metrics.csv")
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise ValueError(f"{path / 'metrics.csv'} cannot be read ({err}): {remedy}") from None
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
+                         f"{remedy}")
+    return frame
 
 
 def is_profile_run(path: Path) -> bool:

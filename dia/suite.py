@@ -348,11 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
         os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
+    if results_root.exists() and not results_root.is_dir():
+        print(f"error: --results-root {_shown(results_root)} is not a folder", file=sys.stderr)
+        return 2
     if args.status:  # read-only: no lock, no download
-        if results_root.exists() and not results_root.is_dir():
-            print(f"error: --results-root {_shown(results_root)} is not a folder",
-                  file=sys.stderr)
-            return 2
         present, unusable, ddad = _available(requested, args.data_root, str(results_root),
                                              fetch=False, log=log)
         req = _request(args, present, methods, results_root, ddad)

@@ -104,7 +104,8 @@ def load_encoder(
     """The encoder of the last checkpoint of an amplify run, in eval mode, and its metadata."""
     path = run.checkpoint_dir / CHECKPOINT
     if not path.is_file():
-        raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT}")
+        raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT} (a run folder "
+                       f"copied without its checkpoints?): delete the run folder to train it again")
     ckpt = read_checkpoint(path, remedy=f"delete the run folder {run.path} to train it again")
     check_checkpoint(ckpt, cfg, method, path)
     model = build_encoder(cfg)

@@ -27,3 +27,16 @@ def test_table_refuses_a_results_root_or_readme_that_is_not_there(tmp_path, caps
     assert "--readme" in capsys.readouterr().err and not (root / "tables").exists()
     assert main(["table", "--results-root", str(root)]) == 0  # no runs yet: said, then written
     assert "no runs under" in capsys.readouterr().err and (root / "tables" / "auc.md").is_file()
+
+
+def test_table_on_a_results_root_it_cannot_write_to(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "results"
+    root.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(root / "tables" / "auc.csv"))
+
+    monkeypatch.setattr("dia.report.write_tables", read_only)
+    assert main(["table", "--results-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {root / 'tables' / 'auc.csv'}: Permission denied; give a" in err

@@ -157,6 +157,11 @@ def test_breast_normal_is_label_one(tmp_path, results_root):
              **{k: v for k, v in arrays.items() if not k.startswith("val")})
     no_val = load_dataset("breast", data_root=tmp_path, results_root=results_root)
     assert no_val.val.shape[0] == 0 and no_val.counts()["val_anomalous"] == 0
+    # gray images with their channel axis kept, (N, 28, 28, 1), load as the same images
+    np.savez(tmp_path / "medmnist" / "breastmnist.npz",
+             **{k: v[..., None] if k.endswith("images") else v for k, v in arrays.items()})
+    kept_axis = load_dataset("breast", data_root=tmp_path, results_root=results_root)
+    assert torch.equal(kept_axis.train, splits.train) and torch.equal(kept_axis.test, splits.test)
 
 
 def test_synthetic_is_seeded_and_fine_grained():
@@ -229,6 +234,16 @@ def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
     np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", images=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(DataError, match="lacks the key"):
         load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+    good = {f"{s}_{kind}": np.zeros((4, 28, 28) if kind == "images" else (4, 1), np.uint8)
+            for s in ("train", "test") for kind in ("images", "labels")}
+    for bad, says in (({"test_labels": np.zeros((3, 1), np.uint8)}, "test: 4 images but 3 labels"),
+                      ({"train_images": np.zeros((4, 28, 28), np.float32)}, "train: expected uint8"),
+                      ({"train_images": np.zeros((4, 28, 28, 2), np.uint8)}, r"28, 28, 2\)")):
+        np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", **{**good, **bad})
+        with pytest.raises(DataError, match=says):
+            load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+        row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "pneumonia")
+        assert state(row) == "BROKEN"  # `dia data check` says so before any run
 
 
 def test_split_csv_naming_missing_files(tmp_path, results_root):

@@ -188,6 +188,21 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         train_diffusion(other_cfg, results_root=tmp_path, device="cpu")
 
 
+def test_a_finished_run_holding_another_runs_checkpoint_or_none_is_refused(tmp_path):
+    first = train_diffusion(tiny_cfg(**{"diffusion.steps": 2}), results_root=tmp_path,
+                            device="cpu")
+    other = train_diffusion(tiny_cfg(**{"diffusion.steps": 2, "diffusion.lr": 1e-3}),
+                            results_root=tmp_path, device="cpu")
+    shutil.copy(first.checkpoint_dir / CHECKPOINT, other.checkpoint_dir / CHECKPOINT)
+    with pytest.raises(RunError, match=rf"written by the DDPM run {first.hash}, not by the run "
+                                       rf"{other.hash} .*delete the run folder"):
+        load_dissolver_model(other, device="cpu")
+    load_dissolver_model(other.checkpoint_dir / CHECKPOINT, device="cpu")  # a file: as it is
+    (other.checkpoint_dir / CHECKPOINT).unlink()  # a folder copied without its checkpoints
+    with pytest.raises(RunError, match="has no checkpoints/last.pt .*delete the run folder"):
+        load_dissolver_model(other.path, device="cpu")
+
+
 def test_a_checkpoint_cut_short_is_a_clear_error(tmp_path):
     cfg = tiny_cfg(**{"diffusion.steps": 2})
     run = train_diffusion(cfg, results_root=tmp_path, device="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pandas as pd
@@ -59,6 +60,18 @@ def test_table_from_runs(results_root):
     assert "| DIA" in md and "0.903" in md
     assert "\\begin{tabular}" in paths["tex"].read_text()
     assert paths["figure"].is_file()
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("", "cannot be read (No columns to parse"),
+    ("auc,0.9\n", "lacks the column(s) dataset, method"),
+])
+def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
+    run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
+    (run.path / "metrics.csv").write_text(damage)
+    where, done = re.escape(str(run.path / "metrics.csv")), re.escape(str(run.path / "DONE"))
+    with pytest.raises(ValueError, match=rf"{where} {re.escape(says)}.*delete {done}"):
+        report.write_tables(results_root)
 
 
 def test_empty_results_still_give_the_paper_table(results_root):

@@ -63,8 +63,9 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
         assert suite.main(argv + ["--results-root", str(tmp_path)]) == 2
         assert fragment in capsys.readouterr().err
     (tmp_path / "file").write_text("")
-    assert suite.main(["--status", "--results-root", str(tmp_path / "file")]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    for flag in ("--status", "--plan-only"):
+        assert suite.main([flag, "--results-root", str(tmp_path / "file")]) == 2
+        assert "is not a folder" in capsys.readouterr().err
 
 
 def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path, monkeypatch):
@@ -264,10 +265,13 @@ def test_a_medmnist_dataset_asked_for_by_name_is_fetched_and_no_other(tmp_path, 
 def test_an_unwritable_results_root_is_refused(tmp_path, capsys):
     not_a_folder = tmp_path / "results"
     not_a_folder.write_text("")
-    assert suite.main(["--profile", "smoke", "--datasets", "synthetic",
-                       "--results-root", str(not_a_folder)]) == 2
+    argv = ["--profile", "smoke", "--datasets", "synthetic", "--results-root"]
+    assert suite.main(argv + [str(not_a_folder)]) == 2
     # named as the user gave it, not as the driver's repository-relative ../../ path
-    assert f"cannot write to the results root {not_a_folder.resolve()} " in capsys.readouterr().err
+    assert f"--results-root {not_a_folder.resolve()} is not a folder" in capsys.readouterr().err
+    assert suite.main(argv + [str(not_a_folder / "runs")]) == 2  # cannot be made
+    assert f"cannot write to the results root {not_a_folder.resolve() / 'runs'} " in (
+        capsys.readouterr().err)
 
 
 def test_an_interrupted_run_says_how_to_go_on_and_lets_go_of_the_lock(tmp_path, capsys,

@@ -12,8 +12,8 @@ import torch
 from dia.config import load_config
 from dia.evaluate import evaluate_amplifier
 from dia.results import RunError
-from dia.stages import stage_run_dir
-from dia.train_encoder import CHECKPOINT, train_amplifier
+from dia.stages import open_stage_run, stage_run_dir
+from dia.train_encoder import CHECKPOINT, load_encoder, train_amplifier
 
 TINY = {
     "data.max_train": 8, "data.max_test_per_class": 4,
@@ -118,6 +118,12 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     torch.save(ckpt, ckpt_path)
     with pytest.raises(RunError, match="another run"):
         train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    # a finished run folder copied without its checkpoints: scoring says what to do
+    ckpt_path.unlink()
+    run = open_stage_run(cfg, "amplify", "csi", tmp_path)
+    run.mark_done()
+    with pytest.raises(RunError, match="has no checkpoint last.pt .*delete the run folder"):
+        load_encoder(run, cfg, "csi")
 
 
 def test_unknown_method_is_refused(tmp_path):

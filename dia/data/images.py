@@ -70,10 +70,13 @@ def read_images(paths: Sequence[Path], size: int, *, desc: str = "images") -> to
 
 
 def to_rgb_uint8(images: np.ndarray, size: int, source: str) -> torch.Tensor:
-    """MedMNIST-style arrays (N, H, W) or (N, H, W, 3) as uint8 (N, 3, size, size)."""
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+    """MedMNIST-style uint8 arrays (N, H, W), (N, H, W, 1) or (N, H, W, 3) as (N, 3, size, size)."""
+    if images.ndim == 4 and images.shape[-1] == 1:  # gray with its channel axis kept
+        images = images[..., 0]
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
+            images.ndim == 4 and images.shape[-1] != 3):
         raise DataError(
-            f"{source}: expected uint8 images of shape (N, H, W) or (N, H, W, 3), "
+            f"{source}: expected uint8 images of shape (N, H, W), (N, H, W, 1) or (N, H, W, 3), "
             f"got {images.dtype} {images.shape}"
         )
     tensor = torch.from_numpy(np.ascontiguousarray(images))

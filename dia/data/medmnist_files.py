@@ -48,9 +48,23 @@ def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
                     f"{', '.join(KEYS)} (and val_*); it holds {', '.join(npz.files)}"
                 )
             has_val = all(name in npz.files for name in VAL_KEYS)
-            return {name: npz[name] for name in KEYS + (VAL_KEYS if has_val else ())}
+            arrays = {name: npz[name] for name in KEYS + (VAL_KEYS if has_val else ())}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}; expected a MedMNIST .npz file") from err
+    for split in ("train", "test", "val") if has_val else ("train", "test"):
+        _check_split(arrays[f"{split}_images"], arrays[f"{split}_labels"], f"{path} {split}")
+    return arrays
+
+
+def _check_split(images: np.ndarray, labels: np.ndarray, where: str) -> None:
+    """uint8 images (N, H, W), (N, H, W, 1) or (N, H, W, 3), one label per image."""
+    if (images.dtype != np.uint8 or images.ndim not in (3, 4)
+            or (images.ndim == 4 and images.shape[-1] not in (1, 3))):
+        raise DataError(f"{where}: expected uint8 images of shape (N, H, W) or (N, H, W, 1 or 3) "
+                        f"as MedMNIST has, got {images.dtype} {images.shape}")
+    if labels.reshape(-1).shape[0] != images.shape[0]:
+        raise DataError(f"{where}: {images.shape[0]} images but {labels.reshape(-1).shape[0]} "
+                        "labels; a MedMNIST file has one label per image")
 
 
 def load_medmnist(key: str, root: Path, size: int = 28) -> DatasetSplits:
