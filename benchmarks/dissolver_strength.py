@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/dissolver_strength.py --dataset pneumonia --profile quick \
         --data-root ../shared/data [--images 64] [--results-root results]
+        [--architecture diffusers|reference]
 
 For `--images` random training normals (seeded) and t = 30, 65, 99 (the ends and middle of the
 range DIA draws from), prints one markdown row per (dissolver, t): the mean absolute pixel change,
 the mean brightness (a global shift is a shortcut that tells dissolved views apart without
 looking at detail), and the energy of the Laplacian (fine detail) left, as a share of the clean
 images'. Dissolvers: the profile's trained DDPM (its finished run under `--results-root`) with
-both value ranges, and the Gaussian and median blurs of the ablations. Needs that DDPM run.
+both value ranges, and the Gaussian and median blurs of the ablations. Needs that DDPM run;
+`--architecture reference` reads the profile's DDPM of the reference code's U-Net layout instead
+(the `ddpm_arch` ablation's at the profile's width and batch, not its width-64 one).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-root", default="results")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--architecture", choices=("diffusers", "reference"), default=None,
+                        help="the DDPM's U-Net layout (default: the profile's)")
     args = parser.parse_args(argv)
 
     from dia.blur import BlurDissolver
@@ -47,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from dia.results import RunError
     from dia.stages import stage_run_dir
 
-    cfg = load_config(args.profile, dataset=args.dataset)
+    overrides = {"diffusion.architecture": args.architecture} if args.architecture else None
+    cfg = load_config(args.profile, dataset=args.dataset, overrides=overrides)
     ddpm = stage_run_dir(cfg, STAGE, METHOD, args.results_root)
     try:
         unet, alphas_cumprod = load_dissolver_model(ddpm, "cpu")

@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/profile_ddpm_step.py [--profile quick]
         [--batch 128] [--threads 2] [--device cpu] [--top 12] [--precision fp32|bf16]
+        [--architecture diffusers|reference]
 
 One `dia.diffusion.training_step` of the profile's U-Net (random weights, random images in
 [-1, 1]: flip, noise, forward, L1, backward, clipping, Adam) under `torch.profiler`, after two
@@ -12,7 +13,9 @@ the step is bound by its arithmetic (the convolutions) or by everything around i
 operators (`torch.compile`) could shorten. On CUDA the device's kernel time is reported instead.
 `--precision bf16` runs the step under bf16 autocast with channels_last, as `diffusion.cuda_bf16`
 trains on CUDA; on a CPU no profile trains so (it changes the rounding), and the figure says what
-a CPU with bf16 units (AVX512-BF16, AMX) would gain if one did.
+a CPU with bf16 units (AVX512-BF16, AMX) would gain if one did. `--architecture reference`
+times the reference code's U-Net layout (`diffusion.architecture`, DECISIONS.md DIA 20) instead
+of the profile's.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16: autocast + channels_last (as diffusion.cuda_bf16 on CUDA)")
+    parser.add_argument("--architecture", choices=("diffusers", "reference"), default=None,
+                        help="the U-Net layout (default: the profile's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,11 +93,13 @@ def main() -> None:
     from dia.config import load_config
     from dia.runtime import describe_device, resolve_device
 
-    cfg = load_config(args.profile)
+    overrides = {"diffusion.architecture": args.architecture} if args.architecture else None
+    cfg = load_config(args.profile, overrides=overrides)
     malloc = keep_freed_memory()  # as every stage runs (dia.allocator)
     device = resolve_device(args.device)
     batch = args.batch or cfg.diffusion.batch_size
-    print(json.dumps({"profile": args.profile, "width": cfg.diffusion.width, "batch": batch,
+    print(json.dumps({"profile": args.profile, "architecture": cfg.diffusion.architecture,
+                      "width": cfg.diffusion.width, "batch": batch,
                       "machine": describe_device(args.device), "malloc": malloc,
                       "precision": args.precision,
                       "torch_threads": torch.get_num_threads(),

@@ -75,9 +75,10 @@ DDPM_FOCUS = ((0.25, 0.0), (0.25, 0.5), (0.25, 1.0))  # (x diffusion.steps, focu
 # of one short DDPM already moved DIA by as much as amplifier seeds do).
 DDPM_SEEDS = 3
 # The DDPM's layout: our diffusers U-Net against the reference code's lucidrains one
-# (`diffusion.architecture`, DECISIONS.md DIA 20), at the profile's budget and, for the reference
-# layout, at the reference authors' short run's (the `ddpm_budget` scales): their own DDPM but
-# for its length (580 steps there).
+# (`diffusion.architecture`, DECISIONS.md DIA 20), at the profile's width and batch and, for the
+# reference layout, also at the budget of the reference authors' short run (the last
+# `ddpm_budget` scales): for `quick` a DDPM that differs from theirs only in length (600 steps
+# here, 580 there).
 COMPUTED = ("ddpm_steps", "ddpm_budget", "ddpm_focus", "ddpm_seed", "ddpm_arch")  # on the profile
 
 
@@ -113,9 +114,10 @@ def variants(which: Sequence[str], profile: str, dataset: str) -> list[tuple[str
                 out.append((name, f"DDPM seed {seed}", {} if k == 0 else {"diffusion.seed": seed},
                             "dia"))
         elif name == "ddpm_arch":
-            (_, budget), reference = DDPM_BUDGET_SCALES, {"diffusion.architecture": "reference"}
-            big = {"diffusion.width": ddpm.width * budget[0],
-                   "diffusion.batch_size": ddpm.batch_size * budget[1]}
+            width_x, batch_x = DDPM_BUDGET_SCALES[-1]
+            reference = {"diffusion.architecture": "reference"}
+            big = {"diffusion.width": ddpm.width * width_x,
+                   "diffusion.batch_size": ddpm.batch_size * batch_x}
             for label, overrides in (
                     (f"diffusers, width {ddpm.width}, {ddpm.steps} x {ddpm.batch_size}", {}),
                     (f"reference, width {ddpm.width}, {ddpm.steps} x {ddpm.batch_size}", reference),

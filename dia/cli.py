@@ -71,9 +71,9 @@ def _main(args: argparse.Namespace) -> int:
                 if args.readme:
                     splice_into_readme(args.readme, paths["md"])
             except OSError as err:  # read-only, full, no permission: not a traceback
-                print(f"error: cannot write {err.filename or args.results_root}: "
+                print(f"error: cannot read or write {err.filename or args.results_root}: "
                       f"{err.strerror or err}; give a --results-root (and --readme) you can "
-                      "write to", file=sys.stderr)
+                      "read and write", file=sys.stderr)
                 return 2
             print("\n".join(f"{name}: {path}" for name, path in paths.items()))
             return 0

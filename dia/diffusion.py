@@ -478,12 +478,12 @@ def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None
     """The checkpoint of a finished run (or the file given), and the hash of the run folder
     that holds it (None for a file given as such)."""
     if isinstance(run_or_path, Run):
-        run_path = run_or_path.path
+        run_path, run_hash = run_or_path.path, run_or_path.hash
     else:
         path = Path(run_or_path)
         if path.is_file():
             return path, None
-        run_path = path
+        run_path, run_hash = path, path.name.split("-", 1)[-1]
     if not (run_path / "DONE").is_file():
         raise RunError(
             f"diffusion run {run_path} is not finished (no DONE marker): "
@@ -494,7 +494,7 @@ def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None
         raise RunError(f"diffusion run {run_path} is DONE but has no {ckpt.relative_to(run_path)} "
                        "(a run folder copied without its checkpoints?): delete the run folder to "
                        "train this DDPM again")
-    return ckpt, run_path.name.split("-", 1)[-1]
+    return ckpt, run_hash
 
 
 def load_dissolver_model(

@@ -22,32 +22,42 @@ INJECTED_MARK = "# Parameters"  # the first line of papermill's injected cell (p
 def check_injected_parameters(history: Sequence[str] | None = None) -> None:
     """Raise ConfigError naming any parameter papermill injected that the notebook lacks.
 
+    Checked only when the kernel has run exactly the parameters cell (a notebook's first code
+    cell), papermill's cell and this one, as papermill runs a notebook; not in a Jupyter session
+    that ran cells again by hand. Names papermill adds itself (`--inject-paths`:
+    ``PAPERMILL_INPUT_PATH``, ...) pass.
+
     Args:
-        history: the sources of the cells run so far, in order (default: the kernel's `In`).
+        history: the sources of the cells run so far, this one last, after an empty first entry
+            as IPython's `In` has (default: the kernel's `In`).
     """
     if history is None:
         from IPython import get_ipython
 
         shell = get_ipython()
         history = shell.user_ns.get("In", []) if shell is not None else []
-    injected = [i for i, source in enumerate(history)
-                if i > 0 and source.lstrip().startswith(INJECTED_MARK)]
-    if not injected:
+    if len(history) != 4 or not history[2].lstrip().startswith(INJECTED_MARK):
+        return  # In[0] is empty; In[1] the parameters, In[2] papermill's, In[3] this cell
+    declared, given = _assigned(history[1]), _assigned(history[2])
+    if declared is None or given is None:  # not plain Python: nothing to compare
         return
-    at = injected[-1]
-    declared, given = _assigned(history[at - 1]), _assigned(history[at])
-    unknown = [name for name in given if name not in declared]
+    unknown = [name for name in given
+               if name not in declared and not name.startswith("PAPERMILL_")]
     if unknown:
         raise ConfigError(
             f"unknown notebook parameter(s) {', '.join(unknown)}: this notebook takes "
             f"{', '.join(declared)} (papermill's -p names must match its parameters cell)")
 
 
-def _assigned(source: str) -> list[str]:
-    """The names a cell of plain assignments assigns, in order."""
+def _assigned(source: str) -> list[str] | None:
+    """The names a cell of assignments assigns, in order; None when it is not Python."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return []
-    return [target.id for node in tree.body if isinstance(node, ast.Assign)
-            for target in node.targets if isinstance(target, ast.Name)]
+        return None
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        names += [target.id for target in targets if isinstance(target, ast.Name)]
+    return names

@@ -58,7 +58,7 @@ class PlanRequest:
     profile: str = "quick"
     datasets: list[str] = field(default_factory=list)
     seeds: int = 1
-    seed_list: tuple[int, ...] | None = None  # only these seeds' jobs (of 0..seeds-1); None: all
+    seed_list: tuple[int, ...] | None = None  # these seeds' jobs instead of 0..seeds-1
     methods: tuple[str, ...] = METHODS
     results_root: str = "results"
     data_root: str = ""
@@ -127,9 +127,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                 depends_on=(diffusion_key,), dataset=dataset,
                 config_hash=config_hash(ddpm_seed_cfg, ("data", "diffusion", "dissolve")),
             ))
-        for seed in range(req.seeds):
-            if req.seed_list is not None and seed not in req.seed_list:
-                continue
+        for seed in range(req.seeds) if req.seed_list is None else req.seed_list:
             cfg = _cfg(req, dataset, seed)
             for method in ("dia", "csi"):
                 if method not in req.methods:

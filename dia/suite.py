@@ -61,9 +61,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--datasets", default="", help="comma list; default: every dataset found")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 3 for paper, else 1)")
     parser.add_argument("--seed-list", default=None,
-                        help="comma list, e.g. 3,4: run only these seeds' jobs (the DDPM, "
-                             "ablations and table as usual); without --seeds, 0..N-1 grows to "
-                             "hold them")
+                        help="comma list, e.g. 3,4: these seeds' trainings and evaluations "
+                             "instead of those of 0..N-1 (the DDPM, table and --ablations over "
+                             "--seeds as usual)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad, ganomaly, patchcore")
     parser.add_argument("--results-root", default="results")
     parser.add_argument("--data-root", default="", help="default: $DIA_DATA_ROOT, else data/")
@@ -320,13 +320,11 @@ def _estimate(jobs: list[Job], profile: str) -> tuple[float, str]:
 
 def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, ...],
              results_root: Path, ddad: set[str]) -> PlanRequest:
-    seeds = args.seeds or (3 if args.profile == "paper" else 1)
-    seed_list = None
-    if args.seed_list is not None:
-        seed_list = parse_seed_list(args.seed_list, args.seeds)
-        seeds = args.seeds or max(seeds, seed_list[-1] + 1)
+    seed_list = None if args.seed_list is None else parse_seed_list(args.seed_list, args.seeds)
     return PlanRequest(
-        profile=args.profile, datasets=present, seeds=seeds, seed_list=seed_list, methods=methods,
+        profile=args.profile, datasets=present,
+        seeds=args.seeds or (3 if args.profile == "paper" else 1), seed_list=seed_list,
+        methods=methods,
         results_root=str(results_root), data_root=args.data_root, ablations=args.ablations,
         ddad_datasets=frozenset(ddad),
     )
@@ -390,8 +388,8 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
         requested, args.data_root, str(results_root),
         fetch=not args.plan_only, log=log)
     req = _request(args, present, methods, results_root, ddad)
-    seeds = f"{req.seeds} seed(s)" if req.seed_list is None else (
-        f"seeds {','.join(map(str, req.seed_list))} of 0..{req.seeds - 1}")
+    seeds = (f"{req.seeds} seed(s)" if req.seed_list is None
+             else f"seeds {','.join(map(str, req.seed_list))}")
     jobs = build_plan(req)
     todo = [j for j in jobs if not is_job_done(j, req)]
     seconds, basis = _estimate(todo, args.profile)

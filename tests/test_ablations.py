@@ -75,7 +75,8 @@ def test_ddpm_arch_sets_the_reference_layout_beside_the_profiles_ddpm():
     configs = [load_config("quick", dataset="pneumonia", overrides=r[2]).diffusion for r in rows]
     assert [c.architecture for c in configs] == ["diffusers", "reference", "reference"]
     assert [(c.width, c.batch_size) for c in configs] == [(32, 128), (32, 128), (64, 512)]
-    assert {c.steps for c in configs} == {quick.steps} and rows[2][1].startswith("reference, width 64")
+    assert {c.steps for c in configs} == {quick.steps}
+    assert rows[2][1].startswith("reference, width 64")
 
 
 @pytest.mark.parametrize("profile", ["quick", "paper"])

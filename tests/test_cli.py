@@ -39,4 +39,4 @@ def test_table_on_a_results_root_it_cannot_write_to(tmp_path, capsys, monkeypatc
     monkeypatch.setattr("dia.report.write_tables", read_only)
     assert main(["table", "--results-root", str(root)]) == 2
     err = capsys.readouterr().err
-    assert f"cannot write {root / 'tables' / 'auc.csv'}: Permission denied; give a" in err
+    assert f"cannot read or write {root / 'tables' / 'auc.csv'}: Permission denied; give" in err

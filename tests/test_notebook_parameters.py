@@ -18,11 +18,18 @@ PARAMETERS = 'dataset = "synthetic"\nresults_root = "results"  # where runs/ liv
 
 
 def test_injected_names_are_checked_against_the_parameters_cell():
-    check_injected_parameters(["", PARAMETERS])  # run by hand: nothing injected, nothing checked
-    check_injected_parameters(["", PARAMETERS, '# Parameters\ndataset = "pneumonia"\n'])
+    check = "check_injected_parameters()"
+    check_injected_parameters(["", PARAMETERS, check])  # by hand: nothing injected, nothing checked
+    check_injected_parameters(["", PARAMETERS, '# Parameters\ndataset = "pneumonia"\n', check])
     with pytest.raises(ConfigError, match=r"unknown notebook parameter\(s\) result_root, sed: "
                                           r"this notebook takes dataset, results_root"):
-        check_injected_parameters(["", PARAMETERS, '# Parameters\nresult_root = "x"\nsed = 1\n'])
+        check_injected_parameters(["", PARAMETERS, '# Parameters\nresult_root = "x"\nsed = 1\n',
+                                   check])
+    # papermill's own names (--inject-paths) and annotated parameters are no strangers
+    injected = '# Parameters\nseed = 1\nPAPERMILL_INPUT_PATH = "in.ipynb"\n'
+    check_injected_parameters(["", "seed: int = 0", injected, check])
+    # cells run again by hand in Jupyter, the injected one last: not papermill's order
+    check_injected_parameters(["", PARAMETERS, injected, "x = 1", injected, check])
 
 
 def test_papermill_stops_at_a_misspelled_parameter(tmp_path):

@@ -26,7 +26,8 @@ def test_notebook_source_is_clean_and_thin(path):
     assert nb.cells[-1].cell_type == "markdown", "close with what the reader should have seen"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged `parameters`"
-    after = code[code.index(params[0]) + 1].source
+    assert code[0] is params[0], "the parameters cell is the first code cell"
+    after = code[1].source
     assert "check_injected_parameters()" in after, "check papermill's names right after them"
     for node in ast.parse(params[0].source).body:
         assert isinstance(node, ast.Assign), "parameters hold assignments only"

@@ -47,6 +47,13 @@ def test_a_seed_list_keeps_only_its_seeds_jobs_and_the_shared_ones(tmp_path):
         assert shared in keys
     every = [j.key for j in build_plan(_req(tmp_path, seeds=5, ablations=True))]
     assert keys == [k for k in every if k in keys]  # the jobs of the full plan, in its order
+    # seeds beyond --seeds' default: the ablations keep their own count, as without the list
+    plan = build_plan(_req(tmp_path, seeds=1, seed_list=(3, 4), ablations=True))
+    assert {j.seed for j in plan if j.key.startswith("amplify/")} == {3, 4}
+    ablations = next(j for j in plan if j.key == "ablations/synthetic")
+    alone = next(j for j in build_plan(_req(tmp_path, seeds=1, ablations=True))
+                 if j.key == "ablations/synthetic")
+    assert ablations.parameters["seeds"] == 1 and ablations.config_hash == alone.config_hash
 
 
 def test_seed_lists_are_parsed_or_refused_with_the_flag_named():

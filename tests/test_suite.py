@@ -240,7 +240,7 @@ def test_a_seed_list_plans_only_those_seeds(tmp_path, capsys):
             "--results-root", str(tmp_path / "results"), "--data-root", str(tmp_path)]
     assert suite.main(argv + ["--seed-list", "3,1", "--plan-only"]) == 0
     out = capsys.readouterr().out
-    assert "seeds 1,3 of 0..3," in out
+    assert "seeds 1,3," in out
     trained = sorted(line.split()[0] for line in out.splitlines() if "  amplify/" in line)
     assert trained == ["amplify/synthetic/csi/s1", "amplify/synthetic/csi/s3",
                        "amplify/synthetic/dia/s1", "amplify/synthetic/dia/s3"]

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated seeds to run (of range(--seeds)); default all")
     parser.add_argument("--which", default="ddpm_steps,dissolver",
                         help="comma-separated ablations (dia.ablations.ABLATIONS and the computed "
-                             "ddpm_steps, ddpm_focus, ddpm_seed, ddpm_budget)")
+                             "ddpm_steps, ddpm_focus, ddpm_seed, ddpm_budget, ddpm_arch)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds this call may use (required unless --no-train)")
     parser.add_argument("--no-train", action="store_true",

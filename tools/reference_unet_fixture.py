@@ -28,7 +28,8 @@ PROBES = 64
 
 
 def fill_parameters(net) -> None:
-    """Every parameter, in registration order, from one seeded generator (std 0.05; gains 1 + that)."""
+    """Every parameter, in registration order, from one seeded generator (std 0.05; gains and
+    norm weights 1 + that)."""
     import torch
 
     generator = torch.Generator().manual_seed(0)

@@ -69,16 +69,21 @@ def read_images(paths: Sequence[Path], size: int, *, desc: str = "images") -> to
     return torch.from_numpy(out)
 
 
-def to_rgb_uint8(images: np.ndarray, size: int, source: str) -> torch.Tensor:
-    """MedMNIST-style uint8 arrays (N, H, W), (N, H, W, 1) or (N, H, W, 3) as (N, 3, size, size)."""
-    if images.ndim == 4 and images.shape[-1] == 1:  # gray with its channel axis kept
-        images = images[..., 0]
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
-            images.ndim == 4 and images.shape[-1] != 3):
+def check_uint8_images(images: np.ndarray, source: str) -> None:
+    """A DataError unless `images` is uint8 of shape (N, H, W), (N, H, W, 1) or (N, H, W, 3)."""
+    if (images.dtype != np.uint8 or images.ndim not in (3, 4)
+            or (images.ndim == 4 and images.shape[-1] not in (1, 3))):
         raise DataError(
             f"{source}: expected uint8 images of shape (N, H, W), (N, H, W, 1) or (N, H, W, 3), "
             f"got {images.dtype} {images.shape}"
         )
+
+
+def to_rgb_uint8(images: np.ndarray, size: int, source: str) -> torch.Tensor:
+    """MedMNIST-style arrays (`check_uint8_images`) as uint8 (N, 3, size, size)."""
+    check_uint8_images(images, source)
+    if images.ndim == 4 and images.shape[-1] == 1:  # gray with its channel axis kept
+        images = images[..., 0]
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     tensor = tensor.unsqueeze(1).expand(-1, 3, -1, -1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
     if tensor.shape[-1] != size:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dia.data.images import to_rgb_uint8
+from dia.data.images import check_uint8_images, to_rgb_uint8
 from dia.data.registry import DataError, DataMissing, get_spec
 from dia.data.splits import DatasetSplits
 
@@ -52,19 +52,13 @@ def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}; expected a MedMNIST .npz file") from err
     for split in ("train", "test", "val") if has_val else ("train", "test"):
-        _check_split(arrays[f"{split}_images"], arrays[f"{split}_labels"], f"{path} {split}")
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)
+        check_uint8_images(images, f"{path}: {split}_images")
+        if len(labels) != len(images):
+            raise DataError(f"{path}: {split}_images and {split}_labels counts differ "
+                            f"({len(images)} against {len(labels)}); a MedMNIST file has one "
+                            "label per image")
     return arrays
-
-
-def _check_split(images: np.ndarray, labels: np.ndarray, where: str) -> None:
-    """uint8 images (N, H, W), (N, H, W, 1) or (N, H, W, 3), one label per image."""
-    if (images.dtype != np.uint8 or images.ndim not in (3, 4)
-            or (images.ndim == 4 and images.shape[-1] not in (1, 3))):
-        raise DataError(f"{where}: expected uint8 images of shape (N, H, W) or (N, H, W, 1 or 3) "
-                        f"as MedMNIST has, got {images.dtype} {images.shape}")
-    if labels.reshape(-1).shape[0] != images.shape[0]:
-        raise DataError(f"{where}: {images.shape[0]} images but {labels.reshape(-1).shape[0]} "
-                        "labels; a MedMNIST file has one label per image")
 
 
 def load_medmnist(key: str, root: Path, size: int = 28) -> DatasetSplits:
@@ -101,13 +95,9 @@ def load_medmnist(key: str, root: Path, size: int = 28) -> DatasetSplits:
 
 
 def _split(arrays: dict[str, np.ndarray], name: str, size: int, path: Path):
-    """(uint8 RGB images, int64 labels) of one split, their counts checked."""
+    """(uint8 RGB images, int64 labels) of one split (`read_npz` checked their counts)."""
     labels = arrays[f"{name}_labels"].reshape(-1).astype(np.int64)
-    images = to_rgb_uint8(arrays[f"{name}_images"], size, f"{path}: {name}_images")
-    if len(labels) != len(images):
-        raise DataError(f"{path}: {name}_images and {name}_labels counts differ "
-                        f"({len(images)} against {len(labels)})")
-    return images, labels
+    return to_rgb_uint8(arrays[f"{name}_images"], size, f"{path}: {name}_images"), labels
 
 
 def count_medmnist(key: str, root: Path) -> dict[str, int]:
