@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 5 and 10 as ONE call of the device tool (a session gets ~15 min of GPU
 # time): both benchmarks with GPU utilisation, then quick PneumoniaMNIST cells of the ablations in
-# WHICH (default: DDPM seed, DDPM focus, DDPM length; only `dissolver` adds CSI), each seed's
-# cells of the profile's own config first. The 2026-11-30 session (one H200) ran it twice on a
-# warm machine: its record is results/device_sessions/2026-11-30_h200/, published by
+# WHICH (default: the DDPM's U-Net layout, seed, focus, length; only `dissolver` adds CSI), each
+# seed's cells of the profile's own config first. The 2026-11-30 session (one H200) ran it twice
+# on a warm machine: its record is results/device_sessions/2026-11-30_h200/, published by
 # tools/device_report.py (README "Ablations" and "Benchmarks" give the commands).
 #
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
