@@ -96,8 +96,8 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
         raise ConfigError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METHODS)}")
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
-    if args.seed_list is not None:
-        parse_seed_list(args.seed_list, args.seeds)
+    if args.seed_list is not None:  # parsed once, here: `_request` takes the tuple
+        args.seed_list = parse_seed_list(args.seed_list, args.seeds)
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     if args.executor == "sequential" and args.jobs > 1:
@@ -320,10 +320,9 @@ def _estimate(jobs: list[Job], profile: str) -> tuple[float, str]:
 
 def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, ...],
              results_root: Path, ddad: set[str]) -> PlanRequest:
-    seed_list = None if args.seed_list is None else parse_seed_list(args.seed_list, args.seeds)
     return PlanRequest(
         profile=args.profile, datasets=present,
-        seeds=args.seeds or (3 if args.profile == "paper" else 1), seed_list=seed_list,
+        seeds=args.seeds or (3 if args.profile == "paper" else 1), seed_list=args.seed_list,
         methods=methods,
         results_root=str(results_root), data_root=args.data_root, ablations=args.ablations,
         ddad_datasets=frozenset(ddad),

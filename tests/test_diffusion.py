@@ -14,6 +14,7 @@ from dia.diffusion import (
 )
 from dia.dissolve import Dissolver
 from dia.results import RunError
+from dia.stages import stage_run_dir
 
 # A width-8 U-Net (0.68 M parameters) overfitting 4 images: a step is about 0.1 s on one core.
 TINY = {
@@ -127,8 +128,8 @@ def test_the_reference_layout_trains_and_dissolves(tmp_path):
     run = train_diffusion(cfg, results_root=tmp_path, device="cpu")
     log = run.read_log()
     assert log[-1]["loss"] < 0.9 * log[0]["loss"], log
-    assert run.path.name != train_diffusion(tiny_cfg(**{"diffusion.steps": 16}),
-                                            results_root=tmp_path / "d", device="cpu").path.name
+    assert run.path != stage_run_dir(tiny_cfg(**{"diffusion.steps": 16}), "diffusion", "ddpm",
+                                     tmp_path)  # its own run id: the layout enters the hash
     unet, _ = load_dissolver_model(run, "cpu")
     assert isinstance(unet, ReferenceUNet)
     d = Dissolver.from_run(run, cfg.dissolve, "cpu")
