@@ -35,7 +35,7 @@ from dia.checkpoints import read_checkpoint, save_checkpoint
 from dia.config import (
     NUM_TIMESTEPS, DiffusionConfig, ExperimentConfig, comparable_sections, to_dict,
 )
-from dia.results import Run, RunError
+from dia.results import Run, RunError, parse_run_name
 from dia.stages import stage_sections
 
 log = logging.getLogger(__name__)
@@ -476,14 +476,14 @@ def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.
 
 def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None]:
     """The checkpoint of a finished run (or the file given), and the hash of the run folder
-    that holds it (None for a file given as such)."""
+    that holds it (None for a file given as such, or a folder not named like a run)."""
     if isinstance(run_or_path, Run):
         run_path, run_hash = run_or_path.path, run_or_path.hash
     else:
         path = Path(run_or_path)
         if path.is_file():
             return path, None
-        run_path, run_hash = path, path.name.split("-", 1)[-1]
+        run_path, run_hash = path, _folder_hash(path)
     if not (run_path / "DONE").is_file():
         raise RunError(
             f"diffusion run {run_path} is not finished (no DONE marker): "
@@ -495,6 +495,14 @@ def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None
                        "(a run folder copied without its checkpoints?): delete the run folder to "
                        "train this DDPM again")
     return ckpt, run_hash
+
+
+def _folder_hash(path: Path) -> str | None:
+    """The config hash in a run folder's name; None for a folder not named like one."""
+    try:
+        return parse_run_name(path.name)[1]
+    except ValueError:
+        return None
 
 
 def load_dissolver_model(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dia.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
-from dia.stages import stage_run_dir
+from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
 NOTEBOOKS = {
@@ -141,7 +141,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                     runs=(("amplify", method),),
                     depends_on=(diffusion_key,) if method == "dia" else (),
                     dataset=dataset, method=method, seed=seed,
-                    config_hash=_run_hash(cfg, "amplify", method),
+                    config_hash=stage_run_hash(cfg, "amplify", method),
                 ))
                 jobs.append(Job(
                     key=f"evaluate/{dataset}/{method}/s{seed}", notebook=NOTEBOOKS["evaluate"],
@@ -149,7 +149,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                     parameters={**common, "dataset": dataset, "method": method, "seed": seed},
                     runs=(("evaluate", method),), depends_on=(train_key,),
                     dataset=dataset, method=method, seed=seed,
-                    config_hash=_run_hash(cfg, "evaluate", method),
+                    config_hash=stage_run_hash(cfg, "evaluate", method),
                 ))
             for method in ("ganomaly", "patchcore"):
                 if method not in req.methods:
@@ -159,7 +159,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                     output_name=f"45_peers-{dataset}-{method}-{req.profile}-s{seed}.ipynb",
                     parameters={**common, "dataset": dataset, "method": method, "seed": seed},
                     runs=(("peers", method),), dataset=dataset, method=method, seed=seed,
-                    config_hash=_run_hash(cfg, "peers", method),
+                    config_hash=stage_run_hash(cfg, "peers", method),
                 ))
             if "ddad" in req.methods and dataset in req.ddad_datasets:
                 method = f"ddad-{cfg.ddad.backbone}"
@@ -169,7 +169,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                     parameters={**common, "dataset": dataset, "seed": seed,
                                 "backbone": cfg.ddad.backbone},
                     runs=(("ddad", method),), dataset=dataset, method=method, seed=seed,
-                    config_hash=_run_hash(cfg, "ddad", method),
+                    config_hash=stage_run_hash(cfg, "ddad", method),
                 ))
     if req.ablations:
         for dataset in req.datasets:
@@ -184,10 +184,6 @@ def build_plan(req: PlanRequest) -> list[Job]:
         parameters={"results_root": req.results_root}, always=True,  # from whatever finished
     ))
     return jobs
-
-
-def _run_hash(cfg: ExperimentConfig, stage: str, method: str) -> str:
-    return stage_run_dir(cfg, stage, method, "").name.split("-", 1)[1]
 
 
 def job_config(job: Job, req: PlanRequest) -> ExperimentConfig | None:

@@ -259,12 +259,25 @@ def run_path(results_root: str | Path, run_id: str) -> Path:
     return Path(results_root) / "runs" / run_id
 
 
+def parse_run_name(name: str) -> tuple[int, str]:
+    """(seed, hash8) of a run folder's name "s<seed>-<hash8>"; ValueError when it is not one."""
+    seed, sep, hash8 = name.partition("-")
+    if not (sep and hash8 and seed[:1] == "s" and seed[1:].isdigit()):
+        raise ValueError(f"{name!r} is not a run folder's name (s<seed>-<hash8>)")
+    return int(seed[1:]), hash8
+
+
 def parse_run_id(run_id: str) -> tuple[str, str, str, int]:
     """(stage, dataset, method, seed) of a run id (`run_id_of`); ValueError when it is not one."""
     parts = run_id.split("/")
-    if len(parts) != 4 or not parts[3].startswith("s") or "-" not in parts[3]:
-        raise ValueError(f"{run_id!r} is not a run id (stage/dataset/method/s<seed>-<hash8>)")
-    return parts[0], parts[1], parts[2], int(parts[3][1:].split("-", 1)[0])
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        seed, _ = parse_run_name(parts[3])
+    except ValueError:
+        raise ValueError(
+            f"{run_id!r} is not a run id (stage/dataset/method/s<seed>-<hash8>)") from None
+    return parts[0], parts[1], parts[2], seed
 
 
 def run_dir(

@@ -52,8 +52,13 @@ def stage_run_dir(
 ) -> Path:
     """Where the run of (stage, method) for `cfg` lives, without creating anything."""
     cfg = stage_config(cfg, stage)
-    hash8 = config_hash(cfg, stage_sections(stage, method))
-    return run_dir(results_root, stage, cfg.dataset, method, cfg.seed, hash8)
+    return run_dir(results_root, stage, cfg.dataset, method, cfg.seed,
+                   stage_run_hash(cfg, stage, method))
+
+
+def stage_run_hash(cfg: ExperimentConfig, stage: str, method: str) -> str:
+    """The config hash that names the run of (stage, method) for `cfg` (its folder's suffix)."""
+    return config_hash(stage_config(cfg, stage), stage_sections(stage, method))
 
 
 def open_stage_run(

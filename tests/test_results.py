@@ -11,7 +11,8 @@ import pytest
 
 from dia.config import load_config, replace
 from dia.results import (
-    RunError, atomic_write_text, find_runs, open_run, read_run_config, read_run_env, run_commits,
+    RunError, atomic_write_text, find_runs, open_run, parse_run_id, parse_run_name, read_run_config,
+    read_run_env, run_commits,
 )
 
 
@@ -28,6 +29,17 @@ def test_run_folder_layout(results_root):
     (run.path / "config.yaml").write_text("config: {seed: 3}\n")  # not written by open_run
     with pytest.raises(RunError, match="names no profile"):
         run.profile
+
+
+def test_run_names_and_ids_parse_and_others_are_refused():
+    assert parse_run_name("s12-0a1b2c3d") == (12, "0a1b2c3d")
+    assert parse_run_id("amplify/pneumonia/dia/s3-794608c4") == ("amplify", "pneumonia", "dia", 3)
+    for name in ("my_ddpm", "s-0a1b2c3d", "sx-0a1b2c3d", "s3-", "3-0a1b2c3d"):
+        with pytest.raises(ValueError, match="not a run folder's name"):
+            parse_run_name(name)
+    for run_id in ("pneumonia/dia/s3-794608c4", "amplify/pneumonia/dia/my_run"):
+        with pytest.raises(ValueError, match="is not a run id"):
+            parse_run_id(run_id)
 
 
 def test_a_cpu_is_described_with_its_vector_isa():
