@@ -145,6 +145,8 @@ class AmplifyConfig:
     warmup_epochs: int = 10
     warmup_multiplier: float = 10.0
     temperature: float = 0.5
+    # the shift trained and scored with (CSI scores with the shifts its head learnt): SPEC's
+    # rotations by default; cutperm is CSI's other shift, an option beyond the paper
     shift: Literal["rotation", "cutperm"] = "rotation"
     exclude_own_dissolved: bool = True
     crop_scale_min: float = 0.08

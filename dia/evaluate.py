@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dia.config import ExperimentConfig
-from dia.metrics import SPLITS, score_splits, write_metrics
+from dia.metrics import SPLITS, check_test_labels, score_splits, write_metrics
 from dia.results import Run, RunError
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_statistics, extract_features
@@ -70,6 +70,7 @@ def evaluate_amplifier(
 
     model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
+    check_test_labels(splits, cfg.dataset)  # before the training set's features and any file
     run = open_stage_run(cfg, "evaluate", method, results_root)
     with run.exclusive():  # another process scoring this run: wait, then find it DONE
         if not run.is_done():

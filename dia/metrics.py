@@ -166,13 +166,29 @@ def score_split(
                     anomaly_score=anomaly_score, metric=SPLITS[split].metric)
 
 
+def check_test_labels(data: Any, dataset: str) -> None:
+    """MetricError unless the test split of `data` (its `test_labels`) has normal (0) and
+    anomalous (1) images: called where a method loads its data, before any training or scoring,
+    so that a one-class test set costs no hours of work and leaves no files behind."""
+    labels = np.asarray(data.test_labels).astype(int).ravel()
+    counts = {label: int((labels == label).sum()) for label in (0, 1)}
+    if set(np.unique(labels).tolist()) != {0, 1}:
+        raise MetricError(
+            f"the test split of {dataset} has {counts[0]} normal and {counts[1]} anomalous "
+            f"images (labels {sorted(set(labels.tolist()))}): an AUC needs both classes; check "
+            f"its test data with `dia data check`"
+        )
+
+
 def labelled_splits(data: Any, dataset: str) -> Iterator[tuple[str, Any, np.ndarray, list[str]]]:
     """(split, images, labels, ids) of the test split of `data`, then of its validation split
     where that has both classes (`has_both_classes` names `dataset` when it has one only).
 
     `data` has `test`, `test_labels`, `test_ids` and `val`, `val_labels`, `val_ids`: a
-    `DatasetSplits`, or DDAD's `DDADData` (the same splits at its own size).
+    `DatasetSplits`, or DDAD's `DDADData` (the same splits at its own size). A one-class test
+    split is refused before anything is scored (`check_test_labels`).
     """
+    check_test_labels(data, dataset)
     for split in SPLITS:
         images, labels, ids = (getattr(data, f"{split}{part}") for part in ("", "_labels", "_ids"))
         if split == "val" and not has_both_classes(labels, dataset):

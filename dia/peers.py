@@ -60,6 +60,8 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
     _check_method(method)
     if (peer_run_dir(cfg, method, results_root) / "DONE").is_file():
         return open_peer_run(cfg, method, results_root)
+    from dia.metrics import check_test_labels
+
     # load the data and check the weights before anything is written under results_root/runs
     if method == "ganomaly":
         from dia.baselines.ganomaly import load_gan_data, run_ganomaly
@@ -72,6 +74,7 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
 
         weights_path()
         data = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
+    check_test_labels(data, cfg.dataset)  # before training
     cfg, device = stage_device(cfg, device)
     run = open_peer_run(cfg, method, results_root)
     with run.exclusive():  # another process training this run: wait, then find it DONE

@@ -22,6 +22,7 @@ Reference: alinlab/CSI and shijianjian/DIA `evals/ood_pre.py` (`_get_features`, 
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import torch
@@ -29,6 +30,10 @@ import torch
 from dia.augment import (
     AugmentParams, make_generator, num_shifts, random_hflip, shift_chunks, simclr_augment,
 )
+
+log = logging.getLogger(__name__)
+# a mean logit of the applied shift below this makes λcls = 1/mean unstable (pitfall 17)
+UNSTABLE_LOGIT = 0.1
 
 
 class Features(NamedTuple):
@@ -100,14 +105,27 @@ def _to_float01(x: torch.Tensor) -> torch.Tensor:
 
 
 def csi_statistics(train: Features, eps: float = 1e-8) -> CSIStatistics:
-    """Memory bank and per-shift weights λcon_k, λcls_k from the training features."""
+    """Memory bank and per-shift weights λcon_k, λcls_k from the training features.
+
+    λcls_k = 1 / (mean logit of the applied shift), as in the reference; a mean at or near 0
+    or below it (a nearly shift-invariant dataset, algorithms.md pitfall 17) makes λcls_k huge
+    or negative, which is logged as a warning (the weights are also in csi_statistics.json).
+    """
     z_mean = train.projection.mean(dim=2)  # (M, K, d)
     c_mean = train.shift_logits.mean(dim=2)  # (M, K, K)
     k = z_mean.shape[1]
     norms = z_mean.norm(dim=2)  # (M, K)
     bank = (z_mean / (norms.unsqueeze(-1) + eps)).transpose(0, 1).contiguous()  # (K, M, d)
     correct = c_mean[:, torch.arange(k), torch.arange(k)]  # (M, K): logit of the applied shift
-    return CSIStatistics(bank, 1.0 / norms.mean(dim=0), 1.0 / correct.mean(dim=0))
+    mean_correct = correct.mean(dim=0)
+    unstable = [i for i, v in enumerate(mean_correct.tolist()) if v < UNSTABLE_LOGIT]
+    if unstable:
+        log.warning(
+            "CSI score: the mean logit of the applied shift is below %s for shift(s) %s (%s), so "
+            "λcls = 1/mean is huge or negative there and the score may rank images at random; "
+            "the encoder has barely learnt to tell these shifts apart",
+            UNSTABLE_LOGIT, unstable, ", ".join(f"{mean_correct[i]:.3g}" for i in unstable))
+    return CSIStatistics(bank, 1.0 / norms.mean(dim=0), 1.0 / mean_correct)
 
 
 def csi_normality_score(stats: CSIStatistics, test: Features, chunk: int = 1024) -> torch.Tensor:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from dia.amplify import (
-    DissolveCache, DissolveTable, amplify_loss, assemble_views, contrastive_loss, pair_masks,
+    DissolveCache, DissolveTable, amplify_forward, amplify_loss, assemble_views, contrastive_loss,
+    pair_masks,
 )
 from dia.augment import make_generator, rotate
 from dia.hostsync import DeviceTraffic
 
 
-def _reference_loss(z, num_views, *, exclude_own=True, tau=0.5, eps=1e-8):
-    """NT_xent_neg (shifted_removed) / NT_xent written out row by row with Python loops."""
+def _positive_terms_sum(z, num_views, *, exclude_own=True, tau=0.5, eps=1e-8):
+    """The sum of the 2N anchors' −log p terms of NT_xent_neg (shifted_removed) / NT_xent,
+    written out row by row with Python loops (the normaliser is the caller's)."""
     size = z.shape[0]
     n = size // num_views
     zn = z / (z.norm(dim=1, keepdim=True) + eps)
@@ -29,7 +32,7 @@ def _reference_loss(z, num_views, *, exclude_own=True, tau=0.5, eps=1e-8):
         pos = (r + n) % (2 * n)
         p = math.exp(float(sim[r, pos]) / tau) / (denom + eps)
         total += -math.log(p + eps)
-    return total / (num_views * n)
+    return total
 
 
 def test_masks_on_a_hand_built_example():
@@ -62,15 +65,14 @@ def test_loss_equals_direct_loop_and_normalisers():
     torch.manual_seed(0)
     n = 6
     z3 = torch.randn(3 * n, 16, dtype=torch.float64)
+    # normaliser: the DIA sum of 2N positive terms is divided by 3N, CSI's by 2N
     for exclude in (True, False):
         got = contrastive_loss(z3, 3, exclude_own_dissolved=exclude)
-        assert math.isclose(float(got), _reference_loss(z3, 3, exclude_own=exclude), rel_tol=1e-5)
+        total = _positive_terms_sum(z3, 3, exclude_own=exclude)
+        assert math.isclose(float(got), total / (3 * n), rel_tol=1e-5)
     z2 = z3[: 2 * n]
     got = contrastive_loss(z2, 2)
-    assert math.isclose(float(got), _reference_loss(z2, 2), rel_tol=1e-5)
-    # normaliser: the DIA sum of 2N positive terms is divided by 3N, CSI's by 2N
-    per_positive = _reference_loss(z3, 3) * 3 * n / (2 * n)
-    assert math.isclose(float(contrastive_loss(z3, 3)), per_positive * 2 / 3, rel_tol=1e-5)
+    assert math.isclose(float(got), _positive_terms_sum(z2, 2) / (2 * n), rel_tol=1e-5)
 
 
 def test_dissolved_rows_are_never_anchors_but_are_negatives():
@@ -114,6 +116,33 @@ def test_total_and_rotation_labels_over_three_views():
     ce = torch.nn.functional.cross_entropy(logits, batch.shift_labels)
     torch.testing.assert_close(terms["shift"], ce)
     torch.testing.assert_close(terms["total"], terms["contrastive"] + terms["shift"])
+
+
+@pytest.mark.parametrize("views", [3, 2])
+def test_one_augmentation_call_and_one_forward_over_all_views(views, monkeypatch):
+    """Batch norm sees the clean and dissolved views together (algorithms.md C1): a step that
+    augmented or forwarded the views one at a time would train another network."""
+    import dia.amplify
+
+    b, k = 2, 4
+    augment = dia.amplify.simclr_augment
+    augmented, forwarded = [], []
+
+    def counting_augment(x, *args, **kwargs):
+        augmented.append(x.shape[0])
+        return augment(x, *args, **kwargs)
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            forwarded.append(x.shape[0])
+            flat = x.flatten(1)
+            return SimpleNamespace(projection=flat[:, :16], shift_logits=flat[:, :k])
+
+    monkeypatch.setattr(dia.amplify, "simclr_augment", counting_augment)
+    terms = amplify_forward(Recorder(), torch.rand(b, 3, 8, 8), make_generator(0),
+                            dissolve=(lambda x, t: x * 0.5) if views == 3 else None)
+    assert augmented == forwarded == [views * k * b]
+    assert torch.isfinite(terms["total"])
 
 
 def test_clean_views_have_independent_flips_and_csi_has_two_views():

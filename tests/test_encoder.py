@@ -23,10 +23,10 @@ def test_full_width_matches_torchvision_resnet18_and_heads():
                for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
-def test_shapes_at_28_and_32_and_methods_agree_with_forward():
+def test_shapes_at_28_32_and_224_and_methods_agree_with_forward():
     torch.manual_seed(0)
-    model = AmplifyEncoder(num_shifts=4, width=8).eval()
-    for size in (28, 32):
+    model = AmplifyEncoder(num_shifts=4, width=8).eval()  # one network for every input size
+    for size in (28, 32, 224):
         x = torch.rand(3, 3, size, size)
         out = model(x)
         assert out.features.shape == (3, 64)

@@ -1,9 +1,13 @@
 """AUC orientation, one-class errors, the bootstrap interval and the per-split files."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from dia.metrics import MetricError, bootstrap_auc_ci, compute_auc
+from dia.metrics import (
+    MetricError, bootstrap_auc_ci, check_test_labels, compute_auc, labelled_splits,
+)
 
 
 def test_auc_orientation():
@@ -17,6 +21,16 @@ def test_one_class_is_a_clear_error_not_nan():
         compute_auc([0, 0, 0], [0.1, 0.2, 0.3])
     with pytest.raises(MetricError, match="NaN"):
         compute_auc([0, 1], [0.1, float("nan")])
+
+
+def test_a_one_class_test_split_is_refused_before_scoring():
+    data = SimpleNamespace(test=[], test_labels=[1, 1, 1], test_ids=[], val=[], val_labels=[],
+                           val_ids=[])
+    with pytest.raises(MetricError, match="test split of toy has 0 normal and 3 anomalous"):
+        check_test_labels(data, "toy")
+    with pytest.raises(MetricError, match="test split of toy"):  # the path of every scorer
+        next(labelled_splits(data, "toy"))
+    check_test_labels(SimpleNamespace(test_labels=[0, 1]), "toy")
 
 
 def test_bootstrap_matches_sklearn_resamples_and_brackets_the_auc():

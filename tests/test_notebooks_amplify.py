@@ -30,7 +30,8 @@ def test_notebook_is_thin_and_parameterised(notebook):
 @pytest.mark.notebook
 def test_notebooks_run_on_smoke(tmp_path, run_notebook):
     results = tmp_path / "results"
-    # CSI keeps the test short; DIA's extra path (DDPM + dissolver) is covered in test_train_encoder
+    # CSI keeps the test short; DIA's notebooks run under papermill in test_run_all's smoke suite,
+    # its extra path (DDPM + dissolver) is checked in test_train_encoder
     parameters = {"dataset": "synthetic", "method": "csi", "profile": "smoke", "seed": 0,
                   "results_root": str(results), "data_root": ""}
     for notebook in (TRAIN, EVALUATE):

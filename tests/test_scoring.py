@@ -44,6 +44,19 @@ def test_csi_score_by_hand():
     assert math.isclose(float(csi_anomaly_score(train, test)[0]), -s, rel_tol=1e-6)
 
 
+def test_a_near_zero_or_negative_mean_shift_logit_is_warned_about(caplog):
+    train, _ = _toy()
+    with caplog.at_level("WARNING", logger="dia.scoring"):
+        csi_statistics(train)
+    assert not caplog.records  # mean logits 2 and 3.5: stable
+    logits = train.shift_logits.clone()
+    logits[:, 1, :, 1] = -logits[:, 1, :, 1]  # shift 1's applied-shift logit turns negative
+    with caplog.at_level("WARNING", logger="dia.scoring"):
+        stats = csi_statistics(Features(train.projection, logits))
+    assert "shift(s) [1] (-3.5)" in caplog.text and "λcls" in caplog.text
+    assert float(stats.weight_cls[1]) < 0  # the reference's weight, kept: only monitored
+
+
 def test_auc_orientation():
     labels = [0, 0, 0, 1, 1]
     perfect = [0.1, 0.2, 0.3, 0.8, 0.9]  # anomalies score higher

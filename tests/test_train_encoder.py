@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -113,17 +114,53 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     with pytest.raises(Killed):
         train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu", on_epoch=_kill_after(1))
     ckpt_path = stage_run_dir(cfg, "amplify", "csi", tmp_path) / "checkpoints" / CHECKPOINT
-    ckpt = torch.load(ckpt_path, weights_only=True)
-    ckpt["dataset"] = "pneumonia"
-    torch.save(ckpt, ckpt_path)
-    with pytest.raises(RunError, match="another run"):
-        train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    original = torch.load(ckpt_path, weights_only=True)
+    run = open_stage_run(cfg, "amplify", "csi", tmp_path)
+    load_encoder(run, cfg, "csi")  # its own checkpoint loads
+    changes = {  # what differs: how the checkpoint is changed
+        "dataset": lambda c: c.update(dataset="pneumonia"),
+        "method": lambda c: c.update(method="dia"),
+        "seed": lambda c: c.update(seed=1),
+        "config.amplify": lambda c: c["config"]["amplify"].update(lr=0.5),
+    }
+    for differs, change in changes.items():
+        ckpt = copy.deepcopy(original)
+        change(ckpt)
+        torch.save(ckpt, ckpt_path)
+        refusal = rf"written for another run \(differs in {differs}\b"
+        with pytest.raises(RunError, match=refusal):  # resuming
+            train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+        with pytest.raises(RunError, match=refusal):  # scoring
+            load_encoder(run, cfg, "csi")
     # a finished run folder copied without its checkpoints: scoring says what to do
     ckpt_path.unlink()
-    run = open_stage_run(cfg, "amplify", "csi", tmp_path)
     run.mark_done()
     with pytest.raises(RunError, match="has no checkpoint last.pt .*delete the run folder"):
         load_encoder(run, cfg, "csi")
+
+
+def test_a_one_class_test_set_is_refused_before_any_scoring(tmp_path, monkeypatch):
+    import dataclasses
+
+    import dia.data
+
+    cfg = _cfg()
+    train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    load = dia.data.load_for_config
+
+    def normals_only(*args, **kwargs):
+        splits = load(*args, **kwargs)
+        keep = splits.test_labels == 0
+        return dataclasses.replace(
+            splits, test=splits.test[keep], test_labels=splits.test_labels[keep],
+            test_ids=[i for i, k in zip(splits.test_ids, keep) if k])
+
+    monkeypatch.setattr(dia.data, "load_for_config", normals_only)
+    monkeypatch.setattr("dia.evaluate.extract_features", lambda *a, **k: pytest.fail("scored"))
+    with pytest.raises(ValueError, match=r"test split of synthetic has 4 normal and 0 anomalous "
+                                         r"images .*needs both classes"):
+        evaluate_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    assert not (tmp_path / "runs" / "evaluate").exists()  # no half-written run folder
 
 
 def test_unknown_method_is_refused(tmp_path):
