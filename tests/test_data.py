@@ -247,6 +247,27 @@ def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
         assert state(row) == "BROKEN"  # `dia data check` says so before any run
 
 
+def test_a_test_split_of_one_class_or_no_training_normals_makes_the_dataset_broken(
+        tmp_path, results_root):
+    (tmp_path / "medmnist").mkdir()
+    labels = {"train_labels": np.array([[0], [0], [1], [1]], np.uint8),  # pneumonia: 0 = normal
+              "test_labels": np.array([[0], [1], [1], [0]], np.uint8)}
+    images = {f"{s}_images": np.zeros((4, 28, 28), np.uint8) for s in ("train", "test")}
+
+    def check_with(**changed):
+        np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", **images, **{**labels, **changed})
+        rows = check_datasets(tmp_path, results_root)
+        return next(r for r in rows if r["dataset"] == "pneumonia")
+
+    assert state(check_with()) == "yes"
+    row = check_with(test_labels=np.ones((4, 1), np.uint8))
+    assert state(row) == "BROKEN"
+    assert row["problem"] == ("its test split has 0 normal and 4 anomalous images: an AUC needs "
+                              "both classes")
+    row = check_with(train_labels=np.ones((4, 1), np.uint8))
+    assert state(row) == "BROKEN" and "no normal images to train on" in row["problem"]
+
+
 def test_split_csv_naming_missing_files(tmp_path, results_root):
     for i in range(5):
         _png(tmp_path / "sars_cov2" / "non-COVID" / f"{i}.png", i)

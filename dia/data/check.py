@@ -42,13 +42,26 @@ def check_datasets(
             with warnings.catch_warnings():  # a count needs no notice of absent files
                 warnings.simplefilter("ignore")
                 counts = count_dataset(key, root, Path(results_root))
-            row.update({c: 0 for c in COUNT_COLUMNS}, **counts, present=True, found=True,
-                       problem="")
+            problem = _unusable_counts(counts)
+            row.update({c: 0 for c in COUNT_COLUMNS}, **counts, present=not problem, found=True,
+                       problem=problem)
         except DataError as err:
             row.update({c: "" for c in COUNT_COLUMNS}, present=False,
                        found=not isinstance(err, DataMissing), problem=str(err))
         rows.append(row)
     return rows
+
+
+def _unusable_counts(counts: dict[str, int]) -> str:
+    """Why counts that were read cannot give a result ('' when they can): no training normals
+    to train on, or a test split without both classes, whose AUC is undefined."""
+    if not counts.get("train_normal"):
+        return "its training split has no normal images to train on"
+    normal, anomalous = counts.get("test_normal", 0), counts.get("test_anomalous", 0)
+    if not (normal and anomalous):
+        return (f"its test split has {normal} normal and {anomalous} anomalous images: an AUC "
+                "needs both classes")
+    return ""
 
 
 def state(row: dict[str, object]) -> str:
