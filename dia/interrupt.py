@@ -114,6 +114,21 @@ def _stop(finished: threading.Event, kernels: list, grace_s: float) -> None:
             give_up_at = min(give_up_at, kill_at + KILLED_WAIT_S)
 
 
+def _close_thread_event_loop() -> None:
+    """Close the asyncio loop nbclient made for this (worker) thread, if any: left open, each
+    rendered notebook's loop and its file descriptors waited for the garbage collector, which
+    then warned of an unclosed event loop."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # none was set in this thread: papermill did not start
+        return
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+    asyncio.set_event_loop(None)
+
+
 def _refuse(cell) -> NoReturn:
     """Fail `cell` before it runs, as if it had been interrupted at once: a KeyboardInterrupt
     in its outputs, and papermill's handling of a failing cell (its notebook saved, the kernel
@@ -164,6 +179,7 @@ def execute_notebook(source: str, output: str, *, grace_s: float | None = None,
         except BaseException as err:  # noqa: BLE001 - handed to the calling thread
             failure.append(err)
         finally:
+            _close_thread_event_loop()
             finished.set()
 
     worker = threading.Thread(target=render, name=f"papermill {os.path.basename(source)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -86,6 +87,25 @@ def test_without_an_interrupt_failures_come_through_as_papermill_raised_them(tmp
     with pytest.raises(papermill.PapermillExecutionError, match="boom"):
         interrupt.execute_notebook(str(source), str(tmp_path / "out.ipynb"),
                                    kernel_name="python3", progress_bar=False)
+
+
+@pytest.mark.parametrize("cell", ["x = 1", "raise ValueError('boom')"])
+def test_the_event_loop_of_the_papermill_thread_is_closed(tmp_path, monkeypatch, cell):
+    import asyncio
+
+    loops = []
+    new_event_loop = asyncio.new_event_loop
+
+    def recorded_loop():
+        loops.append(new_event_loop())
+        return loops[-1]
+
+    monkeypatch.setattr(asyncio, "new_event_loop", recorded_loop)
+    source = _notebook(tmp_path / "one.ipynb", cell)
+    with contextlib.suppress(Exception):  # the failing notebook: papermill's error
+        interrupt.execute_notebook(str(source), str(tmp_path / "out.ipynb"),
+                                   kernel_name="python3", progress_bar=False)
+    assert loops and all(loop.is_closed() for loop in loops)
 
 
 def test_sigterm_is_an_interrupt_only_within_the_block():
