@@ -143,7 +143,6 @@ def build_ddad_data(splits, cfg) -> DDADData:
 def prepare_data(cfg, *, data_root=None, results_root="results") -> DDADData:
     """Load `cfg.dataset` through `dia.data.load_for_config` at the DDAD size and split it."""
     from dia.data import load_for_config
-
     from dia.metrics import check_test_labels
 
     splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root,
