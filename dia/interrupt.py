@@ -119,9 +119,12 @@ def _close_thread_event_loop() -> None:
     rendered notebook's loop and its file descriptors waited for the garbage collector, which
     then warned of an unclosed event loop."""
     import asyncio
+    import warnings
 
     try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
+        with warnings.catch_warnings():  # the policy API is deprecated from Python 3.14
+            warnings.simplefilter("ignore", DeprecationWarning)
+            loop = asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:  # none was set in this thread: papermill did not start
         return
     if not loop.is_running() and not loop.is_closed():
@@ -179,8 +182,10 @@ def execute_notebook(source: str, output: str, *, grace_s: float | None = None,
         except BaseException as err:  # noqa: BLE001 - handed to the calling thread
             failure.append(err)
         finally:
-            _close_thread_event_loop()
-            finished.set()
+            try:
+                _close_thread_event_loop()
+            finally:  # whatever happens, the calling thread must not wait forever
+                finished.set()
 
     worker = threading.Thread(target=render, name=f"papermill {os.path.basename(source)}",
                               daemon=True)

@@ -168,15 +168,16 @@ def score_split(
 
 def check_test_labels(data: Any, dataset: str) -> None:
     """MetricError unless the test split of `data` (its `test_labels`) has normal (0) and
-    anomalous (1) images: called where a method loads its data, before any training or scoring,
-    so that a one-class test set costs no hours of work and leaves no files behind."""
+    anomalous (1) images. Called where DIA, CSI, DDAD and the peers load their data, before they
+    train or score, so that a one-class test set costs no hours of work and leaves no files
+    behind (the DDPM, which never sees the test split, does not check)."""
     labels = np.asarray(data.test_labels).astype(int).ravel()
     counts = {label: int((labels == label).sum()) for label in (0, 1)}
     if set(np.unique(labels).tolist()) != {0, 1}:
         raise MetricError(
             f"the test split of {dataset} has {counts[0]} normal and {counts[1]} anomalous "
             f"images (labels {sorted(set(labels.tolist()))}): an AUC needs both classes; check "
-            f"its test data with `dia data check`"
+            f"its test data with `dia data check --data-root <the data root you used>`"
         )
 
 

@@ -54,6 +54,7 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
         ValueError: unknown method.
         dia.mobilenet.WeightsMissing: PatchCore without the weights package (before any write).
         dia.data.DataError: the dataset is missing (before any write).
+        dia.metrics.MetricError: its test split lacks a class (before any write).
     """
     from dia.runtime import seed_everything, stage_device
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -260,11 +261,12 @@ def run_path(results_root: str | Path, run_id: str) -> Path:
 
 
 def parse_run_name(name: str) -> tuple[int, str]:
-    """(seed, hash8) of a run folder's name "s<seed>-<hash8>"; ValueError when it is not one."""
-    seed, sep, hash8 = name.partition("-")
-    if not (sep and hash8 and seed[:1] == "s" and seed[1:].isdigit()):
+    """(seed, hash8) of a run folder's name "s<seed>-<hash8>" (8 hex digits); ValueError when it
+    is not one (e.g. a copy named "s0-e9604b16-old")."""
+    match = re.fullmatch(r"s([0-9]+)-([0-9a-f]{8})", name)
+    if match is None:
         raise ValueError(f"{name!r} is not a run folder's name (s<seed>-<hash8>)")
-    return int(seed[1:]), hash8
+    return int(match[1]), match[2]
 
 
 def parse_run_id(run_id: str) -> tuple[str, str, str, int]:

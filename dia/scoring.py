@@ -118,12 +118,13 @@ def csi_statistics(train: Features, eps: float = 1e-8) -> CSIStatistics:
     bank = (z_mean / (norms.unsqueeze(-1) + eps)).transpose(0, 1).contiguous()  # (K, M, d)
     correct = c_mean[:, torch.arange(k), torch.arange(k)]  # (M, K): logit of the applied shift
     mean_correct = correct.mean(dim=0)
-    unstable = [i for i, v in enumerate(mean_correct.tolist()) if v < UNSTABLE_LOGIT]
+    unstable = [i for i, v in enumerate(mean_correct.tolist()) if not v >= UNSTABLE_LOGIT]
     if unstable:
         log.warning(
             "CSI score: the mean logit of the applied shift is below %s for shift(s) %s (%s), so "
-            "λcls = 1/mean is huge or negative there and the score may rank images at random; "
-            "the encoder has barely learnt to tell these shifts apart",
+            "λcls = 1/mean is huge or negative there and the shift term of the score is unstable: "
+            "the training images look alike under these shifts (e.g. the synthetic set's "
+            "textures), or the encoder trained too briefly to tell them apart",
             UNSTABLE_LOGIT, unstable, ", ".join(f"{mean_correct[i]:.3g}" for i in unstable))
     return CSIStatistics(bank, 1.0 / norms.mean(dim=0), 1.0 / mean_correct)
 

@@ -207,6 +207,10 @@ def train_amplifier(
 
     Returns:
         the finished amplify `Run` (``DONE`` written; ``checkpoints/last.pt`` is the model).
+
+    Raises:
+        dia.metrics.MetricError: the test split lacks a class (no AUC could be computed), before
+            anything is trained or written.
     """
     _check_method(method)
     cfg, device = stage_device(cfg, device)
@@ -214,9 +218,12 @@ def train_amplifier(
         return open_stage_run(cfg, "amplify", method, results_root)
     from dia.data import load_for_config
 
+    from dia.metrics import check_test_labels
+
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
     if splits.train.shape[0] == 0:
         raise RunError(f"dataset {cfg.dataset!r} has no training images")
+    check_test_labels(splits, cfg.dataset)  # its evaluation would refuse it: before the hours
     dissolver = None
     if method == "dia":
         dissolver = prepare_dissolver(

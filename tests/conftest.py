@@ -55,6 +55,26 @@ def _no_data_root_leak(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def normals_only_test_set(monkeypatch: pytest.MonkeyPatch):
+    """Call it to make `dia.data.load_for_config` keep only the normal images of the test split:
+    a one-class test set, which every method must refuse before training or scoring."""
+    import dataclasses
+
+    import dia.data
+
+    load = dia.data.load_for_config
+
+    def normals_only(*args, **kwargs):
+        splits = load(*args, **kwargs)
+        keep = splits.test_labels == 0
+        return dataclasses.replace(
+            splits, test=splits.test[keep], test_labels=splits.test_labels[keep],
+            test_ids=[i for i, k in zip(splits.test_ids, keep.tolist()) if k])
+
+    return lambda: monkeypatch.setattr(dia.data, "load_for_config", normals_only)
+
+
+@pytest.fixture
 def one_torch_thread():
     """One intra-op thread for tiny models: they gain nothing from more, and on a shared 2-core
     machine spinning threads make them many times slower."""

@@ -264,6 +264,8 @@ def test_a_test_split_of_one_class_or_no_training_normals_makes_the_dataset_brok
     assert state(row) == "BROKEN"
     assert row["problem"] == ("its test split has 0 normal and 4 anomalous images: an AUC needs "
                               "both classes")
+    text = format_check([row], tmp_path)
+    assert "pneumonia: its test split has 0 normal" in text and "where to get it" not in text
     row = check_with(train_labels=np.ones((4, 1), np.uint8))
     assert state(row) == "BROKEN" and "no normal images to train on" in row["problem"]
 

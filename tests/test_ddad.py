@@ -333,6 +333,15 @@ def test_bad_config_is_refused_before_writing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_one_class_test_set_is_refused_before_training(tmp_path, normals_only_test_set):
+    from dia.metrics import MetricError
+
+    normals_only_test_set()
+    with pytest.raises(MetricError, match="test split of synthetic has .* 0 anomalous"):
+        train_ddad(_cfg(), results_root=tmp_path, device="cpu")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_a_dataset_without_a_validation_split_scores_the_test_split_only(
         tmp_path, monkeypatch, fast_bootstrap):

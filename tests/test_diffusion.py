@@ -201,8 +201,8 @@ def test_a_finished_run_holding_another_runs_checkpoint_or_none_is_refused(tmp_p
     with pytest.raises(RunError, match=rf"not by the run {other.hash} "):  # its folder, by path
         load_dissolver_model(str(other.path), device="cpu")
     load_dissolver_model(other.checkpoint_dir / CHECKPOINT, device="cpu")  # a file: as it is
-    renamed = shutil.copytree(other.path, tmp_path / "my_ddpm")  # a folder named by its user
-    load_dissolver_model(renamed, device="cpu")
+    for name in ("my_ddpm", f"{other.path.name}-old"):  # folders named by their user
+        load_dissolver_model(shutil.copytree(other.path, tmp_path / name), device="cpu")
     (other.checkpoint_dir / CHECKPOINT).unlink()  # a folder copied without its checkpoints
     with pytest.raises(RunError, match="has no checkpoints/last.pt .*delete the run folder"):
         load_dissolver_model(other.path, device="cpu")

@@ -262,3 +262,15 @@ def test_the_command_line_says_what_is_wrong_with_an_override(results_root, caps
         assert main([*base, "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
     assert not (results_root / "runs").exists()
+
+
+@pytest.mark.parametrize("method", ["ganomaly", "patchcore"])
+def test_a_one_class_test_set_is_refused_before_training(method, cfg, tmp_path,
+                                                          normals_only_test_set):
+    from dia.metrics import MetricError
+    from dia.peers import train_peer
+
+    normals_only_test_set()
+    with pytest.raises(MetricError, match="test split of synthetic has .* 0 anomalous"):
+        train_peer(cfg, method, results_root=tmp_path, device="cpu")
+    assert not (tmp_path / "runs").exists()

@@ -34,7 +34,8 @@ def test_run_folder_layout(results_root):
 def test_run_names_and_ids_parse_and_others_are_refused():
     assert parse_run_name("s12-0a1b2c3d") == (12, "0a1b2c3d")
     assert parse_run_id("amplify/pneumonia/dia/s3-794608c4") == ("amplify", "pneumonia", "dia", 3)
-    for name in ("my_ddpm", "s-0a1b2c3d", "sx-0a1b2c3d", "s3-", "3-0a1b2c3d"):
+    for name in ("my_ddpm", "s-0a1b2c3d", "sx-0a1b2c3d", "s3-", "3-0a1b2c3d", "s0-0a1b2c3d-old",
+                 "s²-0a1b2c3d", "s0-x"):
         with pytest.raises(ValueError, match="not a run folder's name"):
             parse_run_name(name)
     for run_id in ("pneumonia/dia/s3-794608c4", "amplify/pneumonia/dia/my_run"):

@@ -139,28 +139,19 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         load_encoder(run, cfg, "csi")
 
 
-def test_a_one_class_test_set_is_refused_before_any_scoring(tmp_path, monkeypatch):
-    import dataclasses
-
-    import dia.data
-
+def test_a_one_class_test_set_is_refused_before_training_or_scoring(
+        tmp_path, monkeypatch, normals_only_test_set):
     cfg = _cfg()
     train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
-    load = dia.data.load_for_config
-
-    def normals_only(*args, **kwargs):
-        splits = load(*args, **kwargs)
-        keep = splits.test_labels == 0
-        return dataclasses.replace(
-            splits, test=splits.test[keep], test_labels=splits.test_labels[keep],
-            test_ids=[i for i, k in zip(splits.test_ids, keep) if k])
-
-    monkeypatch.setattr(dia.data, "load_for_config", normals_only)
+    normals_only_test_set()
     monkeypatch.setattr("dia.evaluate.extract_features", lambda *a, **k: pytest.fail("scored"))
-    with pytest.raises(ValueError, match=r"test split of synthetic has 4 normal and 0 anomalous "
-                                         r"images .*needs both classes"):
+    one_class = r"test split of synthetic has 4 normal and 0 anomalous images .*needs both classes"
+    with pytest.raises(ValueError, match=one_class):
         evaluate_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
     assert not (tmp_path / "runs" / "evaluate").exists()  # no half-written run folder
+    with pytest.raises(ValueError, match=one_class):  # nor hours of training first
+        train_amplifier(cfg, "dia", results_root=tmp_path, device="cpu")
+    assert not (tmp_path / "runs" / "amplify" / "synthetic" / "dia").exists()
 
 
 def test_unknown_method_is_refused(tmp_path):

@@ -336,6 +336,7 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
     Raises:
         NotApplicable: the training split has no anomalous image for the unlabeled set (raised
             before anything is written under `results_root/runs`).
+        dia.metrics.MetricError: the test split lacks a class (also before any write).
     """
     from dia.runtime import stage_device
     from dia.stages import is_stage_done
