@@ -172,12 +172,13 @@ def check_test_labels(data: Any, dataset: str) -> None:
     train or score, so that a one-class test set costs no hours of work and leaves no files
     behind (the DDPM, which never sees the test split, does not check)."""
     labels = np.asarray(data.test_labels).astype(int).ravel()
-    counts = {label: int((labels == label).sum()) for label in (0, 1)}
-    if set(np.unique(labels).tolist()) != {0, 1}:
+    present = np.unique(labels).tolist()
+    if present != [0, 1]:
         raise MetricError(
-            f"the test split of {dataset} has {counts[0]} normal and {counts[1]} anomalous "
-            f"images (labels {sorted(set(labels.tolist()))}): an AUC needs both classes; check "
-            f"its test data with `dia data check --data-root <the data root you used>`"
+            f"the test split of {dataset} has {int((labels == 0).sum())} normal and "
+            f"{int((labels == 1).sum())} anomalous images (labels {present}): an AUC needs both "
+            f"classes; check its test data with `dia data check --data-root <the data root you "
+            f"used>`"
         )
 
 

@@ -56,13 +56,12 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
         dia.data.DataError: the dataset is missing (before any write).
         dia.metrics.MetricError: its test split lacks a class (before any write).
     """
+    from dia.metrics import check_test_labels
     from dia.runtime import seed_everything, stage_device
 
     _check_method(method)
     if (peer_run_dir(cfg, method, results_root) / "DONE").is_file():
         return open_peer_run(cfg, method, results_root)
-    from dia.metrics import check_test_labels
-
     # load the data and check the weights before anything is written under results_root/runs
     if method == "ganomaly":
         from dia.baselines.ganomaly import load_gan_data, run_ganomaly

@@ -272,14 +272,10 @@ def parse_run_name(name: str) -> tuple[int, str]:
 def parse_run_id(run_id: str) -> tuple[str, str, str, int]:
     """(stage, dataset, method, seed) of a run id (`run_id_of`); ValueError when it is not one."""
     parts = run_id.split("/")
-    try:
-        if len(parts) != 4:
-            raise ValueError
-        seed, _ = parse_run_name(parts[3])
-    except ValueError:
-        raise ValueError(
-            f"{run_id!r} is not a run id (stage/dataset/method/s<seed>-<hash8>)") from None
-    return parts[0], parts[1], parts[2], seed
+    if len(parts) == 4:
+        with contextlib.suppress(ValueError):
+            return parts[0], parts[1], parts[2], parse_run_name(parts[3])[0]
+    raise ValueError(f"{run_id!r} is not a run id (stage/dataset/method/s<seed>-<hash8>)")
 
 
 def run_dir(

@@ -217,7 +217,6 @@ def train_amplifier(
     if is_stage_done(cfg, "amplify", method, results_root):
         return open_stage_run(cfg, "amplify", method, results_root)
     from dia.data import load_for_config
-
     from dia.metrics import check_test_labels
 
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
