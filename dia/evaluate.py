@@ -7,8 +7,11 @@ Scores the LAST checkpoint of a finished amplify run (no test-set model selectio
 bootstrap interval) through `dia.metrics`, then `DONE`. Where the dataset has a labelled
 validation split (MedMNIST's official val, the synthetic set's), it is scored the same way into
 `val_scores.csv` and a `val_auc` row: the figure to compare settings on (a DDPM length, a number
-of epochs) without choosing them on the test set. Plotting helpers for the notebook (ROC, score
-histograms, most/least anomalous images) read the test files back.
+of epochs) without choosing them on the test set. Rows `auc_contrast` and `auc_shift` (and
+`val_auc_contrast`, `val_auc_shift`) give the AUC of each of the score's two terms alone
+(`dia.scoring.csi_score_terms`), to see which term ranks the images; the table reads only `auc`.
+Plotting helpers for the notebook (ROC, score histograms, most/least anomalous images) read the
+test files back.
 
 Reference: shijianjian/DIA README `eval.py --mode ood_pre --ood_score CSI --shift_trans_type
 rotation --ood_samples 10 --resize_factor 0.54 --resize_fix` (see `dia.scoring`).
@@ -22,10 +25,12 @@ import numpy as np
 import torch
 
 from dia.config import ExperimentConfig
-from dia.metrics import SPLITS, check_test_labels, score_splits, write_metrics
+from dia.metrics import (
+    SPLITS, auc_rows, check_test_labels, labelled_splits, score_splits, write_metrics,
+)
 from dia.results import Run, RunError
 from dia.runtime import stage_device
-from dia.scoring import csi_normality_score, csi_statistics, extract_features
+from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
 from dia.train_encoder import _check_method, encoder_precision, load_encoder
 
@@ -91,14 +96,20 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
                   device=device, autocast_dtype=autocast, progress=True)
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
     stats = csi_statistics(train_feats)
+    terms = {}  # split -> the score's two terms (csi_score_terms), a diagnostic
 
     def score(images: torch.Tensor, split: str) -> np.ndarray:
         feats = extract_features(model, images, batch_size=s.batch_size, **common)
+        terms[split] = csi_score_terms(stats, feats)
         return (-csi_normality_score(stats, feats)).numpy()
 
-    rows = score_splits(run, splits, score, method=method, profile=cfg.profile,
-                        image_size=splits.image_size, dataset=cfg.dataset)
-    write_metrics(run, rows)
+    info = dict(method=method, profile=cfg.profile, image_size=splits.image_size)
+    rows = score_splits(run, splits, score, dataset=cfg.dataset, **info)
+    term_rows = [row for split, _, labels, _ in labelled_splits(splits, cfg.dataset)
+                 for name, normality in terms[split].items()
+                 for row in auc_rows(run, labels=labels, anomaly_score=(-normality).numpy(),
+                                     metric=f"{SPLITS[split].metric}_{name}", **info)]
+    write_metrics(run, rows + term_rows)
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
         "num_train": int(splits.train.shape[0]), "num_test": int(splits.test.shape[0]),

@@ -129,8 +129,8 @@ def csi_statistics(train: Features, eps: float = 1e-8) -> CSIStatistics:
     return CSIStatistics(bank, 1.0 / norms.mean(dim=0), 1.0 / mean_correct)
 
 
-def csi_normality_score(stats: CSIStatistics, test: Features, chunk: int = 1024) -> torch.Tensor:
-    """s(x) for every test image (higher = more normal), (M',) float64."""
+def _score_parts(stats: CSIStatistics, test: Features, chunk: int) -> tuple[torch.Tensor, ...]:
+    """max_m ⟨z̄_k(x), a_{k,m}⟩ and c̄_k(x)[k] of every test image and shift, each (M', K)."""
     z_mean = test.projection.mean(dim=2)  # (M', K, d)
     c_mean = test.shift_logits.mean(dim=2)  # (M', K, K)
     k = z_mean.shape[1]
@@ -138,9 +138,31 @@ def csi_normality_score(stats: CSIStatistics, test: Features, chunk: int = 1024)
     for start in range(0, z_mean.shape[0], chunk):
         z = z_mean[start : start + chunk].transpose(0, 1)  # (K, c, d)
         sim_max[start : start + chunk] = torch.bmm(z, stats.bank.transpose(1, 2)).amax(dim=2).T
-    correct = c_mean[:, torch.arange(k), torch.arange(k)]  # (M', K)
+    return sim_max, c_mean[:, torch.arange(k), torch.arange(k)]
+
+
+def csi_normality_score(stats: CSIStatistics, test: Features, chunk: int = 1024) -> torch.Tensor:
+    """s(x) for every test image (higher = more normal), (M',) float64."""
+    sim_max, correct = _score_parts(stats, test, chunk)
     per_shift = stats.weight_con * sim_max + stats.weight_cls * correct
     return per_shift.double().mean(dim=1)
+
+
+def csi_score_terms(
+    stats: CSIStatistics, test: Features, chunk: int = 1024
+) -> dict[str, torch.Tensor]:
+    """The two terms of s(x) apart, each (M',) float64 (higher = more normal):
+
+        contrast = (1/K) Σ_k λcon_k · max_m ⟨z̄_k(x), a_{k,m}⟩
+        shift    = (1/K) Σ_k λcls_k · c̄_k(x)[k]
+
+    Their sum is `csi_normality_score` up to rounding. A diagnostic, not a score the suite
+    reports: it tells which term ranks the test images, e.g. a shift term with negative λcls
+    (a shift head that learnt nothing, `csi_statistics` warns) working against the other.
+    """
+    sim_max, correct = _score_parts(stats, test, chunk)
+    return {"contrast": (stats.weight_con * sim_max).double().mean(dim=1),
+            "shift": (stats.weight_cls * correct).double().mean(dim=1)}
 
 
 def csi_anomaly_score(train: Features, test: Features) -> torch.Tensor:

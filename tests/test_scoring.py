@@ -9,7 +9,8 @@ import torch
 from dia.encoder import AmplifyEncoder
 from dia.metrics import compute_auc
 from dia.scoring import (
-    Features, csi_anomaly_score, csi_normality_score, csi_statistics, extract_features,
+    Features, csi_anomaly_score, csi_normality_score, csi_score_terms, csi_statistics,
+    extract_features,
 )
 
 
@@ -42,6 +43,20 @@ def test_csi_score_by_hand():
     got = csi_normality_score(stats, test)
     assert math.isclose(float(got[0]), s, rel_tol=1e-6)
     assert math.isclose(float(csi_anomaly_score(train, test)[0]), -s, rel_tol=1e-6)
+
+
+def test_the_two_terms_of_the_score_by_hand():
+    train, test = _toy()
+    terms = csi_score_terms(csi_statistics(train), test)
+    lam_con = [1 / 3, 1 / ((2 + math.sqrt(2)) / 2)]
+    lam_cls = [1 / 2, 1 / 3.5]
+    # the contrastive term of each shift (max similarity 4 and 1/√2), then the shift term
+    # (logits 2 and 1), each averaged over the K = 2 shifts as in test_csi_score_by_hand
+    assert math.isclose(float(terms["contrast"][0]),
+                        (lam_con[0] * 4 + lam_con[1] / math.sqrt(2)) / 2, rel_tol=1e-6)
+    assert math.isclose(float(terms["shift"][0]), (lam_cls[0] * 2 + lam_cls[1]) / 2, rel_tol=1e-6)
+    total = csi_normality_score(csi_statistics(train), test)
+    torch.testing.assert_close(terms["contrast"] + terms["shift"], total)
 
 
 def test_a_near_zero_or_negative_mean_shift_logit_is_warned_about(caplog):

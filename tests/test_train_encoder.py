@@ -13,6 +13,7 @@ import torch
 from dia.config import load_config
 from dia.evaluate import evaluate_amplifier
 from dia.results import RunError
+from dia.scoring import csi_normality_score
 from dia.stages import open_stage_run, stage_run_dir
 from dia.train_encoder import CHECKPOINT, load_encoder, train_amplifier
 
@@ -86,6 +87,13 @@ def test_train_resume_and_score(method, tmp_path, monkeypatch, finish_elsewhere)
         assert "dissolve_cache_hit_rate" in clean.read_log()[-1]
     assert train_amplifier(cfg, method, results_root=killed_root, device="cpu").path == run.path
 
+    # the score's two terms are scored as the score is: stand-ins equal to s(x) and −s(x) must
+    # give the AUC and 1 − AUC on each split (the terms themselves: tests/test_scoring.py)
+    def stand_in_terms(stats, feats):
+        s = csi_normality_score(stats, feats)
+        return {"contrast": s, "shift": -s}
+
+    monkeypatch.setattr("dia.evaluate.csi_score_terms", stand_in_terms)
     ev = evaluate_amplifier(cfg, method, results_root=killed_root, device="cpu")
     assert ev.is_done()
     scores = pd.read_csv(ev.path / "scores.csv")
@@ -94,7 +102,12 @@ def test_train_resume_and_score(method, tmp_path, monkeypatch, finish_elsewhere)
     metrics = pd.read_csv(ev.path / "metrics.csv")
     assert metrics.loc[0, "metric"] == "auc" and 0.0 <= metrics.loc[0, "value"] <= 1.0
     # the synthetic set's validation split is scored beside the test split, never mixed with it
-    assert list(metrics["metric"]) == ["auc", "val_auc"]
+    assert list(metrics["metric"]) == ["auc", "val_auc", "auc_contrast", "auc_shift",
+                                       "val_auc_contrast", "val_auc_shift"]
+    value = metrics.set_index("metric")["value"]
+    for split in ("auc", "val_auc"):
+        assert value[f"{split}_contrast"] == value[split]
+        assert value[f"{split}_shift"] == pytest.approx(1 - value[split], abs=1e-6)
     val = pd.read_csv(ev.path / "val_scores.csv")
     assert len(val) == 8 and set(val["label"]) == {0, 1}
     assert val["sample_id"].str.startswith("val_").all()
