@@ -25,9 +25,7 @@ import numpy as np
 import torch
 
 from dia.config import ExperimentConfig
-from dia.metrics import (
-    SPLITS, auc_rows, check_test_labels, labelled_splits, score_splits, write_metrics,
-)
+from dia.metrics import SPLITS, auc_rows, check_test_labels, score_splits, write_metrics
 from dia.results import Run, RunError
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
@@ -105,11 +103,7 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
 
     info = dict(method=method, profile=cfg.profile, image_size=splits.image_size)
     rows = score_splits(run, splits, score, dataset=cfg.dataset, **info)
-    term_rows = [row for split, _, labels, _ in labelled_splits(splits, cfg.dataset)
-                 for name, normality in terms[split].items()
-                 for row in auc_rows(run, labels=labels, anomaly_score=(-normality).numpy(),
-                                     metric=f"{SPLITS[split].metric}_{name}", **info)]
-    write_metrics(run, rows + term_rows)
+    write_metrics(run, rows + _term_rows(run, splits, terms, info))
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
         "num_train": int(splits.train.shape[0]), "num_test": int(splits.test.shape[0]),
@@ -117,6 +111,17 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
     aucs = {row["metric"]: row["value"] for row in rows}  # auc, and val_auc when scored
     run.mark_done({**aucs, "ci_low": rows[0]["ci_low"], "ci_high": rows[0]["ci_high"],
                    **encoder_info})
+
+
+def _term_rows(run: Run, splits, terms: dict[str, dict[str, torch.Tensor]], info: dict) -> list:
+    """AUC rows `auc_contrast`, `auc_shift` (`val_auc_…`) of each scored split's two terms."""
+    rows = []
+    for split, by_name in terms.items():  # the splits `score_splits` scored, test first
+        labels = np.asarray(getattr(splits, f"{split}_labels")).astype(int)
+        for name, normality in by_name.items():
+            rows += auc_rows(run, labels=labels, anomaly_score=(-normality).numpy(),
+                             metric=f"{SPLITS[split].metric}_{name}", **info)
+    return rows
 
 
 # -- reading results back and plotting (for notebooks/30_evaluate) -------------------------------

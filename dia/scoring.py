@@ -129,7 +129,9 @@ def csi_statistics(train: Features, eps: float = 1e-8) -> CSIStatistics:
     return CSIStatistics(bank, 1.0 / norms.mean(dim=0), 1.0 / mean_correct)
 
 
-def _score_parts(stats: CSIStatistics, test: Features, chunk: int) -> tuple[torch.Tensor, ...]:
+def _score_parts(
+    stats: CSIStatistics, test: Features, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """max_m ⟨z̄_k(x), a_{k,m}⟩ and c̄_k(x)[k] of every test image and shift, each (M', K)."""
     z_mean = test.projection.mean(dim=2)  # (M', K, d)
     c_mean = test.shift_logits.mean(dim=2)  # (M', K, K)
@@ -156,9 +158,11 @@ def csi_score_terms(
         contrast = (1/K) Σ_k λcon_k · max_m ⟨z̄_k(x), a_{k,m}⟩
         shift    = (1/K) Σ_k λcls_k · c̄_k(x)[k]
 
-    Their sum is `csi_normality_score` up to rounding. A diagnostic, not a score the suite
-    reports: it tells which term ranks the test images, e.g. a shift term with negative λcls
-    (a shift head that learnt nothing, `csi_statistics` warns) working against the other.
+    Their sum is `csi_normality_score` up to rounding (that function adds the terms before it
+    averages, as the published scores were computed, so it keeps its own arithmetic). A
+    diagnostic, not a score the suite reports: it tells which term ranks the test images, e.g. a
+    shift term with negative λcls (a shift head that learnt nothing, `csi_statistics` warns)
+    working against the other.
     """
     sim_max, correct = _score_parts(stats, test, chunk)
     return {"contrast": (stats.weight_con * sim_max).double().mean(dim=1),
