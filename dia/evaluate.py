@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from dia.config import ExperimentConfig
-from dia.metrics import SPLITS, auc_rows, check_test_labels, score_splits, write_metrics
+from dia.metrics import (
+    SPLITS, auc_rows, check_test_labels, labelled_splits, score_split, write_metrics,
+)
 from dia.results import Run, RunError
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
@@ -94,16 +96,16 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
                   device=device, autocast_dtype=autocast, progress=True)
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)
     stats = csi_statistics(train_feats)
-    terms = {}  # split -> the score's two terms (csi_score_terms), a diagnostic
-
-    def score(images: torch.Tensor, split: str) -> np.ndarray:
-        feats = extract_features(model, images, batch_size=s.batch_size, **common)
-        terms[split] = csi_score_terms(stats, feats)
-        return (-csi_normality_score(stats, feats)).numpy()
-
     info = dict(method=method, profile=cfg.profile, image_size=splits.image_size)
-    rows = score_splits(run, splits, score, dataset=cfg.dataset, **info)
-    write_metrics(run, rows + _term_rows(run, splits, terms, info))
+    rows, term_rows = [], []  # the score's AUC per split; then its two terms' (a diagnostic)
+    for split, images, labels, ids in labelled_splits(splits, cfg.dataset):
+        feats = extract_features(model, images, batch_size=s.batch_size, **common)
+        rows += score_split(run, split, sample_ids=ids, labels=labels,
+                            anomaly_score=(-csi_normality_score(stats, feats)).numpy(), **info)
+        for name, normality in csi_score_terms(stats, feats).items():
+            term_rows += auc_rows(run, labels=labels, anomaly_score=(-normality).numpy(),
+                                  metric=f"{SPLITS[split].metric}_{name}", **info)
+    write_metrics(run, rows + term_rows)
     run.write_json("csi_statistics.json", {
         "weight_con": stats.weight_con.tolist(), "weight_cls": stats.weight_cls.tolist(),
         "num_train": int(splits.train.shape[0]), "num_test": int(splits.test.shape[0]),
@@ -111,17 +113,6 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
     aucs = {row["metric"]: row["value"] for row in rows}  # auc, and val_auc when scored
     run.mark_done({**aucs, "ci_low": rows[0]["ci_low"], "ci_high": rows[0]["ci_high"],
                    **encoder_info})
-
-
-def _term_rows(run: Run, splits, terms: dict[str, dict[str, torch.Tensor]], info: dict) -> list:
-    """AUC rows `auc_contrast`, `auc_shift` (`val_auc_…`) of each scored split's two terms."""
-    rows = []
-    for split, by_name in terms.items():  # the splits `score_splits` scored, test first
-        labels = np.asarray(getattr(splits, f"{split}_labels")).astype(int)
-        for name, normality in by_name.items():
-            rows += auc_rows(run, labels=labels, anomaly_score=(-normality).numpy(),
-                             metric=f"{SPLITS[split].metric}_{name}", **info)
-    return rows
 
 
 # -- reading results back and plotting (for notebooks/30_evaluate) -------------------------------
