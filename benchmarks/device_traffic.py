@@ -2,15 +2,15 @@
 
     .venv/bin/python benchmarks/device_traffic.py [--device cpu] [--gpu-path]
 
-On a GPU a 28² DIA iteration is bound by the host (README, *Benchmarks*): each operator is a kernel
-launch, and each host read (`.item()`, `bool(t)`, `.tolist()`, a boolean-mask index) makes the
-host wait until the GPU has drained its queue. Both are properties of the code, so they are
-counted here (`dia.hostsync.DeviceTraffic`) in seconds on a CPU, with a small encoder (the counts
-do not depend on its width or the batch size). `--gpu-path` takes the branches the code takes off
-the CPU (where a read is not free). Prints one JSON object: for CSI, DIA with the dissolver
+On a GPU a 28² DIA iteration is bound by the host (docs/MEASUREMENTS.md, *Benchmarks*): each
+operator is a kernel launch, and each host read (`.item()`, `bool(t)`, `.tolist()`, a boolean-mask
+index) makes the host wait until the GPU has drained its queue. Both are properties of the code, so
+they are counted here (`dia.hostsync.DeviceTraffic`) in seconds on a CPU, with a small encoder (the
+counts do not depend on its width or the batch size). `--gpu-path` takes the branches the code takes
+off the CPU (where a read is not free). Prints one JSON object: for CSI, DIA with the dissolver
 called every iteration, DIA with a lazily filled `DissolveCache`, and DIA with a `DissolveTable`
-(what training on CUDA uses), the operators of an iteration split into forward (views,
-augmentation, encoder, loss), backward and optimiser, and the host reads by operator.
+(what training on CUDA uses), the operators of an iteration split into forward (views, augmentation,
+encoder, loss), backward and optimiser, and the host reads by operator.
 """
 
 from __future__ import annotations

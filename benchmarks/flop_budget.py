@@ -28,7 +28,8 @@ a `DissolveTable` dissolves them all before training (`table_images`), and `--de
 counts those.
 
 The seconds are what the kernels need at their measured speed: augmentation, data movement, the
-optimiser and Python come on top, so a stage takes longer (README, "What a run costs", compares).
+optimiser and Python come on top, so a stage takes longer (docs/MEASUREMENTS.md, "What a run
+costs", compares).
 """
 
 from __future__ import annotations

@@ -71,8 +71,8 @@ DDPM_BUDGET_SCALES = ((1, 1), (2, 4))  # (width, images per step) factors; (1, 1
 DDPM_FOCUS = ((0.25, 0.0), (0.25, 0.5), (0.25, 1.0))  # (x diffusion.steps, focus_fraction)
 # The DDPM's own draw: one DDPM serves every amplifier seed (DECISIONS.md DIA 10), so a spread
 # over seeds leaves out how far DIA moves with the DDPM it dissolves with. This trains the
-# profile's DDPM under its own `diffusion.seed` and the next ones (README *Ablations*: checkpoints
-# of one short DDPM already moved DIA by as much as amplifier seeds do).
+# profile's DDPM under its own `diffusion.seed` and the next ones (docs/MEASUREMENTS.md
+# *Ablations*: checkpoints of one short DDPM already moved DIA by as much as amplifier seeds do).
 DDPM_SEEDS = 3
 # The DDPM's layout: our diffusers U-Net against the reference code's lucidrains one
 # (`diffusion.architecture`, DECISIONS.md DIA 20), at the profile's width and batch and, for the

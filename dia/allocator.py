@@ -4,11 +4,11 @@ glibc's malloc serves a request above its mmap threshold by a fresh ``mmap`` and
 ``free``, and trims the top of its heap back to the OS once more than its trim threshold lies
 free there. A training step on the CPU allocates and frees the same large activation buffers
 every step, so each step faults many of those pages in again and the kernel zeroes them.
-Measured on the project's 2-core AVX2 CPU (2 threads; `benchmarks/bench_malloc.py
---train-epochs 4 --pairs 2`, README *What a run costs* for its figures): DIA on PneumoniaMNIST
+Measured on the project's 2-core AVX2 CPU (2 threads; `benchmarks/bench_malloc.py --train-epochs 4
+--pairs 2`, docs/MEASUREMENTS.md *What a run costs* for its figures): DIA on PneumoniaMNIST
 (`quick`, its dissolver a 1-step DDPM), four epochs in a fresh process, took 355 and 361 s with
-glibc's defaults (1.8-3.3 M minor page faults an epoch) and 338 and 331 s kept (0.4-1.7 M),
-the four processes alternated: 6.7 % less. A DDPM step of `quick` gained nothing measurable.
+glibc's defaults (1.8-3.3 M minor page faults an epoch) and 338 and 331 s kept (0.4-1.7 M), the four
+processes alternated: 6.7 % less. A DDPM step of `quick` gained nothing measurable.
 
 `keep_freed_memory` sets the mmap threshold to glibc's ceiling (32 MiB on 64-bit; larger
 requests are still mapped afresh) and turns trimming off, for the rest of the process. Results

@@ -23,7 +23,8 @@ class Conv2d(nn.Conv2d):
     At 28² the ResNet's layer4 works on a 1×1 map: a 3×3 convolution with padding 1 then sees
     zero padding through 8 of its 9 taps, and oneDNN's backward pass for that shape is slow (on
     the 2-core CPU, forward and backward of one 512→512 call at 384 images: 242 ms, against
-    11 ms as a matrix product, `benchmarks/bench_cpu_layout.py`; README "What a run costs").
+    11 ms as a matrix product, `benchmarks/bench_cpu_layout.py`; docs/MEASUREMENTS.md, "What a
+    run costs").
     When the output is 1×1 we multiply the input by the taps that can reach it: the same sum
     without the zero terms, so only the rounding differs (`tests/test_encoder.py` compares both
     in float64). The gradient of the other taps is zero either way, as in the convolution. Every

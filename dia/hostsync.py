@@ -1,6 +1,6 @@
 """Count what a piece of code asks of the device: operators dispatched and host reads.
 
-On a GPU a small-image training step is bound by the host, not by the GPU (README,
+On a GPU a small-image training step is bound by the host, not by the GPU (docs/MEASUREMENTS.md,
 *Benchmarks*): every operator costs a kernel launch, and every *host read* (``.item()``,
 ``float(t)``, ``bool(t)``, ``.tolist()``, a boolean-mask index, ``nonzero``) makes the host wait
 until the GPU has finished all queued work, so it cannot queue the next operators meanwhile.

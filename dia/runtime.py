@@ -150,7 +150,7 @@ def describe_device(preference: str = "auto") -> str:
         return torch.cuda.get_device_name(device)
     # The vector ISA torch dispatches to (AVX512 / AVX2 / ...): it changes rounding, and 2-core
     # machines of this project have differed in speed (the quick DDPM: 1687 s on one, 2423 s on
-    # an AVX2 one; README "What a run costs").
+    # an AVX2 one; docs/MEASUREMENTS.md "What a run costs").
     isa = torch.backends.cpu.get_cpu_capability()
     return f"cpu ({os.cpu_count()} cores, {cpu_model()}, {isa})"
 

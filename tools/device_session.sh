@@ -4,7 +4,7 @@
 # WHICH (default: the DDPM's U-Net layout, seed, focus, length; only `dissolver` adds CSI), each
 # seed's cells of the profile's own config first. The 2026-11-30 session (one H200) ran it twice
 # on a warm machine: its record is results/device_sessions/2026-11-30_h200/, published by
-# tools/device_report.py (README "Ablations" and "Benchmarks" give the commands).
+# tools/device_report.py (docs/MEASUREMENTS.md, "Ablations" and "Benchmarks", gives the commands).
 #
 # Prepare on the CPU machine (repo root; both folders are git-ignored):
 #   ../shared/tools/device-wheels.sh          # diffusers, kornia, medmnist wheels -> .device-wheels/
