@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -239,12 +241,43 @@ def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
     for bad, says in (({"test_labels": np.zeros((3, 1), np.uint8)}, r"counts differ \(4 against 3"),
                       ({"train_images": np.zeros((4, 28, 28), np.float32)},
                        "train_images: expected uint8"),
-                      ({"train_images": np.zeros((4, 28, 28, 2), np.uint8)}, r"28, 28, 2\)")):
+                      ({"train_images": np.zeros((4, 28, 28, 2), np.uint8)}, r"28, 28, 2\)"),
+                      ({"test_images": np.zeros((4, 32, 28), np.uint8)}, "expected square")):
         np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", **{**good, **bad})
         with pytest.raises(DataError, match=says):
             load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
         row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "pneumonia")
         assert state(row) == "BROKEN"  # `dia data check` says so before any run
+
+
+def test_an_npz_whose_compressed_bytes_are_damaged_is_broken_not_a_crash(tmp_path, results_root):
+    """A whole zip (it opens, lists its keys) with damaged deflate data: a bad copy or download."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "medmnist" / "pneumoniamnist.npz"
+    path.parent.mkdir()
+    np.savez_compressed(path, **{f"{s}_{kind}": rng.integers(0, 2, (64, 28, 28) if kind == "images"
+                                                            else (64, 1), dtype=np.uint8)
+                                 for s in ("train", "test") for kind in ("images", "labels")})
+    whole = path.read_bytes()
+    # Zero 512 bytes where zlib itself rejects the stream (elsewhere zipfile sees a bad CRC).
+    for start in range(len(whole) // 8, len(whole), len(whole) // 16):
+        data = bytearray(whole)
+        data[start:start + 512] = bytes(512)
+        path.write_bytes(bytes(data))
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    archive.read(name)
+        except zlib.error:
+            break
+        except zipfile.BadZipFile:
+            continue
+    else:
+        pytest.fail("no damage found that zlib itself rejects")
+    with pytest.raises(DataError, match="cannot read .*pneumoniamnist.npz.*get it again"):
+        load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+    row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "pneumonia")
+    assert state(row) == "BROKEN"
 
 
 def test_a_test_split_of_one_class_or_no_training_normals_makes_the_dataset_broken(

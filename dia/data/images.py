@@ -70,13 +70,16 @@ def read_images(paths: Sequence[Path], size: int, *, desc: str = "images") -> to
 
 
 def check_uint8_images(images: np.ndarray, source: str) -> None:
-    """A DataError unless `images` is uint8 of shape (N, H, W), (N, H, W, 1) or (N, H, W, 3)."""
+    """A DataError unless `images` is uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3) with H = W."""
     if (images.dtype != np.uint8 or images.ndim not in (3, 4)
             or (images.ndim == 4 and images.shape[-1] not in (1, 3))):
         raise DataError(
             f"{source}: expected uint8 images of shape (N, H, W), (N, H, W, 1) or (N, H, W, 3), "
             f"got {images.dtype} {images.shape}"
         )
+    if images.shape[1] != images.shape[2]:
+        raise DataError(f"{source}: expected square images (MedMNIST's are), got "
+                        f"{images.shape[1]}×{images.shape[2]} in shape {images.shape}")
 
 
 def to_rgb_uint8(images: np.ndarray, size: int, source: str) -> torch.Tensor:

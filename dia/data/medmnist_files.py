@@ -11,6 +11,7 @@ import hashlib
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,10 @@ def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
                 )
             has_val = all(name in npz.files for name in VAL_KEYS)
             arrays = {name: npz[name] for name in KEYS + (VAL_KEYS if has_val else ())}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}; expected a MedMNIST .npz file") from err
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as err:
+        # zlib.error: a whole zip whose compressed bytes are damaged (a bad copy or download)
+        raise DataError(f"cannot read {path}: {err}; expected a MedMNIST .npz file: delete it "
+                        f"and get it again: {get_spec(key).source}") from err
     for split in ("train", "test", "val") if has_val else ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)
         check_uint8_images(images, f"{path}: {split}_images")
