@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from dia.config import ConfigError
     from dia.data.registry import DataError
+    from dia.results import RunError
 
     try:
         if args.command == "data":
@@ -77,7 +78,7 @@ def _main(args: argparse.Namespace) -> int:
                 return 2
             print("\n".join(f"{name}: {path}" for name, path in paths.items()))
             return 0
-    except (DataError, ConfigError, ValueError) as err:
+    except (DataError, ConfigError, RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 1  # pragma: no cover

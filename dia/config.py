@@ -30,6 +30,10 @@ DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos", "brain
 
 
 NUM_TIMESTEPS = 1000  # of the DDPM's noise schedule (dia.diffusion.NUM_TRAIN_TIMESTEPS)
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 32 bits; larger seeds overflow somewhere
+UNET_DOWNSAMPLING = 8  # the dissolving U-Net halves its input three times (levels 1, 2, 4, 8)
+GANOMALY_DOWNSAMPLING = 16  # the DCGAN encoder's strided convolutions down to 4 x 4
+MOBILENET_BLOCKS = 19  # MobileNetV2 `features` has blocks 0..18 (PatchCore's layers)
 
 
 class ConfigError(ValueError):
@@ -271,11 +275,11 @@ def load_config(
     path = configs_dir / f"{profile}.yaml"
     if not path.is_file():
         raise ConfigError(f"profile file {path} is missing")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed {seed!r}: must be a whole number >= 0")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed {seed!r}: must be a whole number from 0 to {MAX_SEED}")
     overrides = _expand_dotted(overrides or {})
     own = sorted(set(overrides) & {"profile", "dataset", "seed"})
     if own:  # they would be overwritten by the arguments below, silently
@@ -302,7 +306,47 @@ def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentCo
         if not low < high <= NUM_TIMESTEPS:  # both are >= 0 (NON_NEGATIVE)
             raise ConfigError(f"{source}: {lo} = {low}, {hi} = {high}; need {lo} < {hi} <= "
                               f"{NUM_TIMESTEPS} (t is drawn from {low}..{high - 1})")
+    _check_network_shapes(cfg, source)
     return cfg
+
+
+def _check_network_shapes(cfg: ExperimentConfig, source: str) -> None:
+    """Sizes a network cannot take, refused here rather than when its stage first runs it
+    (the dissolving resolution only after the DDPM has trained)."""
+    p = cfg.peers
+    multiples = [("dissolve.resolution", cfg.dissolve.resolution, UNET_DOWNSAMPLING,
+                  "the U-Net halves it three times")]
+    if p.ganomaly_image_size is not None:
+        multiples.append(("peers.ganomaly_image_size", p.ganomaly_image_size,
+                          GANOMALY_DOWNSAMPLING, "the DCGAN encoder halves it down to 4 x 4"))
+    for name, value, factor, why in multiples:
+        if value % factor:
+            raise ConfigError(f"{source}: {name} = {value}; must be a multiple of {factor} "
+                              f"({why})")
+    if not p.patchcore_layers or not all(0 <= k < MOBILENET_BLOCKS for k in p.patchcore_layers):
+        raise ConfigError(f"{source}: peers.patchcore_layers = {list(p.patchcore_layers)}; give "
+                          f"one or more MobileNetV2 block indices from 0 to {MOBILENET_BLOCKS - 1}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (YAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key(s) {', '.join(repeated)} given twice in one mapping",
+                node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a syntax error or a repeated key is a ConfigError naming the file."""
+    try:
+        return yaml.load(path.read_text(), Loader=_StrictLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
 
 
 def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

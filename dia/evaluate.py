@@ -122,15 +122,13 @@ def read_scores(run: Run):
     """scores.csv of an evaluate run as a DataFrame (sample_id, label, anomaly_score)."""
     import pandas as pd
 
-    run.require_done("evaluate")
-    return pd.read_csv(run.path / SCORES, dtype={"sample_id": str})
+    return pd.read_csv(run.finished_file(SCORES, "evaluate"), dtype={"sample_id": str})
 
 
 def read_metrics(run: Run):
     import pandas as pd
 
-    run.require_done("evaluate")
-    return pd.read_csv(run.path / "metrics.csv")
+    return pd.read_csv(run.finished_file("metrics.csv", "evaluate"))
 
 
 def plot_roc(runs: Run | list[Run], ax=None):

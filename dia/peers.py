@@ -94,15 +94,13 @@ def load_scores(run: Run):
     """The run's scores.csv as a DataFrame (sample_id, label, anomaly_score)."""
     import pandas as pd
 
-    run.require_done(f"peer {run.method}")
-    return pd.read_csv(run.path / "scores.csv")
+    return pd.read_csv(run.finished_file("scores.csv", f"peer {run.method}"))
 
 
 def load_metrics(run: Run):
     import pandas as pd
 
-    run.require_done(f"peer {run.method}")
-    return pd.read_csv(run.path / "metrics.csv")
+    return pd.read_csv(run.finished_file("metrics.csv", f"peer {run.method}"))
 
 
 def plot_scores(run: Run, ax=None):

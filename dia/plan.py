@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dia.config import ConfigError, ExperimentConfig, config_hash, load_config, replace
+from dia.config import (
+    MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
+)
 from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -88,8 +90,8 @@ def parse_seed_list(text: str, seeds: int | None = None) -> tuple[int, ...]:
         chosen = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise ConfigError(usage) from None
-    if not chosen or chosen[0] < 0:
-        raise ConfigError(usage)
+    if not chosen or chosen[0] < 0 or chosen[-1] > MAX_SEED:
+        raise ConfigError(f"{usage} (at most {MAX_SEED})")
     if seeds is not None and chosen[-1] >= seeds:
         raise ConfigError(f"--seed-list {text}: with --seeds {seeds} the seeds are 0..{seeds - 1}")
     return tuple(chosen)

@@ -54,6 +54,8 @@ EXTRA_DATA = {
 }
 PROFILE_ORDER = {"paper": 0, "quick": 1, "smoke": 2}
 NO_DATA = "no data (see `dia data check`)"
+# Stages whose finished runs hold a metrics.csv (evaluate, dia.peers.STAGE, dia.baselines.ddad.STAGE)
+SCORING_STAGES = ("evaluate", "peers", "ddad")
 
 
 def load_paper_table() -> pd.DataFrame:
@@ -61,12 +63,21 @@ def load_paper_table() -> pd.DataFrame:
 
 
 def collect_metrics(results_root: str | Path) -> pd.DataFrame:
-    """Rows of every finished run's metrics.csv, with the run's device (runs without DONE are ignored)."""
+    """Rows of every finished run's metrics.csv, with the run's device (runs without DONE are ignored).
+
+    A finished run of a scoring stage without its metrics.csv is a ValueError saying what to do:
+    left out silently, the table would look complete without it."""
     frames = []
     for path in find_runs(results_root):
-        if (path / "DONE").is_file() and (path / "metrics.csv").is_file() and is_profile_run(path):
-            device = read_run_env(path).get("device", "")
-            frames.append(read_run_metrics(path).assign(device=device))
+        if not (path / "DONE").is_file() or not is_profile_run(path):
+            continue
+        if not (path / "metrics.csv").is_file():
+            if path.parents[2].name in SCORING_STAGES:  # runs/<stage>/<dataset>/<method>/<run>
+                raise ValueError(f"{path} is marked finished but has no metrics.csv: "
+                                 f"{_rescore(path)}")
+            continue
+        device = read_run_env(path).get("device", "")
+        frames.append(read_run_metrics(path).assign(device=device))
     if not frames:
         return pd.DataFrame(columns=[*METRIC_COLUMNS, "device"])
     return pd.concat(frames, ignore_index=True)
@@ -75,8 +86,7 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
 def read_run_metrics(path: Path) -> pd.DataFrame:
     """A finished run's metrics.csv; one that cannot be read, or lacks a column the table needs
     (a file damaged or edited by hand), is a ValueError that names the run and what to do."""
-    remedy = (f"delete {path / 'DONE'} and run the same `./run_all.sh` command again to score "
-              "that run again")
+    remedy = _rescore(path)
     try:
         frame = pd.read_csv(path / "metrics.csv")
     except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
@@ -86,6 +96,11 @@ def read_run_metrics(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
                          f"{remedy}")
     return frame
+
+
+def _rescore(path: Path) -> str:
+    return (f"delete {path / 'DONE'} and run the same `./run_all.sh` command again to score that "
+            "run again")
 
 
 def is_profile_run(path: Path) -> bool:

@@ -23,6 +23,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,19 @@ class Run:
                 "Run its stage first (or let ./run_all.sh do it)."
             )
 
+    def finished_file(self, name: str, what: str = "") -> Path:
+        """Path of `name` in this finished run; a RunError saying what to do when the run is
+        not finished, or is marked finished but lacks the file (deleted, or copied without it)."""
+        self.require_done(what)
+        target = self.path / name
+        if not target.is_file():
+            raise RunError(
+                f"run {self.path} is marked finished but has no {name} (deleted, or the folder "
+                f"was copied without it): delete its {DONE} marker and run the same command "
+                "again to make it anew."
+            )
+        return target
+
     @contextlib.contextmanager
     def exclusive(self, *, wait: bool = True) -> Iterator[bool]:
         """Hold the run folder's lock: two processes never train the same run at once.
@@ -161,7 +175,11 @@ class Run:
         """
         from dia.runtime import commit_record, utc_now
 
-        env = read_run_env(self.path)
+        try:
+            env = read_run_env(self.path)
+        except RunError as err:  # a record damaged by hand must not cost a finished training
+            warnings.warn(f"{err}; finishing the run without updating it", stacklevel=2)
+            env = {}
         if env:
             self.write_json("env.json", {**env, "finished": {**commit_record(), "at": utc_now()}})
         atomic_write_text(self.path / DONE, json.dumps(dict(summary or {}), indent=2) + "\n")
@@ -307,7 +325,7 @@ def open_run(
     content = yaml.safe_dump({"run": record, "config": to_dict(cfg)}, sort_keys=True)
     config_file = path / "config.yaml"
     if config_file.is_file():
-        existing = yaml.safe_load(config_file.read_text()) or {}
+        existing = read_run_config(path)
         if _semantic(existing, sections) != _semantic(yaml.safe_load(content), sections):
             raise RunError(
                 f"{path} holds a run of another config (its config.yaml differs); "
@@ -332,13 +350,39 @@ def find_runs(results_root: str | Path, stage: str | None = None) -> list[Path]:
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(path) / "config.yaml").read_text())
+    """The run folder's `config.yaml` ({"run": ..., "config": ...}); one that is not a mapping
+    of YAML (damaged, or edited by hand) is a RunError naming it and what to do."""
+    file = Path(path) / "config.yaml"
+    try:
+        record = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        raise RunError(f"{file} cannot be read ({' '.join(str(err).split())}): "
+                       f"{_remake(path)}") from None
+    if not isinstance(record, dict):
+        raise RunError(f"{file} holds {type(record).__name__}, not a run's config: {_remake(path)}")
+    return record
 
 
 def read_run_env(path: str | Path) -> dict[str, Any]:
     """The run folder's `env.json` (commit, packages, device, time); {} when it has none."""
     env = Path(path) / "env.json"
-    return json.loads(env.read_text()) if env.is_file() else {}
+    if not env.is_file():
+        return {}
+    try:
+        record = json.loads(env.read_text())
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        problem = f"cannot be read ({err})"
+    else:
+        if isinstance(record, dict):
+            return record
+        problem = f"holds {type(record).__name__}, not a run's record"
+    raise RunError(f"{env} {problem}: restore it from a copy, or delete that file (the run keeps "
+                   "its results but loses its record of commit and machine)")
+
+
+def _remake(path: str | Path) -> str:
+    return (f"delete the run folder {path} and run the same command again (or restore the file "
+            "from a copy)")
 
 
 def run_commits(env: Mapping[str, Any]) -> list[str]:

@@ -53,6 +53,10 @@ def test_dotted_and_nested_overrides():
         ({"dataset": "pneumonia"}, "--dataset"),
         ({"amplify.exclude_own_dissolved": 1}, "true or false"),
         ({"dissolve.value_range": "other"}, "'reference'"),
+        ({"dissolve.resolution": 33}, "dissolve.resolution = 33; must be a multiple of 8"),
+        ({"peers.ganomaly_image_size": 8}, "ganomaly_image_size = 8; must be a multiple of 16"),
+        ({"peers.patchcore_layers": []}, r"patchcore_layers = \[\]; give one or more"),
+        ({"peers.patchcore_layers": [6, 99]}, "block indices from 0 to 18"),
     ],
 )
 def test_bad_keys_and_types_list_what_is_allowed(overrides, fragment):
@@ -60,10 +64,29 @@ def test_bad_keys_and_types_list_what_is_allowed(overrides, fragment):
         load_config("smoke", overrides=overrides)
 
 
-@pytest.mark.parametrize("seed", [-1, "abc", 1.5, True])
+@pytest.mark.parametrize("seed", [-1, "abc", 1.5, True, 2**32, 2**64])
 def test_a_seed_is_a_whole_number_from_zero(seed):
-    with pytest.raises(ConfigError, match=f"seed {seed!r}: must be a whole number >= 0"):
+    with pytest.raises(ConfigError, match=f"seed {seed!r}: must be a whole number from 0 to "
+                                          f"{2**32 - 1}"):
         load_config("smoke", seed=seed)
+    assert load_config("smoke", seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_a_profile_file_with_a_repeated_key_or_bad_yaml_is_refused_by_name(tmp_path):
+    import shutil
+
+    from dia.config import CONFIGS_DIR
+
+    path = tmp_path / "smoke.yaml"
+    shutil.copy(CONFIGS_DIR / "smoke.yaml", path)
+    assert load_config("smoke", configs_dir=tmp_path) == load_config("smoke")
+    good = path.read_text()
+    path.write_text(good + "amplify:\n  epochs: 3\n")  # YAML would keep this one silently
+    with pytest.raises(ConfigError, match=r"smoke.yaml is not valid YAML: .*amplify given twice"):
+        load_config("smoke", configs_dir=tmp_path)
+    path.write_text(good + "data: [unclosed\n")
+    with pytest.raises(ConfigError, match="smoke.yaml is not valid YAML"):
+        load_config("smoke", configs_dir=tmp_path)
 
 
 def test_every_ranged_field_exists_and_the_profiles_satisfy_the_ranges():

@@ -59,7 +59,8 @@ def test_a_seed_list_keeps_only_its_seeds_jobs_and_the_shared_ones(tmp_path):
 def test_seed_lists_are_parsed_or_refused_with_the_flag_named():
     assert parse_seed_list("4, 3,3") == (3, 4)
     assert parse_seed_list("0", seeds=1) == (0,)
-    for text, seeds in (("a", None), ("-1", None), ("", None), (",", None), ("2", 2)):
+    for text, seeds in (("a", None), ("-1", None), ("", None), (",", None), ("2", 2),
+                        (str(2**64), None)):
         with pytest.raises(ConfigError, match=f"--seed-list {text}"):
             parse_seed_list(text, seeds)
 

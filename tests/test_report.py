@@ -74,6 +74,26 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
         report.write_tables(results_root)
 
 
+def test_a_finished_scoring_run_without_its_metrics_file_is_an_error_not_a_gap(results_root):
+    from dia.evaluate import read_metrics, read_scores
+    from dia.results import RunError
+
+    run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
+    cfg = load_config("smoke", dataset="synthetic")
+    open_stage_run(cfg, "amplify", "dia", results_root).mark_done()  # finished, no metrics: fine
+    (run.path / "metrics.csv").unlink()
+    done = re.escape(str(run.path / "DONE"))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(run.path))} is marked finished but "
+                                         rf"has no metrics.csv: delete {done}"):
+        report.write_tables(results_root)
+    with pytest.raises(RunError, match="marked finished but has no metrics.csv.*delete its DONE"):
+        read_metrics(run)
+    read_scores(run)  # the file that is there still reads
+    (run.path / "scores.csv").unlink()
+    with pytest.raises(RunError, match="has no scores.csv"):
+        read_scores(run)
+
+
 def test_empty_results_still_give_the_paper_table(results_root):
     paths = report.write_tables(results_root)
     table = pd.read_csv(paths["csv"])

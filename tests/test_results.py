@@ -31,6 +31,29 @@ def test_run_folder_layout(results_root):
         run.profile
 
 
+def test_a_damaged_config_or_env_record_names_its_file_and_what_to_do(results_root):
+    cfg = load_config("smoke", dataset="synthetic")
+    run = open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root)
+    config_file, env_file = run.path / "config.yaml", run.path / "env.json"
+    good = config_file.read_text()
+    for text, says in (("run: [unclosed\n  : :", "cannot be read"), ("- a\n- list\n", "holds list")):
+        config_file.write_text(text)
+        for call in (lambda: read_run_config(run.path),
+                     lambda: open_run(cfg, stage="diffusion", method="ddpm",
+                                      results_root=results_root)):
+            with pytest.raises(RunError, match=f"config.yaml {says}.*delete the run folder"):
+                call()
+    config_file.write_text(good)
+    env_file.write_text('{"device": "cpu"')  # cut short
+    with pytest.raises(RunError, match="env.json cannot be read.*delete that file"):
+        read_run_env(run.path)
+    with pytest.warns(UserWarning, match="finishing the run without updating it"):
+        run.mark_done()  # a damaged record does not cost a finished training
+    assert run.is_done()
+    env_file.unlink()
+    assert read_run_env(run.path) == {}
+
+
 def test_run_names_and_ids_parse_and_others_are_refused():
     assert parse_run_name("s12-0a1b2c3d") == (12, "0a1b2c3d")
     assert parse_run_id("amplify/pneumonia/dia/s3-794608c4") == ("amplify", "pneumonia", "dia", 3)

@@ -438,8 +438,7 @@ def read_metrics(run: Run):
     validation split), AUC and its 95 % interval."""
     import pandas as pd
 
-    run.require_done("DDAD-ASR")
-    frame = pd.read_csv(run.path / "metrics.csv")
+    frame = pd.read_csv(run.finished_file("metrics.csv", "DDAD-ASR"))
     columns = ["dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low",
                "ci_high"]
     return frame[columns]
