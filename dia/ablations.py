@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from dia.config import load_config
+from dia.config import ConfigError, load_config
 from dia.diffusion import describe_focus
 
 # name -> list of (variant label, overrides, method)
@@ -142,6 +142,9 @@ def cells(dataset: str, profile: str, *, seeds: int,
     `row` holds the cell's labels (dataset, ablation, variant, method, seed, profile, overrides
     as JSON); `cfg` is the config its run is trained under.
     """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds = {seeds!r}: give how many seeds, a whole number >= 1 (seeds "
+                          "0..seeds-1 are run)")
     for ablation, label, overrides, method in variants(which, profile, dataset):
         for seed in range(seeds):
             cfg = load_config(profile, dataset=dataset, seed=seed, overrides=overrides or None)
@@ -200,6 +203,8 @@ def run_ablations(
     from dia.results import read_run_env, run_id_of
     from dia.stages import stage_run_dir
 
+    if not isinstance(train, bool):  # the text "False" would count as true
+        raise ConfigError(f"train = {train!r}: give True or False")
     recorded = {} if train else _recorded_aucs(read_ledger(results_root), device)
     rows = []
     for row, cfg in cells(dataset, profile, seeds=seeds, which=which):
@@ -250,7 +255,6 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
 def _recorded_aucs(ledger: pd.DataFrame, device: str | None) -> dict[str, dict[str, Any]]:
     """run id -> its ledger AUCs and device: the row of this machine's kind where the run has
     rows of several kinds, else its latest row."""
-    from dia.config import ConfigError
     from dia.report import machine_kind
     from dia.runtime import describe_device
 

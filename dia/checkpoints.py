@@ -6,6 +6,7 @@ import io
 import math
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,11 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True, mmap: bool =
     """`torch.load` on the CPU, with a RunError naming the file instead of torch's traceback.
 
     A damaged file (torch.save writes a zip; one cut short or overwritten is none) says what to
-    do (`remedy`); a whole file that does not load was written by other code, and says so.
+    do (`remedy`); a whole file that does not load was written by other code, and says so. A zip
+    whose bytes were changed inside (a bad copy or disk; torch.load does not check) fails its
+    members' checksums and is damaged too.
     """
+    _check_zip_checksums(Path(path), remedy)
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
@@ -46,6 +50,21 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True, mmap: bool =
         size = Path(path).stat().st_size
         raise RunError(f"checkpoint {path} cannot be read ({size} bytes that are not a whole "
                        f"checkpoint: cut short, or another file); {remedy}") from err
+
+
+def _check_zip_checksums(path: Path, remedy: str) -> None:
+    """A RunError when a member of the zip at `path` fails its CRC-32 (torch.save stores them
+    uncompressed, so this reads the file once); files that are no zip are left to torch.load."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        bad = f"({err})"
+    if bad is not None:
+        raise RunError(f"checkpoint {path} is damaged: {bad} fails its checksum (a bad copy or "
+                       f"disk); {remedy}")
 
 
 def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None,

@@ -1,4 +1,5 @@
-"""A notebook's parameters as papermill passed them: a misspelled name is an error, not a default.
+"""A notebook's parameters as papermill passed them: a misspelled name or a value of the wrong
+type is an error, not a default (nor a string ``"False"`` taken as true).
 
 `papermill nb.ipynb out.ipynb -p result_root X` only warns "Passed unknown parameter" and runs
 the notebook with its own `results_root`: a training notebook would train the default dataset,
@@ -6,7 +7,10 @@ the table notebook would rewrite the published tables. Papermill puts the values
 a cell of their own, right after the cell tagged `parameters`, starting with a "# Parameters"
 comment; both are in the kernel's input history (`In`) when the notebook's next cell runs, which
 calls `check_injected_parameters()` to compare the two. A notebook run by hand in Jupyter has no
-such cell, and nothing is checked.
+such cell, and nothing is checked. `papermill -p train False` passes the bool False, but
+`-r train False` (raw) and `-p seeds "2"` pass strings, which would run with ``train`` true and
+fail deep in a library on ``seeds``: each given value must have its default's type (an int for a
+float allowed).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ INJECTED_MARK = "# Parameters"  # the first line of papermill's injected cell (p
 
 
 def check_injected_parameters(history: Sequence[str] | None = None) -> None:
-    """Raise ConfigError naming any parameter papermill injected that the notebook lacks.
+    """Raise ConfigError naming any parameter papermill injected that the notebook lacks, or
+    whose value has another type than the parameters cell's default.
 
     Checked only when the kernel has run exactly the parameters cell (a notebook's first code
     cell), papermill's cell and this one, as papermill runs a notebook; not in a Jupyter session
@@ -47,17 +52,46 @@ def check_injected_parameters(history: Sequence[str] | None = None) -> None:
         raise ConfigError(
             f"unknown notebook parameter(s) {', '.join(unknown)}: this notebook takes "
             f"{', '.join(declared)} (papermill's -p names must match its parameters cell)")
+    mistyped = [f"{name} = {value!r} ({type(value).__name__}; its default {declared[name]!r} is "
+                f"{type(declared[name]).__name__})"
+                for name, value in given.items()
+                if name in declared and _mistyped(value, declared[name])]
+    if mistyped:
+        raise ConfigError(
+            f"notebook parameter(s) of the wrong type: {', '.join(mistyped)}; give each the type "
+            "of its default (papermill -p reads True, False and numbers as such, -r passes text)")
 
 
-def _assigned(source: str) -> list[str] | None:
-    """The names a cell of assignments assigns, in order; None when it is not Python."""
+_NOT_LITERAL = object()  # a value the cell computes: no type to compare
+
+
+def _mistyped(value: object, default: object) -> bool:
+    if value is _NOT_LITERAL or default is _NOT_LITERAL or default is None:
+        return False
+    if isinstance(default, float) and type(value) is int:
+        return False
+    return type(value) is not type(default)  # bool is not int here
+
+
+def _assigned(source: str) -> dict[str, object] | None:
+    """The names a cell of assignments assigns, in order, each with its literal value (or
+    `_NOT_LITERAL`); None when it is not Python."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return None
-    names = []
+    names = {}
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else (
             [node.target] if isinstance(node, ast.AnnAssign) else [])
-        names += [target.id for target in targets if isinstance(target, ast.Name)]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                names[target.id] = _literal(node.value)
     return names
+
+
+def _literal(node: ast.expr | None) -> object:
+    try:
+        return ast.literal_eval(node) if node is not None else _NOT_LITERAL
+    except (ValueError, TypeError, SyntaxError):
+        return _NOT_LITERAL

@@ -44,6 +44,19 @@ def test_unknown_blur_and_ablation_are_refused():
         variants(["nope"], "smoke", "synthetic")
 
 
+def test_seeds_and_train_of_the_wrong_type_are_refused_before_any_run(results_root):
+    from dia.config import ConfigError
+
+    for seeds in (0, -1, "2", True, 2.0):
+        with pytest.raises(ConfigError, match="give how many seeds"):
+            run_ablations("synthetic", "smoke", seeds=seeds, which=["exclusion"],
+                          results_root=results_root, train=False)
+    with pytest.raises(ConfigError, match="train = 'False': give True or False"):
+        run_ablations("synthetic", "smoke", seeds=1, which=["exclusion"],
+                      results_root=results_root, train="False")
+    assert not (results_root / "runs").exists()
+
+
 def test_variants_override_only_their_key():
     rows = {(a, label): (o, m) for a, label, o, m in variants(
         ["dissolver", "value_range", "exclusion", "ddpm_steps", "resolution"], "smoke", "synthetic")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -30,6 +31,21 @@ def test_injected_names_are_checked_against_the_parameters_cell():
     check_injected_parameters(["", "seed: int = 0", injected, check])
     # cells run again by hand in Jupyter, the injected one last: not papermill's order
     check_injected_parameters(["", PARAMETERS, injected, "x = 1", injected, check])
+
+
+def test_injected_values_must_have_their_defaults_type():
+    check = "check_injected_parameters()"
+    cell = 'seeds = 1\ntrain = True\nlr = 0.1\nroot = ""\nshape = (2, 2)\nnow = len("ab")'
+    fine = ('# Parameters\nseeds = 3\ntrain = False\nlr = 1\nroot = "r"\nshape = (3, 3)\n'
+            'now = 5\nPAPERMILL_INPUT_PATH = "in.ipynb"\n')
+    check_injected_parameters(["", cell, fine, check])  # an int for a float is fine
+    for injected, says in (('train = "False"', "train = 'False' (str; its default True is bool)"),
+                           ('seeds = "2"', "seeds = '2' (str; its default 1 is int)"),
+                           ("seeds = True", "seeds = True (bool"),
+                           ("seeds = 2.0", "seeds = 2.0 (float"),
+                           ("root = 3", "root = 3 (int")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            check_injected_parameters(["", cell, f"# Parameters\n{injected}\n", check])
 
 
 def test_papermill_stops_at_a_misspelled_parameter(tmp_path):
@@ -60,5 +76,8 @@ def test_the_suite_passes_each_notebook_only_parameters_it_has():
     for job in build_plan(req):
         nb = nbformat.read(NOTEBOOKS / f"{job.notebook}.ipynb", as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        names = {t.id for node in ast.parse(cell.source).body for t in node.targets}
-        assert set(job.parameters) <= names, job.key
+        defaults = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+                    for t in node.targets}
+        assert set(job.parameters) <= set(defaults), job.key
+        for name, value in job.parameters.items():  # as check_injected_parameters wants them
+            assert type(value) is type(defaults[name]), (job.key, name, value)

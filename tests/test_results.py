@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+import zipfile
 
 import pytest
 
@@ -329,6 +330,23 @@ def test_a_checkpoint_that_cannot_be_read_names_its_file(tmp_path, damage):
                       "tail zeroed": data[:-100] + bytes(100),
                       "not a checkpoint": b"<html>404</html>" * 10}[damage])
     with pytest.raises(RunError, match=rf"{path} cannot be read \(.+ bytes .*cut short.*\); delete"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_whose_bytes_were_changed_inside_is_damaged_not_loaded(tmp_path):
+    import torch
+
+    from dia.checkpoints import read_checkpoint, save_checkpoint
+    from dia.results import RunError
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"weights": torch.arange(4096.0)})
+    data = bytearray(path.read_bytes())
+    start = data.index(torch.arange(4096.0).numpy().tobytes()[:64])  # the tensor's stored bytes
+    data[start + 4000:start + 4100] = bytes(100)
+    path.write_bytes(bytes(data))
+    assert zipfile.is_zipfile(path)  # still a whole zip: torch.load alone would take it
+    with pytest.raises(RunError, match=rf"{path} is damaged: .* fails its checksum.*; delete it"):
         read_checkpoint(path)
 
 
