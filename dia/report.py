@@ -29,7 +29,8 @@ import pandas as pd
 
 from dia.metrics import METRIC_COLUMNS
 from dia.results import (
-    atomic_write_text, find_runs, parse_run_id, read_run_config, read_run_env, run_id_of,
+    atomic_write_text, find_runs, finished_file, parse_run_id, read_run_config, read_run_env,
+    rerun_advice, run_id_of,
 )
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
@@ -73,8 +74,7 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
             continue
         if not (path / "metrics.csv").is_file():
             if path.parents[2].name in SCORING_STAGES:  # runs/<stage>/<dataset>/<method>/<run>
-                raise ValueError(f"{path} is marked finished but has no metrics.csv: "
-                                 f"{_rescore(path)}")
+                finished_file(path, "metrics.csv")  # raises, saying what to do
             continue
         device = read_run_env(path).get("device", "")
         frames.append(read_run_metrics(path).assign(device=device))
@@ -86,7 +86,7 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
 def read_run_metrics(path: Path) -> pd.DataFrame:
     """A finished run's metrics.csv; one that cannot be read, or lacks a column the table needs
     (a file damaged or edited by hand), is a ValueError that names the run and what to do."""
-    remedy = _rescore(path)
+    remedy = rerun_advice(path)
     try:
         frame = pd.read_csv(path / "metrics.csv")
     except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
@@ -96,11 +96,6 @@ def read_run_metrics(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
                          f"{remedy}")
     return frame
-
-
-def _rescore(path: Path) -> str:
-    return (f"delete {path / 'DONE'} and run the same `./run_all.sh` command again to score that "
-            "run again")
 
 
 def is_profile_run(path: Path) -> bool:

@@ -122,16 +122,9 @@ class Run:
 
     def finished_file(self, name: str, what: str = "") -> Path:
         """Path of `name` in this finished run; a RunError saying what to do when the run is
-        not finished, or is marked finished but lacks the file (deleted, or copied without it)."""
+        not finished, or lacks the file (`finished_file`)."""
         self.require_done(what)
-        target = self.path / name
-        if not target.is_file():
-            raise RunError(
-                f"run {self.path} is marked finished but has no {name} (deleted, or the folder "
-                f"was copied without it): delete its {DONE} marker and run the same command "
-                "again to make it anew."
-            )
-        return target
+        return finished_file(self.path, name)
 
     @contextlib.contextmanager
     def exclusive(self, *, wait: bool = True) -> Iterator[bool]:
@@ -359,7 +352,8 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
         raise RunError(f"{file} cannot be read ({' '.join(str(err).split())}): "
                        f"{_remake(path)}") from None
     if not isinstance(record, dict):
-        raise RunError(f"{file} holds {type(record).__name__}, not a run's config: {_remake(path)}")
+        what = "nothing" if record is None else type(record).__name__
+        raise RunError(f"{file} holds {what}, not a run's config: {_remake(path)}")
     return record
 
 
@@ -378,6 +372,21 @@ def read_run_env(path: str | Path) -> dict[str, Any]:
         problem = f"holds {type(record).__name__}, not a run's record"
     raise RunError(f"{env} {problem}: restore it from a copy, or delete that file (the run keeps "
                    "its results but loses its record of commit and machine)")
+
+
+def finished_file(path: str | Path, name: str) -> Path:
+    """Path of `name` in the run folder `path`, which is marked finished; a RunError saying what
+    to do when the file is not there (deleted, or the folder was copied without it)."""
+    target = Path(path) / name
+    if not target.is_file():
+        raise RunError(f"run {path} is marked finished but has no {name} (deleted, or the folder "
+                       f"was copied without it): {rerun_advice(path)}")
+    return target
+
+
+def rerun_advice(path: str | Path) -> str:
+    """What to do about a finished run whose results are damaged or missing."""
+    return f"delete {Path(path) / DONE} and run the same command again to make them anew"
 
 
 def _remake(path: str | Path) -> str:

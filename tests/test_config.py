@@ -53,6 +53,7 @@ def test_dotted_and_nested_overrides():
         ({"dataset": "pneumonia"}, "--dataset"),
         ({"amplify.exclude_own_dissolved": 1}, "true or false"),
         ({"dissolve.value_range": "other"}, "'reference'"),
+        ({"diffusion.seed": 2**32}, f"seed = {2**32}; must be at most {2**32 - 1}"),
         ({"dissolve.resolution": 33}, "dissolve.resolution = 33; must be a multiple of 8"),
         ({"peers.ganomaly_image_size": 8}, "ganomaly_image_size = 8; must be a multiple of 16"),
         ({"peers.patchcore_layers": []}, r"patchcore_layers = \[\]; give one or more"),
@@ -75,15 +76,18 @@ def test_a_seed_is_a_whole_number_from_zero(seed):
 def test_a_profile_file_with_a_repeated_key_or_bad_yaml_is_refused_by_name(tmp_path):
     import shutil
 
-    from dia.config import CONFIGS_DIR
+    from dia.config import CONFIGS_DIR, read_yaml
 
     path = tmp_path / "smoke.yaml"
     shutil.copy(CONFIGS_DIR / "smoke.yaml", path)
     assert load_config("smoke", configs_dir=tmp_path) == load_config("smoke")
     good = path.read_text()
     path.write_text(good + "amplify:\n  epochs: 3\n")  # YAML would keep this one silently
-    with pytest.raises(ConfigError, match=r"smoke.yaml is not valid YAML: .*amplify given twice"):
+    with pytest.raises(ConfigError, match=r"smoke.yaml is not valid YAML: .*key 'amplify' given twice.*remove one"):
         load_config("smoke", configs_dir=tmp_path)
+    merged = tmp_path / "merged.yaml"  # merge keys (`<<`) are no repeats
+    merged.write_text("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\nc:\n  <<: *a\n")
+    assert read_yaml(merged) == {"a": {"x": 1}, "b": {"x": 1, "y": 2}, "c": {"x": 1}}
     path.write_text(good + "data: [unclosed\n")
     with pytest.raises(ConfigError, match="smoke.yaml is not valid YAML"):
         load_config("smoke", configs_dir=tmp_path)

@@ -1,8 +1,8 @@
-"""A papermill parameter the notebook lacks stops the notebook before its first library call."""
+"""A papermill parameter the notebook lacks, or one of another type than its default, stops the
+notebook before its first library call."""
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import papermill
 import pytest
 
 from dia.config import ConfigError
-from dia.notebook_parameters import check_injected_parameters
+from dia.notebook_parameters import _assigned, _mistyped, check_injected_parameters
 from dia.plan import METHODS, PlanRequest, build_plan
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -76,8 +76,7 @@ def test_the_suite_passes_each_notebook_only_parameters_it_has():
     for job in build_plan(req):
         nb = nbformat.read(NOTEBOOKS / f"{job.notebook}.ipynb", as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-        defaults = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
-                    for t in node.targets}
+        defaults = _assigned(cell.source)
         assert set(job.parameters) <= set(defaults), job.key
         for name, value in job.parameters.items():  # as check_injected_parameters wants them
-            assert type(value) is type(defaults[name]), (job.key, name, value)
+            assert not _mistyped(value, defaults[name]), (job.key, name, value)

@@ -83,15 +83,22 @@ def test_a_finished_scoring_run_without_its_metrics_file_is_an_error_not_a_gap(r
     open_stage_run(cfg, "amplify", "dia", results_root).mark_done()  # finished, no metrics: fine
     (run.path / "metrics.csv").unlink()
     done = re.escape(str(run.path / "DONE"))
-    with pytest.raises(ValueError, match=rf"{re.escape(str(run.path))} is marked finished but "
-                                         rf"has no metrics.csv: delete {done}"):
+    with pytest.raises(RunError, match=rf"{re.escape(str(run.path))} is marked finished but "
+                                       rf"has no metrics.csv .*: delete {done}"):
         report.write_tables(results_root)
-    with pytest.raises(RunError, match="marked finished but has no metrics.csv.*delete its DONE"):
+    with pytest.raises(RunError, match="marked finished but has no metrics.csv.*delete .*DONE and run"):
         read_metrics(run)
     read_scores(run)  # the file that is there still reads
     (run.path / "scores.csv").unlink()
     with pytest.raises(RunError, match="has no scores.csv"):
         read_scores(run)
+
+
+def test_the_scoring_stages_are_those_whose_runs_write_metrics():
+    from dia import peers
+    from dia.baselines import ddad
+
+    assert set(report.SCORING_STAGES) == {"evaluate", peers.STAGE, ddad.STAGE}
 
 
 def test_empty_results_still_give_the_paper_table(results_root):

@@ -1,4 +1,4 @@
-"""The README's H200 figures that are derived from this session's record, not printed by a tool.
+"""The H200 figures of docs/MEASUREMENTS.md that are derived from this session's record, not printed by a tool.
 
     .venv/bin/python results/device_sessions/2026-11-30_h200/derived_figures.py   (repo root)
 

@@ -6,7 +6,7 @@ R is the results root the session trained into (its run folders, checkpoints inc
 record here keeps them without checkpoints, so this needs the machine that trained them). Writes
 noise_error.csv beside this file: one row per (DDPM, split, t) of `dia.noise_check.check_ddpm`
 with 135 images per split (all 135 normal images of PneumoniaMNIST's validation split), at the t
-where dissolving works (30-99) and two the gallery shows (200, 400). README "Ablations",
+where dissolving works (30-99) and two the gallery shows (200, 400). docs/MEASUREMENTS.md "Ablations",
 "Timestep focus of the DDPM", reads its mean over t = 30/50/70/99.
 """
 import json

@@ -9,7 +9,7 @@ MODE fp32 | autocast (torch.autocast("cpu", bfloat16)) | bf32 (torch.backends.mk
 images at 28², channels_last). Printed, the Xeon at 5f3227a, idle, one call each (2 warm-up + 4
 timed): dissolve 1.266 / 0.576 / 1.290 s, enc 0.603 / 0.473 / 0.816 s, ddpm 3.135 / 2.338 /
 4.133 s (fp32 / autocast / bf32). The DDPM's fp32 figure is high against the 2.54 s that
-profile_ddpm_step.py measured on this machine the day before (README), where bf16 was no faster.
+profile_ddpm_step.py measured on this machine the day before (docs/MEASUREMENTS.md), where bf16 was no faster.
 """
 import time, sys, torch
 from dia.config import DiffusionConfig

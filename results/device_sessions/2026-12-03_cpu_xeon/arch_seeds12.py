@@ -10,7 +10,7 @@ seeds 1 and 2 are trained on it and scored. Written before the run: the three se
 with this machine's diffusers-layout seeds 0-2 (2026-12-02_cpu_xeon/auc.csv: test 0.779, 0.822,
 0.867; mean 0.823). Whatever the result, `quick` keeps its layout: SPEC §4 asks for
 diffusers.UNet2DModel, and three CPU seeds on one machine do not settle a 0.02-0.05 difference;
-the figures go to README *Ablations* and the GPU's four seeds remain the test.
+the figures go to docs/MEASUREMENTS.md *Ablations* and the GPU's four seeds remain the test.
 """
 
 import json

@@ -5,7 +5,7 @@
 Reads the records as committed: the reference layout's evaluate runs in this folder's
 runs.tar.gz (seed 0, arch_seed0.py) and runs_seeds12.tar.gz (seeds 1-2, arch_seeds12.py), ours
 in ../2026-12-02_cpu_xeon/auc.csv. Prints each seed's test and val AUC, the paired differences
-and the means (README *Ablations*, DECISIONS.md DIA 20).
+and the means (docs/MEASUREMENTS.md *Ablations*, DECISIONS.md DIA 20).
 """
 
 import csv

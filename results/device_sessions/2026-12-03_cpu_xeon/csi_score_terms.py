@@ -19,7 +19,7 @@ the training, test and validation features of the last checkpoint once, exactly 
 
 and prints the AUC of each on test and val, with the λ weights.
 
-The question (README "The table", below the synthetic cell): DIA's λcls on the synthetic set are
+The question (docs/MEASUREMENTS.md, "Measured so far", the synthetic set): DIA's λcls on the synthetic set are
 all negative (its rotation head learnt nothing there), so its shift term ranks a confidently
 recognised rotation as less normal. Written before the run: the lead holds if, for DIA, the
 `contrast` AUC is above 0.5 on both test and val while `shift` is below 0.5 on both; it fails if
