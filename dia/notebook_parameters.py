@@ -8,7 +8,7 @@ a cell of their own, right after the cell tagged `parameters`, starting with a "
 comment; both are in the kernel's input history (`In`) when the notebook's next cell runs, which
 calls `check_injected_parameters()` to compare the two. A notebook run by hand in Jupyter has no
 such cell, and nothing is checked. `papermill -p train False` passes the bool False, but
-`-r train False` (raw) and `-p seeds "2"` pass strings, which would run with ``train`` true and
+`-r train False` and `-r seeds 2` (raw) pass strings, which would run with ``train`` true and
 fail deep in a library on ``seeds``: each given value must have its default's type (an int for a
 float allowed).
 """
