@@ -62,6 +62,7 @@ NON_NEGATIVE = frozenset({
     "weight_decay", "refine_weight_decay", "grad_clip", "shift_weight", "dissolve_cache_gib",
     "entropy_weight", "w_adv", "w_con", "w_enc",
 })
+SEEDS = frozenset({"seed", "unlabeled_seed"})  # also NON_NEGATIVE; at most MAX_SEED
 POSITIVE = frozenset({"lr", "refine_lr", "ganomaly_lr", "temperature", "warmup_multiplier",
                       "lars_trust_coef", "lars_eps"})
 FRACTIONS = frozenset({"ema_decay", "momentum", "beta1", "ganomaly_beta1", "focus_fraction",
@@ -77,7 +78,7 @@ def _check_range(name: str, value: Any, where: str) -> None:
         wrong = "must be >= 1"
     elif name in NON_NEGATIVE and value < 0:
         wrong = "must be >= 0"
-    elif name.endswith("seed") and value > MAX_SEED:
+    elif name in SEEDS and value > MAX_SEED:
         wrong = f"must be at most {MAX_SEED}"
     elif name in POSITIVE and value <= 0:
         wrong = "must be > 0"

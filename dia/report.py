@@ -66,16 +66,14 @@ def load_paper_table() -> pd.DataFrame:
 def collect_metrics(results_root: str | Path) -> pd.DataFrame:
     """Rows of every finished run's metrics.csv, with the run's device (runs without DONE are ignored).
 
-    A finished run of a scoring stage without its metrics.csv is a ValueError saying what to do:
-    left out silently, the table would look complete without it."""
+    Only the scoring stages write a metrics.csv; a finished run of one without it is a RunError
+    saying what to do: left out silently, the table would look complete without it."""
     frames = []
-    for path in find_runs(results_root):
+    paths = sorted(path for stage in SCORING_STAGES for path in find_runs(results_root, stage))
+    for path in paths:
         if not (path / "DONE").is_file() or not is_profile_run(path):
             continue
-        if not (path / "metrics.csv").is_file():
-            if path.parents[2].name in SCORING_STAGES:  # runs/<stage>/<dataset>/<method>/<run>
-                finished_file(path, "metrics.csv")  # raises, saying what to do
-            continue
+        finished_file(path, "metrics.csv")  # raises, saying what to do, when it is missing
         device = read_run_env(path).get("device", "")
         frames.append(read_run_metrics(path).assign(device=device))
     if not frames:

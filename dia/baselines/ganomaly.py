@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from dia.checkpoints import ensure_finite, load_run_checkpoint, save_checkpoint
+from dia.config import GANOMALY_DOWNSAMPLING
 from dia.results import Run, RunError
 
 METHOD = "ganomaly"
@@ -47,8 +48,9 @@ class Encoder(nn.Module):
 
     def __init__(self, isize: int, nz: int, nc: int = 3, ndf: int = 64):
         super().__init__()
-        if isize % 16 != 0:
-            raise ValueError(f"GANomaly image size must be a multiple of 16, got {isize}")
+        if isize % GANOMALY_DOWNSAMPLING != 0:
+            raise ValueError(f"GANomaly image size must be a multiple of {GANOMALY_DOWNSAMPLING}, "
+                             f"got {isize}")
         layers: list[nn.Module] = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
                                    nn.LeakyReLU(0.2, inplace=True)]
         csize, cndf = isize // 2, ndf
