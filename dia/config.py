@@ -119,6 +119,9 @@ class DiffusionConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     cuda_bf16: bool = False  # bf16 autocast for training on CUDA; the reference trains in fp32
+    # bf16 autocast for training on a CPU: faster only with bf16 units (AMX; a quick step 3.0 ->
+    # 2.2 s on the 2-core Xeon, docs/MEASUREMENTS.md); every profile trains fp32 on the CPU
+    cpu_bf16: bool = False
     # Timestep focus (not in the reference, which draws t ~ U{0..999}): each training sample
     # draws its t from {focus_t_min..focus_t_max-1}, the range dissolving uses, with probability
     # focus_fraction. 0 (every profile) reproduces the reference (DECISIONS.md, DIA 17).
@@ -136,7 +139,10 @@ class DissolveConfig:
     t_max: int = 100  # exclusive: t in {30..99}
     value_range: Literal["reference", "normalized"] = "reference"
     resolution: int = 32
-    cuda_bf16: bool = True  # bf16 autocast + channels_last for the frozen U-Net on CUDA; CPU is fp32
+    cuda_bf16: bool = True  # bf16 autocast + channels_last for the frozen U-Net on CUDA
+    # the same on a CPU: faster only with bf16 units (AMX; 128 images 0.95 -> 0.45 s on the
+    # 2-core Xeon, docs/MEASUREMENTS.md); every profile dissolves in fp32 on the CPU
+    cpu_bf16: bool = False
     # Not in the reference: a gray input's x̂₀ is made gray again (channel mean). A short DDPM
     # tints gray images slightly, a colour cue no clean view has (DECISIONS.md, DIA 18).
     keep_gray: bool = False
@@ -390,8 +396,8 @@ def config_hash(cfg: ExperimentConfig, sections: tuple[str, ...] = SECTIONS) -> 
 # Fields added after runs were published enter the hash only when they differ from their
 # default, so the folders of those runs keep their names.
 ADDED_FIELDS = {
-    "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max", "architecture"),
-    "dissolve": ("keep_gray",),
+    "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max", "architecture", "cpu_bf16"),
+    "dissolve": ("keep_gray", "cpu_bf16"),
 }
 
 

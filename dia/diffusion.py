@@ -19,7 +19,6 @@ Run folder: ``runs/diffusion/<dataset>/ddpm/s<seed>-<hash>/`` with ``checkpoints
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -228,11 +227,7 @@ def ddpm_loss(
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-    if autocast_dtype is not None and x0.device.type == "cuda":
-        ctx = torch.autocast("cuda", dtype=autocast_dtype)
-    else:
-        ctx = contextlib.nullcontext()
-    with ctx:
+    with torch.autocast(x0.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         eps = unet(x_t, t).sample
     return F.l1_loss(eps.float(), noise)
 
@@ -373,7 +368,7 @@ def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.
     run's checkpoint), then DONE."""
     from tqdm import tqdm
 
-    from dia.runtime import seed_everything
+    from dia.runtime import bf16_autocast, seed_everything
 
     dcfg = cfg.diffusion
     seed_everything(cfg.seed)
@@ -386,7 +381,7 @@ def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.
     alphas_cumprod = build_scheduler().alphas_cumprod.to(device, torch.float32)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     batches = _Batches(x_all.shape[0], generator)
-    autocast_dtype = torch.bfloat16 if (dcfg.cuda_bf16 and device.type == "cuda") else None
+    autocast_dtype = bf16_autocast(device, cuda=dcfg.cuda_bf16, cpu=dcfg.cpu_bf16)
 
     ckpt_path = run.checkpoint_dir / CHECKPOINT
     step, window = 0, []

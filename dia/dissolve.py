@@ -31,7 +31,6 @@ The amplifier uses only `Dissolver`.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import torch
@@ -184,7 +183,7 @@ def dissolve(
         value_range: ``"reference"`` (input as is; output clamped to [−1, 1], not rescaled) or
             ``"normalized"`` (×2−1 before, (·+1)/2 after, clamped to [0, 1]).
         resolution: the U-Net's training resolution.
-        autocast_dtype: e.g. ``torch.bfloat16`` to run the U-Net under CUDA autocast.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the U-Net under autocast (CUDA or CPU).
         keep_gray: make x̂₀ of gray inputs gray (`gray_like_input`); not the reference.
         check_values: check that the images lie in [0, 1] and t in the schedule (reading them
             back stalls a GPU; shapes and dtypes are always checked).
@@ -201,13 +200,9 @@ def dissolve(
     x, how = to_resolution(x, resolution)
     if value_range == "normalized":
         x = x * 2.0 - 1.0
-    if autocast_dtype is not None and device.type == "cuda":
-        ctx = torch.autocast("cuda", dtype=autocast_dtype)
-    else:
-        ctx = contextlib.nullcontext()
     with torch.no_grad():
         x = x.contiguous(memory_format=torch.channels_last)
-        with ctx:
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             eps = unet(x, t).sample
         x0 = predict_x0(eps.float(), x, t, alphas_cumprod).clamp_(-1.0, 1.0)
         if value_range == "normalized":
@@ -222,7 +217,8 @@ class Dissolver:
     """A frozen dissolving transform: ``Dissolver(...)(images01, t) -> dissolved``.
 
     Holds the U-Net (eval mode, no gradients), ᾱ, the value range and the resolution. The U-Net
-    runs channels_last, on CUDA under bf16 autocast (``cuda_bf16``), on CPU in plain fp32. The
+    runs channels_last, on CUDA under bf16 autocast (``cuda_bf16``), on a CPU in fp32 unless
+    ``cpu_bf16`` (`dia.runtime.bf16_autocast`). The
     values of every batch (images in [0, 1], t in the schedule) are checked on the CPU; on a GPU
     those of the first batch only, later ones for shape and dtype, since reading values back
     would stall the GPU every iteration.
@@ -236,6 +232,7 @@ class Dissolver:
         resolution: int = 32,
         *,
         cuda_bf16: bool = True,
+        cpu_bf16: bool = False,
         keep_gray: bool = False,
     ) -> None:
         if value_range not in VALUE_RANGES:
@@ -248,7 +245,7 @@ class Dissolver:
         self.value_range = value_range
         self.resolution = resolution
         self.keep_gray = keep_gray
-        self.autocast_dtype = torch.bfloat16 if (cuda_bf16 and self.device.type == "cuda") else None
+        self.autocast_dtype = runtime.bf16_autocast(self.device, cuda=cuda_bf16, cpu=cpu_bf16)
         self._values_checked = False
 
     @property
@@ -271,7 +268,8 @@ class Dissolver:
 
         Args:
             run: the diffusion `Run`, its folder, or a checkpoint file.
-            dissolve_cfg: `cfg.dissolve` (value_range, resolution, cuda_bf16, keep_gray).
+            dissolve_cfg: `cfg.dissolve` (value_range, resolution, cuda_bf16, cpu_bf16,
+                keep_gray).
             device: where the U-Net runs (default: CUDA if available).
         """
         if dissolve_cfg.dissolver != "diffusion":
@@ -283,7 +281,8 @@ class Dissolver:
 
         unet, alphas_cumprod = load_dissolver_model(run, device)
         return cls(unet, alphas_cumprod, dissolve_cfg.value_range, dissolve_cfg.resolution,
-                   cuda_bf16=dissolve_cfg.cuda_bf16, keep_gray=dissolve_cfg.keep_gray)
+                   cuda_bf16=dissolve_cfg.cuda_bf16, cpu_bf16=dissolve_cfg.cpu_bf16,
+                   keep_gray=dissolve_cfg.keep_gray)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.unet.parameters())

@@ -142,6 +142,32 @@ def stage_device(cfg, device: "torch.device | str | None" = None):  # noqa: F821
     return replace(cfg, {"device": str(device)}), device
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles). Elsewhere bf16
+    autocast is emulated: it runs, slower than fp32."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def bf16_autocast(device: "torch.device | str", *, cuda: bool, cpu: bool) -> "torch.dtype | None":  # noqa: F821
+    """``torch.bfloat16`` if a stage runs its network under bf16 autocast on `device` (`cuda` on
+    a GPU, `cpu` on the CPU: the config's ``cuda_bf16`` / ``cpu_bf16``), else None (fp32).
+
+    Asking for it on a CPU without bf16 units (`cpu_has_bf16_units`) gives a warning: it still
+    runs, emulated, slower than fp32 and rounded as coarsely.
+    """
+    import torch
+
+    device = torch.device(device)
+    wanted = {"cuda": cuda, "cpu": cpu}.get(device.type, False)
+    if wanted and device.type == "cpu" and not cpu_has_bf16_units():
+        log.warning("cpu_bf16 is set but this CPU has no bf16 units (AVX512-BF16 or AMX): bf16 is "
+                    "emulated, slower than fp32; set cpu_bf16 to false on this machine")
+    return torch.bfloat16 if wanted else None
+
+
 def describe_device(preference: str = "auto") -> str:
     import torch
 
