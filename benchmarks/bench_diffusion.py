@@ -8,7 +8,8 @@ images/s at `--batch` images per step (flip, noise, U-Net forward/backward, L1, 
 as in `dia.diffusion.train_diffusion`), and dissolved images/s for 28² inputs (pad → one-step x̂₀
 → crop, `dia.dissolve.Dissolver`). Weights are random: speed does not depend on them. On CUDA
 both fp32 and bf16 autocast + channels_last are measured, with the GPU's utilisation
-(`gpu_util.py`). `cpu_s_*` is process CPU time: on a
+(`gpu_util.py`); on a CPU with bf16 units (AMX, AVX512-BF16) both fp32 and bf16 autocast, as
+`diffusion.cpu_bf16` and `dissolve.cpu_bf16` run them. `cpu_s_*` is process CPU time: on a
 machine shared with other jobs, with `--threads 1`, it approximates the uncontended wall time
 (the load average is recorded). Reference figures on the project's
 2-core CPU (`reference/reference-run-cpu.md`): the published DDPM loop takes 49.7 s per optimiser
@@ -81,7 +82,7 @@ def bench_dissolve(width: int, batch: int, repeats: int, device: torch.device, b
 
     torch.manual_seed(0)
     unet = build_unet(DiffusionConfig(width=width)).to(device)
-    d = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=bf16)
+    d = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=bf16, cpu_bf16=bf16)
     images = torch.rand(batch, 3, 28, 28, device=device)
     t = torch.full((batch,), 65, dtype=torch.long, device=device)
     d(images, t)  # warm-up
@@ -113,7 +114,7 @@ def main() -> None:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     from dia.allocator import keep_freed_memory
-    from dia.runtime import describe_device
+    from dia.runtime import cpu_has_bf16_units, describe_device
 
     report: dict = {
         "benchmark": "diffusion",
@@ -129,7 +130,9 @@ def main() -> None:
         device = torch.device(name)
         if device.type == "cuda":
             report["gpu"] = torch.cuda.get_device_name(device)
-        for bf16 in ([False, True] if device.type == "cuda" else [False]):
+        # bf16 on a CPU only where it has bf16 units (elsewhere emulated, slower than fp32)
+        both = device.type == "cuda" or cpu_has_bf16_units()
+        for bf16 in ([False, True] if both else [False]):
             for width in args.widths:
                 row = {"device": name, "width": width, "precision": "bf16" if bf16 else "fp32"}
                 row["ddpm"] = bench_training(width, args.batch, args.steps, device, bf16)

@@ -11,11 +11,12 @@ the `--top` operators takes by itself (self time: convolution forward and backwa
 products, norms, activations, ...), and the convolutions' share in all, so one can tell whether
 the step is bound by its arithmetic (the convolutions) or by everything around it, which fusing
 operators (`torch.compile`) could shorten. On CUDA the device's kernel time is reported instead.
-`--precision bf16` runs the step under bf16 autocast with channels_last, as `diffusion.cuda_bf16`
-trains on CUDA; on a CPU no profile trains so (it changes the rounding), and the figure says what
-a CPU with bf16 units (AVX512-BF16, AMX) would gain if one did. `--architecture reference`
-times the reference code's U-Net layout (`diffusion.architecture`, DECISIONS.md DIA 20) instead
-of the profile's.
+`--precision bf16` runs the step under bf16 autocast (channels_last on CUDA), as
+`diffusion.cuda_bf16` trains on CUDA; on a CPU it is what `diffusion.cpu_bf16` does (off in every
+profile: it changes the rounding), fast only on a CPU with bf16 units (AVX512-BF16, AMX). Before
+commit `60d3f71` the step ignored the dtype off CUDA, so a CPU's bf16 figure measured fp32.
+`--architecture reference` times the reference code's U-Net layout (`diffusion.architecture`,
+DECISIONS.md DIA 20) instead of the profile's.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def profile_step(cfg, batch: int, device: torch.device, top: int, bf16: bool = F
 
     torch.manual_seed(0)
     unet = build_unet(cfg.diffusion).to(device).train()
-    if bf16:
+    if bf16 and device.type == "cuda":  # as training: channels_last on CUDA only
         unet = unet.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(unet, cfg.diffusion)
     alphas_cumprod = build_scheduler().alphas_cumprod.to(device, torch.float32)

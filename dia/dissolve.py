@@ -218,10 +218,9 @@ class Dissolver:
 
     Holds the U-Net (eval mode, no gradients), ᾱ, the value range and the resolution. The U-Net
     runs channels_last, on CUDA under bf16 autocast (``cuda_bf16``), on a CPU in fp32 unless
-    ``cpu_bf16`` (`dia.runtime.bf16_autocast`). The
-    values of every batch (images in [0, 1], t in the schedule) are checked on the CPU; on a GPU
-    those of the first batch only, later ones for shape and dtype, since reading values back
-    would stall the GPU every iteration.
+    ``cpu_bf16`` (`dia.runtime.bf16_autocast`). The values of every batch (images in [0, 1], t in
+    the schedule) are checked on the CPU; on a GPU those of the first batch only, later ones for
+    shape and dtype, since reading values back would stall the GPU every iteration.
     """
 
     def __init__(

@@ -173,14 +173,16 @@ def test_fields_added_later_enter_the_hash_only_when_changed():
     from dia.config import ADDED_FIELDS
 
     cfg = load_config("quick", dataset="pneumonia")
-    # the hash the code had before the fields existed: the section without them
-    section = {k: v for k, v in to_dict(cfg)["diffusion"].items()
-               if k not in ADDED_FIELDS["diffusion"]}
-    blob = json.dumps({"dataset": "pneumonia", "seed": 0, "diffusion": section},
-                      sort_keys=True, separators=(",", ":")).encode()
-    assert config_hash(cfg, ("diffusion",)) == hashlib.sha256(blob).hexdigest()[:8]
-    focused = replace(cfg, {"diffusion.focus_fraction": 0.5})
-    assert config_hash(focused, ("diffusion",)) != config_hash(cfg, ("diffusion",))
+    for name, added in ADDED_FIELDS.items():
+        # the hash the code had before the fields existed: the section without them
+        section = {k: v for k, v in to_dict(cfg)[name].items() if k not in added}
+        blob = json.dumps({"dataset": "pneumonia", "seed": 0, name: section},
+                          sort_keys=True, separators=(",", ":")).encode()
+        assert config_hash(cfg, (name,)) == hashlib.sha256(blob).hexdigest()[:8], name
+    for key, value in (("diffusion.focus_fraction", 0.5), ("diffusion.cpu_bf16", True),
+                       ("dissolve.cpu_bf16", True)):
+        section = (key.split(".")[0],)
+        assert config_hash(replace(cfg, {key: value}), section) != config_hash(cfg, section), key
 
 
 def test_device_is_not_semantic():

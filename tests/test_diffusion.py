@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from dia.config import ConfigError, DiffusionConfig, load_config
+from dia.config import ConfigError, DiffusionConfig, load_config, replace
 from dia.diffusion import (
     CHECKPOINT, EMA, build_scheduler, build_unet, count_parameters, load_dissolver_model,
     open_diffusion_run, prepare_images, sample_train_t, train_diffusion,
@@ -118,6 +118,18 @@ def test_train_loss_falls_checkpoints_and_skips_when_done(tmp_path):
     assert (run.path / "train_log.jsonl").stat().st_mtime_ns == mtime
     d = Dissolver.from_run(run, cfg.dissolve, "cpu")
     assert d(torch.rand(2, 3, 28, 28), 50).shape == (2, 3, 28, 28)
+    assert d.autocast_dtype is None  # every profile dissolves in fp32 on the CPU
+    bf16 = Dissolver.from_run(run, replace(cfg, {"dissolve.cpu_bf16": True}).dissolve, "cpu")
+    assert bf16.autocast_dtype == torch.bfloat16
+
+
+def test_cpu_bf16_trains_under_autocast_in_a_folder_of_its_own(tmp_path):
+    fp32 = train_diffusion(tiny_cfg(), results_root=tmp_path, device="cpu")
+    bf16 = train_diffusion(tiny_cfg(**{"diffusion.cpu_bf16": True}), results_root=tmp_path,
+                           device="cpu")
+    assert bf16.is_done() and bf16.path != fp32.path  # cpu_bf16 enters the hash once set
+    a, b = fp32.read_log()[0]["loss"], bf16.read_log()[0]["loss"]
+    assert a != b and b == pytest.approx(a, rel=0.05)  # bf16's rounding: autocast was on
 
 
 def test_the_reference_layout_trains_and_dissolves(tmp_path):

@@ -255,6 +255,33 @@ def test_dissolver_real_unet_frozen_and_no_grad(alphas_cumprod, tiny_unet):
     assert "Dissolver(" in repr(d)
 
 
+def test_cpu_bf16_dissolver_autocasts_and_stays_close_to_fp32(alphas_cumprod, tiny_unet):
+    import copy
+
+    images = torch.rand(16, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    t = torch.randint(30, 100, (16,), generator=torch.Generator().manual_seed(1))
+    fp32 = Dissolver(copy.deepcopy(tiny_unet), alphas_cumprod)(images, t)
+    bf16 = Dissolver(copy.deepcopy(tiny_unet), alphas_cumprod, cpu_bf16=True)
+    assert bf16.autocast_dtype == torch.bfloat16
+    out = bf16(images, t)
+    assert out.dtype == torch.float32 and not torch.equal(out, fp32)
+    torch.testing.assert_close(out, fp32, atol=3e-2, rtol=0)
+
+
+def test_bf16_is_chosen_per_device_and_warned_about_without_bf16_units(monkeypatch, caplog):
+    assert runtime.bf16_autocast("cuda", cuda=True, cpu=False) == torch.bfloat16
+    assert runtime.bf16_autocast("cuda", cuda=False, cpu=True) is None
+    assert runtime.bf16_autocast("cpu", cuda=True, cpu=False) is None
+    monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: True)
+    with caplog.at_level("WARNING", logger="dia.runtime"):
+        assert runtime.bf16_autocast("cpu", cuda=False, cpu=True) == torch.bfloat16
+    assert not caplog.records
+    monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: False)
+    with caplog.at_level("WARNING", logger="dia.runtime"):
+        assert runtime.bf16_autocast("cpu", cuda=False, cpu=True) == torch.bfloat16
+    assert "no bf16 units" in caplog.text and "cpu_bf16 to false" in caplog.text
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_dissolver_matches_cpu_fp32(alphas_cumprod, tiny_unet):

@@ -1,0 +1,36 @@
+"""bf16 autocast on the CPU (`dissolve.cpu_bf16`, `diffusion.cpu_bf16`): time and AUC of quick DIA.
+
+PneumoniaMNIST, `quick`, seed 0, on the 2-core Intel Xeon with AMX (2026-12-03). Run in a clone
+of the repository at the commit that added the two fields, from the clone's root, with `R` a
+results root holding the published-config fp32 DDPM (runs/diffusion/pneumonia/ddpm/s0-e9604b16,
+from the measured 77-min run of the same day):
+    OMP_NUM_THREADS=2 PYTHONPATH=. /usr/bin/time -v python cpu_bf16.py R ../shared/data
+A: DIA dissolving in bf16 on that fp32 DDPM; B: a DDPM trained under bf16 autocast, then DIA
+dissolving in bf16 on it. Each stage's seconds and each AUC are printed as JSON lines.
+"""
+import json
+import sys
+import time
+
+from dia.config import load_config
+from dia.diffusion import train_diffusion
+from dia.evaluate import evaluate_amplifier, read_metrics
+from dia.train_encoder import train_amplifier
+
+root, data = sys.argv[1], sys.argv[2]
+VARIANTS = {"A_dissolve_bf16": {"dissolve.cpu_bf16": True},
+            "B_ddpm_and_dissolve_bf16": {"diffusion.cpu_bf16": True, "dissolve.cpu_bf16": True}}
+for name, overrides in VARIANTS.items():
+    cfg = load_config("quick", dataset="pneumonia", seed=0, overrides=overrides)
+    for stage, call in (("ddpm", lambda: train_diffusion(cfg, results_root=root, data_root=data)),
+                        ("dia", lambda: train_amplifier(cfg, "dia", results_root=root,
+                                                        data_root=data)),
+                        ("evaluate", lambda: evaluate_amplifier(cfg, "dia", results_root=root,
+                                                                data_root=data))):
+        tic = time.perf_counter()
+        run = call()
+        record = {"variant": name, "stage": stage, "seconds": round(time.perf_counter() - tic),
+                  "run": str(run.path)}
+        if stage == "evaluate":
+            record["metrics"] = read_metrics(run).to_dict("records")
+        print(json.dumps(record), flush=True)
