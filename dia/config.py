@@ -119,8 +119,9 @@ class DiffusionConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     cuda_bf16: bool = False  # bf16 autocast for training on CUDA; the reference trains in fp32
-    # bf16 autocast for training on a CPU: faster only with bf16 units (AMX; a quick step 3.0 ->
-    # 2.2 s on the 2-core Xeon, docs/MEASUREMENTS.md); every profile trains fp32 on the CPU
+    # bf16 autocast for training on a CPU: faster only with bf16 units (AMX: a step of 128 images
+    # 3.2 -> 2.45 s on the 2-core Xeon, docs/MEASUREMENTS.md "bf16 on a CPU with AMX"); off in
+    # every profile, which train in fp32 as the reference does
     cpu_bf16: bool = False
     # Timestep focus (not in the reference, which draws t ~ U{0..999}): each training sample
     # draws its t from {focus_t_min..focus_t_max-1}, the range dissolving uses, with probability
@@ -140,8 +141,8 @@ class DissolveConfig:
     value_range: Literal["reference", "normalized"] = "reference"
     resolution: int = 32
     cuda_bf16: bool = True  # bf16 autocast + channels_last for the frozen U-Net on CUDA
-    # the same on a CPU: faster only with bf16 units (AMX; 128 images 0.95 -> 0.45 s on the
-    # 2-core Xeon, docs/MEASUREMENTS.md); every profile dissolves in fp32 on the CPU
+    # the same on a CPU: faster only with bf16 units (AMX: 128 images 1.0 -> 0.65 s on the 2-core
+    # Xeon, docs/MEASUREMENTS.md "bf16 on a CPU with AMX"); off in every profile
     cpu_bf16: bool = False
     # Not in the reference: a gray input's x̂₀ is made gray again (channel mean). A short DDPM
     # tints gray images slightly, a colour cue no clean view has (DECISIONS.md, DIA 18).

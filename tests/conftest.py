@@ -221,13 +221,20 @@ def still_running():
 def signal_when():
     """``signal_when(ready, signum)``: a thread sends `signum` to this process once ``ready()``
     holds (polled for up to 60 s, never after the test) and returns the list it fills with the
-    notebook kernels running at that moment."""
+    notebook kernels running at that moment.
+
+    A shell without job control starts a background command (``./run_tests.sh &`` in a script)
+    with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the interrupt
+    tests would hang. Python's own handler is put back for the test."""
     import signal
     import threading
     import time
 
     stop, threads = threading.Event(), []
     lock = threading.Lock()  # no signal once the test has ended
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def start(ready, signum=signal.SIGINT) -> list:
         kernels: list = []
@@ -254,3 +261,5 @@ def signal_when():
         stop.set()
     for thread in threads:
         thread.join()
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,12 +1,17 @@
 """bf16 autocast on the CPU (`dissolve.cpu_bf16`, `diffusion.cpu_bf16`): time and AUC of quick DIA.
 
 PneumoniaMNIST, `quick`, seed 0, on the 2-core Intel Xeon with AMX (2026-12-03). Run in a clone
-of the repository at the commit that added the two fields, from the clone's root, with `R` a
-results root holding the published-config fp32 DDPM (runs/diffusion/pneumonia/ddpm/s0-e9604b16,
-from the measured 77-min run of the same day):
-    OMP_NUM_THREADS=2 PYTHONPATH=. /usr/bin/time -v python cpu_bf16.py R ../shared/data
+of the repository at 60d3f71 (the commit that added the two fields), from the clone's root, with
+run_all.sh's environment variables and `R` a results root holding the published-config fp32 DDPM
+(runs/diffusion/pneumonia/ddpm/s0-e9604b16, of the measured 77-min run of the same day, in
+pneumonia_quick_runs.tar.gz without its checkpoint):
+    OMP_NUM_THREADS=2 PYTHONPATH=. /usr/bin/time -v .venv/bin/python cpu_bf16.py R ../shared/data
 A: DIA dissolving in bf16 on that fp32 DDPM; B: a DDPM trained under bf16 autocast, then DIA
 dissolving in bf16 on it. Each stage's seconds and each AUC are printed as JSON lines.
+Log: cpu_bf16.log (progress bars cut to their last state, paths shortened to R and .venv); run
+folders without checkpoints: cpu_bf16_runs.tar.gz. Printed: A DIA 1118 s, evaluation 59 s, AUC
+0.829 (val 0.912); B DDPM 1419 s, DIA 1075 s, evaluation 56 s, AUC 0.810 (val 0.907). 62 min
+in all, largest process 3.4 GB; short test runs beside it for a few minutes.
 """
 import json
 import sys
