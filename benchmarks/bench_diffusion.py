@@ -1,7 +1,7 @@
 """Throughput of the diffusion stage: DDPM optimiser steps and dissolving.
 
     .venv/bin/python benchmarks/bench_diffusion.py [--widths 32 64] [--batch 64]
-        [--dissolve-batch 128] [--steps 3] [--device cpu|cuda|all]
+        [--dissolve-batch 128] [--steps 3] [--device cpu|cuda|all] [--precision fp32|both]
 
 Prints one JSON object with, per device, width and precision: DDPM optimiser steps/s and
 images/s at `--batch` images per step (flip, noise, U-Net forward/backward, L1, clip, Adam, EMA,
@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps / dissolve calls")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when present)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--precision", choices=("fp32", "both"), default="both",
+                        help="both: bf16 autocast too, on CUDA or a CPU with bf16 units")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,7 +133,7 @@ def main() -> None:
         if device.type == "cuda":
             report["gpu"] = torch.cuda.get_device_name(device)
         # bf16 on a CPU only where it has bf16 units (elsewhere emulated, slower than fp32)
-        both = device.type == "cuda" or cpu_has_bf16_units()
+        both = args.precision == "both" and (device.type == "cuda" or cpu_has_bf16_units())
         for bf16 in ([False, True] if both else [False]):
             for width in args.widths:
                 row = {"device": name, "width": width, "precision": "bf16" if bf16 else "fp32"}

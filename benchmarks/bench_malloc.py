@@ -106,7 +106,8 @@ def main() -> None:
         _train_child(root, int(epochs), data_root)
         return
     diffusion = ["--device", "cpu", "--widths", "32", "--batch", "128", "--dissolve-batch",
-                 "128", "--steps", str(args.steps), "--threads", str(args.threads)]
+                 "128", "--steps", str(args.steps), "--threads", str(args.threads),
+                 "--precision", "fp32"]  # as every profile trains
     amplify = ["--device", "cpu", "--iters", str(args.iters), "--score-images", "200",
                "--threads", str(args.threads)]
     load_before = os.getloadavg()[0]

@@ -19,6 +19,7 @@ Run folder: ``runs/diffusion/<dataset>/ddpm/s<seed>-<hash>/`` with ``checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -227,7 +228,10 @@ def ddpm_loss(
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-    with torch.autocast(x0.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    # None leaves the precision to the caller (an autocast it opened still applies)
+    ctx = (torch.autocast(x0.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
+    with ctx:
         eps = unet(x_t, t).sample
     return F.l1_loss(eps.float(), noise)
 

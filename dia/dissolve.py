@@ -31,6 +31,7 @@ The amplifier uses only `Dissolver`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import torch
@@ -200,9 +201,12 @@ def dissolve(
     x, how = to_resolution(x, resolution)
     if value_range == "normalized":
         x = x * 2.0 - 1.0
+    # None leaves the precision to the caller (an autocast it opened still applies)
+    ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
     with torch.no_grad():
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with ctx:
             eps = unet(x, t).sample
         x0 = predict_x0(eps.float(), x, t, alphas_cumprod).clamp_(-1.0, 1.0)
         if value_range == "normalized":

@@ -151,7 +151,8 @@ def cpu_has_bf16_units() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def bf16_autocast(device: "torch.device | str", *, cuda: bool, cpu: bool) -> "torch.dtype | None":  # noqa: F821
+def bf16_autocast(device: "torch.device | str", *, cuda: bool,  # noqa: F821
+                  cpu: bool) -> "torch.dtype | None":  # noqa: F821
     """``torch.bfloat16`` if a stage runs its network under bf16 autocast on `device` (`cuda` on
     a GPU, `cpu` on the CPU: the config's ``cuda_bf16`` / ``cpu_bf16``), else None (fp32).
 

@@ -266,6 +266,9 @@ def test_cpu_bf16_dissolver_autocasts_and_stays_close_to_fp32(alphas_cumprod, ti
     out = bf16(images, t)
     assert out.dtype == torch.float32 and not torch.equal(out, fp32)
     torch.testing.assert_close(out, fp32, atol=3e-2, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no dtype of its own: the caller's applies
+        outer = Dissolver(copy.deepcopy(tiny_unet), alphas_cumprod)(images, t)
+    torch.testing.assert_close(outer, out)
 
 
 def test_bf16_is_chosen_per_device_and_warned_about_without_bf16_units(monkeypatch, caplog):
