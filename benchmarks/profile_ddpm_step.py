@@ -83,7 +83,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: autocast (channels_last on CUDA), as diffusion.cuda_bf16 / cpu_bf16")
+                        help="bf16: autocast (channels_last on CUDA), as diffusion.cuda_bf16 "
+                        "/ cpu_bf16")
     parser.add_argument("--architecture", choices=("diffusers", "reference"), default=None,
                         help="the U-Net layout (default: the profile's)")
     args = parser.parse_args()

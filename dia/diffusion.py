@@ -19,7 +19,6 @@ Run folder: ``runs/diffusion/<dataset>/ddpm/s<seed>-<hash>/`` with ``checkpoints
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -36,6 +35,7 @@ from dia.config import (
     NUM_TIMESTEPS, DiffusionConfig, ExperimentConfig, comparable_sections, to_dict,
 )
 from dia.results import Run, RunError, parse_run_name
+from dia.runtime import autocast_if
 from dia.stages import stage_sections
 
 log = logging.getLogger(__name__)
@@ -228,10 +228,7 @@ def ddpm_loss(
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-    # None leaves the precision to the caller (an autocast it opened still applies)
-    ctx = (torch.autocast(x0.device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else contextlib.nullcontext())
-    with ctx:
+    with autocast_if(x0.device.type, autocast_dtype):
         eps = unet(x_t, t).sample
     return F.l1_loss(eps.float(), noise)
 

@@ -31,7 +31,6 @@ The amplifier uses only `Dissolver`.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Literal
 
 import torch
@@ -201,12 +200,9 @@ def dissolve(
     x, how = to_resolution(x, resolution)
     if value_range == "normalized":
         x = x * 2.0 - 1.0
-    # None leaves the precision to the caller (an autocast it opened still applies)
-    ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else contextlib.nullcontext())
     with torch.no_grad():
         x = x.contiguous(memory_format=torch.channels_last)
-        with ctx:
+        with runtime.autocast_if(device.type, autocast_dtype):
             eps = unet(x, t).sample
         x0 = predict_x0(eps.float(), x, t, alphas_cumprod).clamp_(-1.0, 1.0)
         if value_range == "normalized":

@@ -169,6 +169,18 @@ def bf16_autocast(device: "torch.device | str", *, cuda: bool,  # noqa: F821
     return torch.bfloat16 if wanted else None
 
 
+def autocast_if(device_type: str, dtype: "torch.dtype | None"):  # noqa: F821
+    """``torch.autocast(device_type, dtype)`` when a dtype is given (see `bf16_autocast`); with
+    None, nothing: the precision is the caller's, an autocast it opened still applies."""
+    import contextlib
+
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
+
+
 def describe_device(preference: str = "auto") -> str:
     import torch
 
