@@ -324,7 +324,7 @@ def amplify_forward(
     x = simclr_augment(batch.images, generator, augment)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    with runtime.autocast_if(x.device.type, autocast_dtype):
         out = model(x)
     return amplify_loss(
         out.projection, out.shift_logits, batch.shift_labels, batch.num_views,

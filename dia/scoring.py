@@ -30,6 +30,7 @@ import torch
 from dia.augment import (
     AugmentParams, make_generator, num_shifts, random_hflip, shift_chunks, simclr_augment,
 )
+from dia.runtime import autocast_if
 
 log = logging.getLogger(__name__)
 # a mean logit of the applied shift below this makes λcls = 1/mean unstable (pitfall 17)
@@ -90,8 +91,7 @@ def extract_features(
             gen = make_generator(seed, device)
             x_t = shift_chunks(random_hflip(x.repeat(k, 1, 1, 1), gen), shift)
             x_t = simclr_augment(x_t, gen, params)
-            use_autocast = autocast_dtype is not None
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
+            with autocast_if(device.type, autocast_dtype):
                 out = model(x_t)
             z_batch.append(out.projection.float().view(k, b, -1))
             c_batch.append(out.shift_logits.float().view(k, b, -1))

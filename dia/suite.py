@@ -23,6 +23,7 @@ from pathlib import Path
 from dia import interrupt, rendering
 from dia.config import DATASETS, PROFILES, ConfigError
 from dia.data.registry import DataError, check_given_data_root
+from dia.estimate import describe, estimate
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
     METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, parse_seed_list,
@@ -34,22 +35,6 @@ from dia.status import format_status, plan_status
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 KERNEL = "python3"  # the kernelspec that renders every notebook
-
-# Cost per job in seconds, used only for the plan's estimate; README gives measured figures with
-# their commands. "smoke" and "quick-cpu" were measured on the project's 2-core CPU ("quick-cpu"
-# on PneumoniaMNIST, 28 px: amplify is the mean of DIA 1300 s and CSI 420 s, DDAD its CPU time
-# on BrainTumor); "quick" (with a GPU) and "paper" are guesses until measured on a GPU.
-ESTIMATE_S = {
-    "smoke": {"diffusion": 15, "gallery": 10, "amplify": 20, "evaluate": 15, "ddad": 25, "peers": 20,
-              "ablations": 120, "table": 10},
-    "quick-cpu": {"diffusion": 1700, "gallery": 10, "amplify": 900, "evaluate": 50, "ddad": 3600,
-                  "peers": 600, "ablations": 30000, "table": 10},
-    "quick": {"diffusion": 900, "gallery": 20, "amplify": 900, "evaluate": 120, "ddad": 600, "peers": 600,
-              "ablations": 7200, "table": 10},
-    "paper": {"diffusion": 40000, "gallery": 20, "amplify": 60000, "evaluate": 300, "ddad": 7200, "peers": 1800,
-              "ablations": 100000, "table": 10},
-}
-
 
 class LockedError(RuntimeError):
     """Another driver holds the results folder."""
@@ -307,17 +292,6 @@ def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:
     return outcome
 
 
-def _estimate(jobs: list[Job], profile: str) -> tuple[float, str]:
-    """(seconds, what the figure rests on) for the jobs still to run."""
-    if profile == "smoke":
-        table, basis = ESTIMATE_S["smoke"], "measured on a 2-core CPU"
-    elif profile == "quick" and shutil.which("nvidia-smi") is None:
-        table, basis = ESTIMATE_S["quick-cpu"], "measured on a 2-core CPU, 28-px data; 224-px data take longer"
-    else:
-        table, basis = ESTIMATE_S[profile], "a guess until measured on a GPU"
-    return sum(table.get(job.stage, 60) for job in jobs), basis
-
-
 def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, ...],
              results_root: Path, ddad: set[str]) -> PlanRequest:
     return PlanRequest(
@@ -391,10 +365,10 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
              else f"seeds {','.join(map(str, req.seed_list))}")
     jobs = build_plan(req)
     todo = [j for j in jobs if not is_job_done(j, req)]
-    seconds, basis = _estimate(todo, args.profile)
+    low, high, basis = estimate(todo, args.profile, gpu=shutil.which("nvidia-smi") is not None)
     log(f"plan: profile {args.profile}, {seeds}, methods {','.join(methods)}, "
         f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
-        f"rough estimate {seconds / 60:.0f} min ({basis})")
+        f"rough estimate {describe(low, high)} ({basis})")
     _report_unusable(unusable, args.data_root, log)
     if args.plan_only:
         for job in jobs:

@@ -94,3 +94,21 @@ def test_extract_features_shapes_seeds_and_per_batch_reseeding():
     again = extract_features(model, images, num_samples=3, batch_size=2)
     torch.testing.assert_close(again.projection, feats.projection)
     assert not model.training
+
+
+def test_the_encoder_computes_under_the_callers_autocast_when_given_no_dtype():
+    """Without a dtype of their own, training's forward and scoring leave an autocast the caller
+    opened in force (as `dia.runtime.autocast_if` does for the DDPM and dissolving)."""
+    from dia.amplify import amplify_forward
+    from dia.augment import make_generator
+
+    torch.manual_seed(0)
+    model = AmplifyEncoder(width=8)
+    seen = []
+    model.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    images = (torch.rand(2, 3, 16, 16) * 255).to(torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        extract_features(model, images, num_samples=1, batch_size=2)
+        amplify_forward(model.train(), images.float() / 255, make_generator(0))
+    extract_features(model, images, num_samples=1, batch_size=2)  # and none without it
+    assert seen == [True, True, False]
