@@ -19,6 +19,7 @@ rotation --ood_samples 10 --resize_factor 0.54 --resize_fix` (see `dia.scoring`)
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,15 @@ from dia.config import ExperimentConfig
 from dia.metrics import (
     SPLITS, auc_rows, check_test_labels, labelled_splits, score_split, write_metrics,
 )
-from dia.results import Run, RunError
+from dia.lineage import UPSTREAM, upstream_change, upstream_record
+from dia.results import DONE, Run, RunError
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
-from dia.train_encoder import _check_method, encoder_precision, load_encoder
+from dia.train_encoder import CHECKPOINT, _check_method, encoder_precision, load_encoder
 
 SCORES = SPLITS["test"].scores  # per-image scores of the test split
+log = logging.getLogger(__name__)
 
 
 def finished_amplify_run(
@@ -70,18 +73,30 @@ def evaluate_amplifier(
     amplify = finished_amplify_run(cfg, method, results_root)
     if is_stage_done(cfg, "evaluate", method, results_root):
         return open_stage_run(cfg, "evaluate", method, results_root)
+    _forget_stale_scores(stage_run_dir(cfg, "evaluate", method, results_root))
     cfg, device = stage_device(cfg, device)
     from dia.data import load_for_config
 
     model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written
+    upstream = upstream_record(amplify, amplify.checkpoint_dir / CHECKPOINT)
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
     check_test_labels(splits, cfg.dataset)  # before the training set's features and any file
     run = open_stage_run(cfg, "evaluate", method, results_root)
     with run.exclusive():  # another process scoring this run: wait, then find it DONE
         if not run.is_done():
             _score(run, cfg, method, model, splits, device,
-                   encoder_info={"amplify_run": amplify.run_id, "epoch": meta["epoch"]})
+                   encoder_info={"amplify_run": amplify.run_id, "epoch": meta["epoch"],
+                                 UPSTREAM: upstream})
     return run
+
+
+def _forget_stale_scores(path: Path) -> None:
+    """Scores of an encoder trained again since are scored again: their DONE goes, with a
+    warning (scoring is minutes, and the old scores belong to a checkpoint that is gone)."""
+    change = upstream_change(path)
+    if change is not None:
+        log.warning("evaluate run %s: %s; scoring the new encoder", path, change)
+        (path / DONE).unlink(missing_ok=True)
 
 
 def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: torch.device,

@@ -17,6 +17,7 @@ from typing import Any
 from dia.config import (
     MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
 )
+from dia.lineage import is_current
 from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -224,7 +225,8 @@ def _stamped_hash(stamp: Path) -> str | None:
 
 
 def is_job_done(job: Job, req: PlanRequest) -> bool:
-    """Finished: run folders DONE (same hash), rendered notebook present, stamp of the same config."""
+    """Finished: run folders DONE (same hash) and made from the upstream checkpoints there now
+    (`dia.lineage`), rendered notebook present, stamp of the same config."""
     if job.always:
         return False
     root = Path(req.results_root)
@@ -235,6 +237,6 @@ def is_job_done(job: Job, req: PlanRequest) -> bool:
     cfg = job_config(job, req)
     for stage, method in job.runs:
         run_cfg = replace(cfg, {"seed": job.seed}) if cfg is not None else None
-        if run_cfg is None or not (stage_run_dir(run_cfg, stage, method, root) / "DONE").is_file():
+        if run_cfg is None or not is_current(stage_run_dir(run_cfg, stage, method, root)):
             return False
     return True

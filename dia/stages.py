@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dia.config import ExperimentConfig, config_hash, replace
+from dia.lineage import is_current
 from dia.results import Run, open_run, run_dir
 
 DIA_SECTIONS = ("data", "diffusion", "dissolve", "amplify")
@@ -73,4 +74,5 @@ def open_stage_run(
 def is_stage_done(
     cfg: ExperimentConfig, stage: str, method: str, results_root: str | Path = "results"
 ) -> bool:
-    return (stage_run_dir(cfg, stage, method, results_root) / "DONE").is_file()
+    """DONE, and made from the upstream checkpoint that is there now (`dia.lineage`)."""
+    return is_current(stage_run_dir(cfg, stage, method, results_root))

@@ -32,7 +32,8 @@ from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
 from dia import runtime
 from dia.runtime import seed_everything, stage_device
-from dia.stages import is_stage_done, open_stage_run, stage_sections
+from dia.lineage import UPSTREAM, upstream_change, upstream_record
+from dia.stages import is_stage_done, open_stage_run, stage_run_dir, stage_sections
 
 METHODS = ("dia", "csi")
 CHECKPOINT = "last.pt"
@@ -52,12 +53,14 @@ def build_encoder(cfg: ExperimentConfig) -> AmplifyEncoder:
 
 def prepare_dissolver(
     cfg: ExperimentConfig, *, results_root: str | Path, data_root, device: torch.device
-):
-    """The frozen dissolver of the DIA view: the DDPM of `cfg` (trained or reused), or a blur."""
+) -> tuple[Any, dict[str, str] | None]:
+    """The frozen dissolver of the DIA view, the DDPM of `cfg` (trained or reused) or a blur,
+    and the `dia.lineage.upstream_record` of the DDPM checkpoint it reads (None for a blur)."""
     if cfg.dissolve.dissolver != "diffusion":  # an ablation: no DDPM needed
         from dia.blur import BlurDissolver
 
-        return BlurDissolver(cfg.dissolve.dissolver, cfg.dissolve.t_min, cfg.dissolve.t_max)
+        return BlurDissolver(cfg.dissolve.dissolver, cfg.dissolve.t_min, cfg.dissolve.t_max), None
+    from dia.diffusion import CHECKPOINT as DDPM_CHECKPOINT
     from dia.diffusion import train_diffusion
     from dia.dissolve import Dissolver
     from dia.stages import stage_config
@@ -66,7 +69,8 @@ def prepare_dissolver(
         stage_config(cfg, "diffusion"), results_root=results_root, data_root=data_root,
         device=device,
     )
-    return Dissolver.from_run(diffusion_run, cfg.dissolve, device)
+    upstream = upstream_record(diffusion_run, diffusion_run.checkpoint_dir / DDPM_CHECKPOINT)
+    return Dissolver.from_run(diffusion_run, cfg.dissolve, device), upstream
 
 
 def _identity(cfg: ExperimentConfig, method: str) -> dict[str, Any]:
@@ -216,6 +220,7 @@ def train_amplifier(
     cfg, device = stage_device(cfg, device)
     if is_stage_done(cfg, "amplify", method, results_root):
         return open_stage_run(cfg, "amplify", method, results_root)
+    _refuse_stale(stage_run_dir(cfg, "amplify", method, results_root))
     from dia.data import load_for_config
     from dia.metrics import check_test_labels
 
@@ -223,20 +228,30 @@ def train_amplifier(
     if splits.train.shape[0] == 0:
         raise RunError(f"dataset {cfg.dataset!r} has no training images")
     check_test_labels(splits, cfg.dataset)  # its evaluation would refuse it: before the hours
-    dissolver = None
+    dissolver, upstream = None, None
     if method == "dia":
-        dissolver = prepare_dissolver(
+        dissolver, upstream = prepare_dissolver(
             cfg, results_root=results_root, data_root=data_root, device=device
         )
     run = open_stage_run(cfg, "amplify", method, results_root)
     with run.exclusive():  # another process training this run: wait, then find it DONE
         if not run.is_done():
-            _train(cfg, method, run, splits.train, dissolver, device, on_epoch)
+            _train(cfg, method, run, splits.train, dissolver, upstream, device, on_epoch)
     return run
 
 
-def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool):
-    """A fresh (seeded) encoder and LARS, or both restored from the run's last checkpoint."""
+def _refuse_stale(path: Path) -> None:
+    """A DONE amplify run whose DDPM was trained again since is not reused, nor trained over."""
+    change = upstream_change(path)
+    if change is not None:
+        raise RunError(f"amplify run {path} is DONE, but {change}: its encoder learnt from the "
+                       "old DDPM's dissolving. Delete the run folder to train it on the new one")
+
+
+def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool,
+                         upstream: dict[str, str] | None = None):
+    """A fresh (seeded) encoder and LARS, or both restored from the run's last checkpoint (of
+    the same DDPM checkpoint, `upstream`, where the checkpoint records one)."""
     a = cfg.amplify
     seed_everything(cfg.seed)
     model = build_encoder(cfg).to(device)
@@ -249,6 +264,11 @@ def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool):
         return model, optimizer, 1
     ckpt = read_checkpoint(path)
     check_checkpoint(ckpt, cfg, method, path)
+    recorded = ckpt.get(UPSTREAM)
+    if upstream is not None and recorded is not None and recorded != upstream:
+        raise RunError(f"{path} was trained on the dissolving of {recorded['run']} as it was "
+                       "before that DDPM was trained again: delete the run folder to train the "
+                       "encoder from its beginning on the new one")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     return model, optimizer, int(ckpt["epoch"]) + 1
@@ -278,7 +298,8 @@ def _build_table(dissolver, train: torch.Tensor, t_min: int, t_max: int) -> Diss
         return None
 
 
-def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epoch) -> None:
+def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, upstream, device,
+           on_epoch) -> None:
     a = cfg.amplify
     n, batch = train.shape[0], a.batch_size
     loader_len = math.ceil(n / batch)
@@ -289,7 +310,7 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
     )
     precision = encoder_precision(a.precision, device)
     model, optimizer, start_epoch = _model_and_optimizer(
-        cfg, method, run, device, precision.channels_last)
+        cfg, method, run, device, precision.channels_last, upstream)
     ckpt_path = run.checkpoint_dir / CHECKPOINT
     run.truncate_log(after_step=start_epoch - 1, key="epoch")
     augment = AugmentParams(crop_scale=(a.crop_scale_min, 1.0))
@@ -339,6 +360,7 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
                 "format": CHECKPOINT_FORMAT, **_identity(cfg, method), "epoch": epoch,
                 "iterations_per_epoch": iters, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                **({UPSTREAM: upstream} if upstream is not None else {}),
             })
         if on_epoch is not None:
             on_epoch(epoch)
@@ -348,4 +370,5 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, device, on_epo
         "iterations_per_epoch": iters, "final": last, "checkpoint": f"checkpoints/{CHECKPOINT}",
         "seconds_this_session": round(time.perf_counter() - started, 1),
         **({"dissolve_table_seconds": table_seconds} if table_seconds is not None else {}),
+        **({UPSTREAM: upstream} if upstream is not None else {}),
     })

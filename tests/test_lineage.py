@@ -1,0 +1,122 @@
+"""A run made from an upstream checkpoint that was trained again since is not taken as done:
+an evaluation scores the new encoder, a DIA encoder of an old DDPM is refused, the table
+stops; the same checkpoint saved again, a missing one or a run without a record count as
+unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dia import lineage
+from dia.checkpoints import read_checkpoint, save_checkpoint
+from dia.config import load_config
+from dia.evaluate import evaluate_amplifier
+from dia.plan import PlanRequest, build_plan, is_job_done, rendered_path, stamp_path
+from dia.report import collect_metrics
+from dia.results import DONE, RunError
+from dia.stages import is_stage_done, stage_run_dir
+from dia.train_encoder import CHECKPOINT, train_amplifier
+
+
+
+def _cfg():  # the profile's own config: its runs count in the plan and the table
+    return load_config("smoke", dataset="synthetic", seed=0)
+
+
+def _retrain(checkpoint, key):
+    """Stand-in for a training made again: the same file with other weights under `key`."""
+    state = read_checkpoint(checkpoint)
+    state[key] = {name: value + 0.01 if value.is_floating_point() else value
+                  for name, value in state[key].items()}
+    save_checkpoint(checkpoint, state)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A DIA encoder on a tiny DDPM, scored: (results root, cfg)."""
+    root = tmp_path_factory.mktemp("lineage") / "results"
+    cfg = _cfg()
+    train_amplifier(cfg, "dia", results_root=root, device="cpu")
+    evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+    return root, cfg
+
+
+def test_each_run_records_the_checkpoint_it_read(scored):
+    root, cfg = scored
+    amplify = stage_run_dir(cfg, "amplify", "dia", root)
+    evaluate = stage_run_dir(cfg, "evaluate", "dia", root)
+    ddpm_record = json.loads((amplify / DONE).read_text())[lineage.UPSTREAM]
+    assert ddpm_record["run"].startswith("diffusion/synthetic/ddpm/")
+    assert ddpm_record == read_checkpoint(amplify / "checkpoints" / CHECKPOINT)[lineage.UPSTREAM]
+    encoder_record = json.loads((evaluate / DONE).read_text())[lineage.UPSTREAM]
+    assert encoder_record["sha256"] == lineage.file_sha256(amplify / "checkpoints" / CHECKPOINT)
+    assert lineage.is_current(amplify) and lineage.is_current(evaluate)
+
+
+def test_a_retrained_encoder_is_scored_again_and_stops_the_table_until_then(scored, caplog):
+    root, cfg = scored
+    evaluate = stage_run_dir(cfg, "evaluate", "dia", root)
+    encoder = stage_run_dir(cfg, "amplify", "dia", root) / "checkpoints" / CHECKPOINT
+    req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("dia",),
+                      results_root=str(root))
+    job = next(j for j in build_plan(req) if j.key.startswith("evaluate/"))
+    rendered_path(root, job).parent.mkdir(parents=True)
+    rendered_path(root, job).write_text("{}")  # as the suite leaves a job it rendered
+    stamp_path(root, job).parent.mkdir(parents=True)
+    stamp_path(root, job).write_text(json.dumps({"config_hash": job.config_hash}))
+    assert is_job_done(job, req) and not collect_metrics(root).empty
+    _retrain(encoder, "model")
+    assert not is_stage_done(cfg, "evaluate", "dia", root)
+    assert not is_job_done(job, req)  # the suite runs the job again
+    with pytest.raises(RunError, match="trained again since"):
+        collect_metrics(root)
+    evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+    assert "scoring the new encoder" in caplog.text
+    record = json.loads((evaluate / DONE).read_text())[lineage.UPSTREAM]
+    assert record["sha256"] == lineage.file_sha256(encoder)
+    assert is_stage_done(cfg, "evaluate", "dia", root) and is_job_done(job, req)
+    assert not collect_metrics(root).empty
+
+
+def test_a_dia_encoder_of_a_retrained_ddpm_is_refused(scored):
+    root, cfg = scored
+    amplify = stage_run_dir(cfg, "amplify", "dia", root)
+    record = json.loads((amplify / DONE).read_text())[lineage.UPSTREAM]
+    ddpm = root / "runs" / record["run"] / record["checkpoint"]
+    before = ddpm.read_bytes()
+    _retrain(ddpm, "unet")
+    try:
+        assert not is_stage_done(cfg, "amplify", "dia", root)
+        with pytest.raises(RunError, match="Delete the run folder"):
+            train_amplifier(cfg, "dia", results_root=root, device="cpu")
+        # killed half way and resumed on the new DDPM: refused too, not mixed
+        (amplify / DONE).rename(amplify / "DONE.kept")
+        with pytest.raises(RunError, match="from its beginning"):
+            train_amplifier(cfg, "dia", results_root=root, device="cpu")
+        (amplify / "DONE.kept").rename(amplify / DONE)
+    finally:
+        ddpm.write_bytes(before)
+    assert is_stage_done(cfg, "amplify", "dia", root)
+
+
+def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
+    root, cfg = scored
+    evaluate = stage_run_dir(cfg, "evaluate", "dia", root)
+    encoder = stage_run_dir(cfg, "amplify", "dia", root) / "checkpoints" / CHECKPOINT
+    save_checkpoint(encoder, torch.load(encoder, weights_only=True))  # the same weights again
+    assert lineage.upstream_change(evaluate) is None
+    moved = tmp_path / "moved.pt"
+    encoder.rename(moved)  # a results folder copied without its checkpoints
+    try:
+        assert lineage.is_current(evaluate)
+    finally:
+        moved.rename(encoder)
+    done = json.loads((evaluate / DONE).read_text())
+    published = tmp_path / "runs" / "evaluate" / "synthetic" / "dia" / evaluate.name
+    published.mkdir(parents=True)
+    (published / DONE).write_text(json.dumps({k: v for k, v in done.items()
+                                              if k != lineage.UPSTREAM}))
+    assert lineage.is_current(published)  # finished before runs kept the record
