@@ -194,13 +194,15 @@ def run_ablations(
     With `train=False` nothing is trained or written: runs already scored are read back (status
     "done"); a run whose folder is not on this machine but which `record_runs` entered in the
     ledger `results_root/tables/ablation_runs.csv` under the same run id (so the same config
-    hash) is taken from there (status "recorded"); the others get status "not run" and no AUC.
+    hash) is taken from there (status "recorded"); the others get status "not run" and no AUC,
+    among them a scored run here whose encoder or DDPM was trained again since (`dia.lineage`).
     A grid measured over several machines can so be published as what it is, and a stale record
     (its config changed since) never enters. A run recorded on several kinds of machine is
     taken from this machine's kind (`device`) where it has a row, else from its latest row; a
     run folder here wins over the ledger, whatever machine made it. Each row's `device` names
     the machine its AUC comes from.
     """
+    from dia.lineage import is_current
     from dia.results import read_run_env, run_id_of
     from dia.stages import stage_run_dir
 
@@ -216,10 +218,10 @@ def run_ablations(
             continue
         path = stage_run_dir(cfg, "evaluate", method, results_root)  # read, never written
         run_id = run_id_of(path)
-        if (path / "DONE").is_file():
+        if is_current(path):  # DONE, and of the checkpoints there now (dia.lineage)
             rows.append({**row, **_aucs_of(path), "status": "done", "run_id": run_id,
                          "device": read_run_env(path).get("device", "")})
-        elif run_id in recorded:
+        elif run_id in recorded and not (path / "DONE").is_file():  # a DONE one is out of date
             rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
         else:
             rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),

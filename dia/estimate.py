@@ -35,20 +35,21 @@ def _both(table: dict[str, float], basis: str) -> CostTable:
 SMOKE = _both(
     {"diffusion": 18, "gallery": 9, "amplify/dia": 9, "amplify/csi": 7, "evaluate": 9,
      "ddad": 17, "peers/ganomaly": 9, "peers/patchcore": 7, "ablations": 120, "table": 4},
-    "measured on an idle 2-core CPU",
+    "measured on an idle 2-core CPU; the ablation grid guessed",
 )
 
 # Quick on a CPU, PneumoniaMNIST (28 px): the from-scratch DIA + CSI runs of `./run_all.sh
 # --profile quick --datasets pneumonia --methods dia,csi`, 2-core AMD EPYC with AVX-512 (37.5 min,
 # 2026-12-02 at d12375c) and with AVX2 (77 min, 2026-12-01 at c1614bb). DDAD: BrainTumor's 60 min
-# of CPU time per seed; GANomaly 5-8 min and PatchCore 23 min per run; the ablation grid: hours.
+# of CPU time per seed; GANomaly 5-8 min and PatchCore 23 min per run; the ablation grid roughly
+# 8 h per seed (its cells of the default `which` at 42-81 min each, MEASUREMENTS *Ablations*).
 _QUICK_CPU_SHARED = {"ddad": 3600, "peers/patchcore": 1380, "ablations": 30000}
 QUICK_CPU = CostTable(
     {"diffusion": 1159, "gallery": 10, "amplify/dia": 754, "amplify/csi": 245, "evaluate": 35,
      "peers/ganomaly": 300, "table": 5, **_QUICK_CPU_SHARED},
     {"diffusion": 2423, "gallery": 11, "amplify/dia": 1547, "amplify/csi": 493, "evaluate": 65,
      "peers/ganomaly": 480, "table": 5, **_QUICK_CPU_SHARED},
-    "measured on 2-core CPUs, 28-px data; 224-px data take longer",
+    "measured on 2-core CPUs, 28-px data; 224-px data take longer, the ablation grid a guess",
 )
 
 # Quick on a GPU: the DDPM and the encoders as one H200 trained them while three other runs
@@ -77,8 +78,10 @@ def cost_table(profile: str, gpu: bool) -> CostTable:
 
 
 def job_seconds(table: dict[str, float], job: Job) -> float:
-    """A job's seconds: by its stage and method, else by its stage, else `UNMEASURED_S`."""
-    return table.get(f"{job.stage}/{job.method}", table.get(job.stage, UNMEASURED_S))
+    """A job's seconds: by its stage and method, else by its stage, else `UNMEASURED_S`; the
+    ablation grid's per seed it trains."""
+    seconds = table.get(f"{job.stage}/{job.method}", table.get(job.stage, UNMEASURED_S))
+    return seconds * job.parameters.get("seeds", 1) if job.stage == "ablations" else seconds
 
 
 def estimate(jobs: list[Job], profile: str, gpu: bool) -> tuple[float, float, str]:
@@ -90,6 +93,6 @@ def estimate(jobs: list[Job], profile: str, gpu: bool) -> tuple[float, float, st
 
 
 def describe(low_s: float, high_s: float) -> str:
-    """"8 min", or "38–77 min" where the machines measured differ by a minute or more."""
+    """"8 min", or "37–77 min" where the machines measured differ by a minute or more."""
     low, high = round(low_s / 60), round(high_s / 60)
     return f"{low} min" if low == high else f"{low}–{high} min"

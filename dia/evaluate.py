@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 def finished_amplify_run(
     cfg: ExperimentConfig, method: str, results_root: str | Path = "results"
 ) -> Run:
-    """The DONE amplify run of `cfg`, or a RunError saying how to produce it (creates nothing)."""
+    """The DONE amplify run of `cfg`, made from the DDPM checkpoint there now (`dia.lineage`), or
+    a RunError saying how to produce it (creates nothing)."""
     _check_method(method)
     path = stage_run_dir(cfg, "amplify", method, results_root)
     if not (path / "DONE").is_file():
@@ -53,6 +54,10 @@ def finished_amplify_run(
             f"dia.train_encoder.train_amplifier(cfg, {method!r}) "
             "(notebooks/20_train_amplifier.ipynb)"
         )
+    change = upstream_change(path)
+    if change is not None:  # a DIA encoder of a DDPM trained again since
+        raise RunError(f"amplify run {path} is DONE, but {change}: delete the run folder to "
+                       f"train the {method.upper()} encoder again")
     return open_stage_run(cfg, "amplify", method, results_root)
 
 
@@ -73,16 +78,16 @@ def evaluate_amplifier(
     amplify = finished_amplify_run(cfg, method, results_root)
     if is_stage_done(cfg, "evaluate", method, results_root):
         return open_stage_run(cfg, "evaluate", method, results_root)
-    _forget_stale_scores(stage_run_dir(cfg, "evaluate", method, results_root))
     cfg, device = stage_device(cfg, device)
     from dia.data import load_for_config
 
     model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written
-    upstream = upstream_record(amplify, amplify.checkpoint_dir / CHECKPOINT)
+    upstream = upstream_record(amplify.path, amplify.checkpoint_dir / CHECKPOINT)
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
     check_test_labels(splits, cfg.dataset)  # before the training set's features and any file
     run = open_stage_run(cfg, "evaluate", method, results_root)
     with run.exclusive():  # another process scoring this run: wait, then find it DONE
+        _forget_stale_scores(run.path)
         if not run.is_done():
             _score(run, cfg, method, model, splits, device,
                    encoder_info={"amplify_run": amplify.run_id, "epoch": meta["epoch"],

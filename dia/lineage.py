@@ -20,30 +20,45 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dia.results import DONE, Run, run_path
+from dia.results import DONE, run_id_of, run_path
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's sha256, computed once per process for a given (path, size, mtime): the plan
+    asks again for every job of a dataset, and a quick DDPM checkpoint is some 170 MB."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
-def upstream_record(run: Run, checkpoint: str | Path) -> dict[str, str]:
-    """What a downstream run records of the checkpoint `checkpoint` of `run` that it reads."""
-    checkpoint = Path(checkpoint)
-    return {"run": run.run_id, "checkpoint": checkpoint.relative_to(run.path).as_posix(),
+def upstream_record(run_folder: str | Path, checkpoint: str | Path) -> dict[str, str]:
+    """What a downstream run records of the checkpoint `checkpoint` of the run in `run_folder`
+    that it reads."""
+    run_folder, checkpoint = Path(run_folder), Path(checkpoint)
+    return {"run": run_id_of(run_folder),
+            "checkpoint": checkpoint.relative_to(run_folder).as_posix(),
             "sha256": file_sha256(checkpoint)}
 
 
+def _valid(record: Any) -> bool:
+    return (isinstance(record, dict)
+            and all(isinstance(record.get(key), str) for key in ("run", "checkpoint", "sha256")))
+
+
 def record_change(record: Any, results_root: str | Path) -> str | None:
-    """Why the checkpoint `record` (an `upstream_record`, or None) names differs from the file
-    there now, or None where it does not (or nothing can be compared)."""
-    if not isinstance(record, dict) or not {"run", "checkpoint", "sha256"} <= record.keys():
+    """Why the checkpoint `record` (an `upstream_record`; anything else counts as none) names
+    differs from the file there now, or None where it does not (or nothing can be compared)."""
+    if not _valid(record):
         return None
     checkpoint = run_path(results_root, record["run"]) / record["checkpoint"]
     if not checkpoint.is_file() or file_sha256(checkpoint) == record["sha256"]:
@@ -52,24 +67,35 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
             f"{record['checkpoint']} (the file there now differs)")
 
 
-def upstream_change(run_folder: str | Path) -> str | None:
-    """`record_change` for the upstream a finished run's DONE records (None without DONE)."""
-    run_folder = Path(run_folder)
+def recorded_upstream(run_folder: str | Path) -> dict[str, str] | None:
+    """The upstream record in a run's DONE; None without DONE, record or readable JSON."""
     try:
-        done = json.loads((run_folder / DONE).read_text())
+        done = json.loads((Path(run_folder) / DONE).read_text())
     except (OSError, ValueError):  # no DONE, or one written before it held JSON
         return None
-    if not isinstance(done, dict):
+    record = done.get(UPSTREAM) if isinstance(done, dict) else None
+    return record if _valid(record) else None
+
+
+def upstream_change(run_folder: str | Path) -> str | None:
+    """Why a finished run is out of date, or None: the checkpoint it read changed (`record_change`),
+    or the run that wrote it is itself out of date (an evaluation of a DIA encoder whose DDPM was
+    trained again)."""
+    run_folder = Path(run_folder)
+    record = recorded_upstream(run_folder)
+    if record is None or len(run_folder.parents) < 5:  # not runs/<stage>/<dataset>/<method>/<run>
         return None
-    return record_change(done.get(UPSTREAM), results_root_of(run_folder))
-
-
-def results_root_of(run_folder: Path) -> Path:
-    """The results root of `runs/<stage>/<dataset>/<method>/s<seed>-<hash>`."""
-    return run_folder.parents[4]
+    root = run_folder.parents[4]
+    change = record_change(record, root)
+    if change is not None:
+        return change
+    deeper = upstream_change(run_path(root, record["run"]))
+    if deeper is None:
+        return None
+    return f"the run it was made from, {record['run']}, is out of date: {deeper}"
 
 
 def is_current(run_folder: str | Path) -> bool:
-    """DONE, and made from the upstream checkpoint that is there now."""
+    """DONE, and made from upstream checkpoints that are there now (`upstream_change`)."""
     run_folder = Path(run_folder)
     return (run_folder / DONE).is_file() and upstream_change(run_folder) is None

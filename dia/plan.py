@@ -1,9 +1,10 @@
 """The suite as a list of jobs with dependencies, built from the same arguments as `run_all.sh`.
 
 Each job renders one notebook through papermill. A job is finished when every run folder it
-completes has its DONE marker (same config hash) and its rendered notebook exists with a stamp
-of the same config; finished jobs are skipped, interrupted ones resume (the library resumes
-from checkpoints), and deleting one DONE re-runs only that stage and what depends on it.
+completes has its DONE marker (same config hash), was made from the upstream checkpoints there
+now (`dia.lineage`), and its rendered notebook exists with a stamp of the same config; finished
+jobs are skipped, interrupted ones resume (the library resumes from checkpoints), and deleting
+one DONE re-runs that stage, and what depends on it where its checkpoint comes out different.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ import pandas as pd
 from dia.lineage import upstream_change
 from dia.metrics import METRIC_COLUMNS
 from dia.results import (
-    RunError, atomic_write_text, find_runs, finished_file, parse_run_id, read_run_config, read_run_env,
-    rerun_advice, run_id_of,
+    RunError, atomic_write_text, find_runs, finished_file, parse_run_id, read_run_config,
+    read_run_env, rerun_advice, run_id_of,
 )
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
@@ -76,7 +76,7 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
             continue
         finished_file(path, "metrics.csv")  # raises, saying what to do, when it is missing
         change = upstream_change(path)
-        if change is not None:  # the scores of an encoder that is no longer there
+        if change is not None:  # scores of an encoder replaced since, or of its DDPM
             raise RunError(f"{path}: {change}; run the same ./run_all.sh command again (or "
                            "dia.evaluate.evaluate_amplifier), which scores the new encoder")
         device = read_run_env(path).get("device", "")

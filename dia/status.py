@@ -2,7 +2,8 @@
 
 Each job of the plan is in one of four states, checked in this order:
 
-1. ``done``: `dia.plan.is_job_done` (DONE markers of the same config, rendered notebook, stamp).
+1. ``done``: `dia.plan.is_job_done` (DONE markers of the same config and of the upstream
+   checkpoints there now, rendered notebook, stamp).
 2. ``running``: its marker ``<results_root>/notebooks/.running/<key>.json`` is fresh. The
    executors in `dia.executors` write it around every job (`running_marker`) and touch it every
    minute; on the host that wrote it, its process must also be alive.

@@ -69,7 +69,8 @@ def prepare_dissolver(
         stage_config(cfg, "diffusion"), results_root=results_root, data_root=data_root,
         device=device,
     )
-    upstream = upstream_record(diffusion_run, diffusion_run.checkpoint_dir / DDPM_CHECKPOINT)
+    upstream = upstream_record(diffusion_run.path,
+                               diffusion_run.checkpoint_dir / DDPM_CHECKPOINT)
     return Dissolver.from_run(diffusion_run, cfg.dissolve, device), upstream
 
 

@@ -39,6 +39,16 @@ def test_a_job_is_priced_by_its_method_where_methods_differ(tmp_path):
     assert (low, high) == (estimate.QUICK_CPU.fast["amplify/dia"], table["amplify/dia"])
 
 
+def test_the_ablation_grid_is_priced_per_seed(tmp_path):
+    def grid(seeds):
+        jobs = build_plan(PlanRequest(profile="quick", datasets=["pneumonia"], methods=("dia",),
+                                      seeds=seeds, ablations=True, results_root=str(tmp_path)))
+        return next(job for job in jobs if job.stage == "ablations")
+
+    table = estimate.QUICK_CPU.fast
+    assert estimate.job_seconds(table, grid(3)) == 3 * estimate.job_seconds(table, grid(1)) > 0
+
+
 def test_a_range_only_where_the_machines_differ_by_a_minute():
     assert estimate.describe(480, 500) == "8 min"
     assert estimate.describe(2247, 4611) == "37–77 min"

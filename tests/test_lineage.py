@@ -6,6 +6,7 @@ unchanged."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,6 @@ from dia.report import collect_metrics
 from dia.results import DONE, RunError
 from dia.stages import is_stage_done, stage_run_dir
 from dia.train_encoder import CHECKPOINT, train_amplifier
-
 
 
 def _cfg():  # the profile's own config: its runs count in the plan and the table
@@ -92,6 +92,12 @@ def test_a_dia_encoder_of_a_retrained_ddpm_is_refused(scored):
         assert not is_stage_done(cfg, "amplify", "dia", root)
         with pytest.raises(RunError, match="Delete the run folder"):
             train_amplifier(cfg, "dia", results_root=root, device="cpu")
+        # its scores are out of date too, one level further down
+        assert not is_stage_done(cfg, "evaluate", "dia", root)
+        with pytest.raises(RunError, match="is out of date: its upstream run diffusion/"):
+            collect_metrics(root)
+        with pytest.raises(RunError, match="delete the run folder to train the DIA encoder"):
+            evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
         # killed half way and resumed on the new DDPM: refused too, not mixed
         (amplify / DONE).rename(amplify / "DONE.kept")
         with pytest.raises(RunError, match="from its beginning"):
@@ -100,6 +106,7 @@ def test_a_dia_encoder_of_a_retrained_ddpm_is_refused(scored):
     finally:
         ddpm.write_bytes(before)
     assert is_stage_done(cfg, "amplify", "dia", root)
+    assert is_stage_done(cfg, "evaluate", "dia", root)
 
 
 def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
@@ -120,3 +127,18 @@ def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
     (published / DONE).write_text(json.dumps({k: v for k, v in done.items()
                                               if k != lineage.UPSTREAM}))
     assert lineage.is_current(published)  # finished before runs kept the record
+
+
+@pytest.mark.parametrize("record", [None, 5, [1], {"run": 7, "checkpoint": "x", "sha256": "y"},
+                                    {"run": "a/b/c/s0-12345678", "checkpoint": "x"}])
+def test_a_record_of_another_shape_counts_as_none(record, tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "evaluate" / "synthetic" / "dia" / "s0-12345678"
+    run.mkdir(parents=True)
+    (run / DONE).write_text(json.dumps({lineage.UPSTREAM: record}))
+    assert lineage.is_current(run) and lineage.record_change(record, tmp_path) is None
+    monkeypatch.chdir(tmp_path)
+    shallow = Path("elsewhere")  # not under runs/<stage>/<dataset>/<method>/: no results root
+    shallow.mkdir()
+    (shallow / DONE).write_text(json.dumps({lineage.UPSTREAM: {
+        "run": "a/b/c/s0-12345678", "checkpoint": "x", "sha256": "y"}}))
+    assert lineage.upstream_change(shallow) is None
