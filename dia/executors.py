@@ -20,7 +20,9 @@
   never on a real cluster.**
 
 In every mode finished jobs (`dia.plan.is_job_done`) are skipped, never resubmitted, and an
-interrupted job resumes on the next call (the stages resume from their checkpoints). Each job
+interrupted job resumes on the next call (the stages resume from their checkpoints). Locally a
+job is judged once what it depends on has run (a DDPM trained anew can leave its encoder out of
+date, `dia.lineage`); Slurm judges every job at submission. Each job
 run through submitit writes a running marker read by `dia.status`.
 """
 
@@ -148,11 +150,16 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
     in_plan = set(number)
     state: dict[str, str] = {}  # key -> ok | failed
     waiting: list[Job] = []
-    for job in jobs:
-        if is_job_done(job, req):
-            state[job.key] = "ok"
-            outcome.skipped.append(job.key)
-            log(f"[{number[job.key]}/{total}] {job.key}: done already, skipped")
+
+    def skip(job: Job) -> None:
+        state[job.key] = "ok"
+        outcome.skipped.append(job.key)
+        log(f"[{number[job.key]}/{total}] {job.key}: done already, skipped")
+
+    for job in jobs:  # a dependent of a job to run is decided once that one has run (it may
+        # train a checkpoint anew, `dia.lineage`)
+        if not any(d == w.key for w in waiting for d in job.depends_on) and is_job_done(job, req):
+            skip(job)
         else:
             waiting.append(job)
     if not waiting:
@@ -191,6 +198,10 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                 if len(running) >= jobs_at_once:
                     break
                 if not ready(job):
+                    continue
+                if is_job_done(job, req):  # still done after what it depends on has run
+                    waiting.remove(job)
+                    skip(job)
                     continue
                 gpu = min(gpu_load, key=lambda g: (gpu_load[g], gpus.index(g))) if gpus else None
                 if gpu is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from dia.config import (
     MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
 )
-from dia.lineage import is_current
+from dia.lineage import is_current, record_change, upstream_record
 from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -43,6 +43,7 @@ class Job:
     output_name: str  # rendered notebook under <results_root>/notebooks/, named with the profile
     parameters: dict[str, Any]
     runs: tuple[tuple[str, str], ...] = ()  # (stage, method) run folders the job completes
+    reads: tuple[tuple[str, str], ...] = ()  # (stage, method) runs whose checkpoints it shows
     depends_on: tuple[str, ...] = ()
     dataset: str | None = None
     method: str | None = None
@@ -128,7 +129,7 @@ def build_plan(req: PlanRequest) -> list[Job]:
                 key=f"gallery/{dataset}", notebook=NOTEBOOKS["gallery"],
                 output_name=f"15_dissolving_gallery-{dataset}-{req.profile}.ipynb",
                 parameters={**common, "dataset": dataset, "seed": base.diffusion.seed},
-                depends_on=(diffusion_key,), dataset=dataset,
+                depends_on=(diffusion_key,), dataset=dataset, reads=(("diffusion", "ddpm"),),
                 config_hash=config_hash(ddpm_seed_cfg, ("data", "diffusion", "dissolve")),
             ))
         for seed in range(req.seeds) if req.seed_list is None else req.seed_list:
@@ -216,25 +217,41 @@ def failed_path(results_root: str | Path, job: Job) -> Path:
     return Path(results_root) / "notebooks" / ".failed" / job.output_name
 
 
-def _stamped_hash(stamp: Path) -> str | None:
-    """The config hash a job's stamp records; None when there is none or it cannot be read (a
-    stamp cut short by a kill means: not done, run it again)."""
+def _read_stamp(stamp: Path) -> dict[str, Any]:
+    """A job's stamp; empty when there is none or it cannot be read (a stamp cut short by a kill
+    means: not done, run it again)."""
     try:
-        return json.loads(stamp.read_text()).get("config_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
+        record = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def stamp_record(job: Job, req: PlanRequest) -> dict[str, Any]:
+    """What a job's stamp holds once it has rendered: its config hash and parameters, and the
+    `dia.lineage.upstream_record` of each checkpoint of the runs it `reads` (a gallery's DDPM)."""
+    root, cfg = Path(req.results_root), job_config(job, req)
+    folders = [stage_run_dir(cfg, stage, method, root) for stage, method in job.reads]
+    reads = [upstream_record(folder, checkpoint) for folder in folders
+             for checkpoint in sorted((folder / "checkpoints").glob("*.pt"))]
+    return {"config_hash": job.config_hash, "parameters": job.parameters, "reads": reads}
 
 
 def is_job_done(job: Job, req: PlanRequest) -> bool:
     """Finished: run folders DONE (same hash) and made from the upstream checkpoints there now
-    (`dia.lineage`), rendered notebook present, stamp of the same config."""
+    (`dia.lineage`), rendered notebook present, stamp of the same config and of the checkpoints
+    there now."""
     if job.always:
         return False
     root = Path(req.results_root)
     if not rendered_path(root, job).is_file():
         return False
-    if _stamped_hash(stamp_path(root, job)) != job.config_hash:
+    stamp = _read_stamp(stamp_path(root, job))
+    if stamp.get("config_hash") != job.config_hash:
         return False
+    reads = stamp.get("reads")
+    if isinstance(reads, list) and any(record_change(r, root) is not None for r in reads):
+        return False  # a checkpoint the rendering shows was trained again since
     cfg = job_config(job, req)
     for stage, method in job.runs:
         run_cfg = replace(cfg, {"seed": job.seed}) if cfg is not None else None

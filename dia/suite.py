@@ -27,7 +27,7 @@ from dia.estimate import describe, estimate
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
     METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, parse_seed_list,
-    partial_path, rendered_path, stamp_path,
+    partial_path, rendered_path, stamp_path, stamp_record,
 )
 from dia.results import LOCK, atomic_write_text, flock_now
 from dia.status import format_status, plan_status
@@ -238,8 +238,7 @@ def run_job(job: Job, req: PlanRequest) -> None:
     rendering.publishable(partial, output_path=final, repo=REPO)
     os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stamp, json.dumps({"config_hash": job.config_hash,
-                                         "parameters": job.parameters}))
+    atomic_write_text(stamp, json.dumps(stamp_record(job, req)))
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:

@@ -273,6 +273,31 @@ def test_local_parallel_scheduling_with_a_fake_executor(tmp_path):
     assert one_gpu.submitted == [(jobs[0].key, None)]  # one GPU: the environment is left alone
 
 
+def test_a_done_dependent_is_decided_after_what_it_depends_on_has_run(tmp_path):
+    """local-parallel asks whether a job is done once its dependencies have run: a DDPM trained
+    again may leave its DIA encoder out of date (`dia.lineage`), as the sequential driver does."""
+    req = _req(tmp_path / "results", methods=("dia",))
+    jobs = build_plan(req)
+    amplify = next(j for j in jobs if j.key == "amplify/synthetic/dia/s0")
+    evaluate = next(j for j in jobs if j.key == "evaluate/synthetic/dia/s0")
+    _mark_done(amplify, req)
+    _mark_done(evaluate, req)
+
+    class Retraining(_FakeExecutor):
+        def submit(self, fn, job, req_, notebook_dir, env):
+            if job.key.startswith("diffusion/"):  # its new checkpoint makes the encoder stale
+                stamp_path(req.results_root, amplify).unlink()
+            return super().submit(fn, job, req_, notebook_dir, env)
+
+    fake = Retraining(tmp_path, fail=set())
+    out = ex.run_local_parallel(jobs, req, jobs_at_once=2, log=lambda m: None, poll_s=0.01,
+                                executor_factory=fake)
+    submitted = [key for key, _ in fake.submitted]
+    assert amplify.key in submitted and amplify.key not in out.skipped
+    assert out.skipped == [evaluate.key]  # decided after the encoder's job: still done
+    assert submitted.index(amplify.key) > submitted.index("diffusion/synthetic/ddpm/s0")
+
+
 def test_run_plan_rejects_bad_arguments(tmp_path):
     req = _req(tmp_path)
     with pytest.raises(ValueError, match="unknown executor"):

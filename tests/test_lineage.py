@@ -1,7 +1,7 @@
 """A run made from an upstream checkpoint that was trained again since is not taken as done:
 an evaluation scores the new encoder, a DIA encoder of an old DDPM is refused, the table
-stops; the same checkpoint saved again, a missing one or a run without a record count as
-unchanged."""
+stops, a gallery renders again; the same checkpoint saved again, a missing one or a run without
+a record count as unchanged."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from dia import lineage
 from dia.checkpoints import read_checkpoint, save_checkpoint
 from dia.config import load_config
 from dia.evaluate import evaluate_amplifier
-from dia.plan import PlanRequest, build_plan, is_job_done, rendered_path, stamp_path
+from dia.plan import (
+    PlanRequest, build_plan, is_job_done, rendered_path, stamp_path, stamp_record,
+)
 from dia.report import collect_metrics
 from dia.results import DONE, RunError
 from dia.stages import is_stage_done, stage_run_dir
@@ -63,9 +65,9 @@ def test_a_retrained_encoder_is_scored_again_and_stops_the_table_until_then(scor
     req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("dia",),
                       results_root=str(root))
     job = next(j for j in build_plan(req) if j.key.startswith("evaluate/"))
-    rendered_path(root, job).parent.mkdir(parents=True)
+    rendered_path(root, job).parent.mkdir(parents=True, exist_ok=True)
     rendered_path(root, job).write_text("{}")  # as the suite leaves a job it rendered
-    stamp_path(root, job).parent.mkdir(parents=True)
+    stamp_path(root, job).parent.mkdir(parents=True, exist_ok=True)
     stamp_path(root, job).write_text(json.dumps({"config_hash": job.config_hash}))
     assert is_job_done(job, req) and not collect_metrics(root).empty
     _retrain(encoder, "model")
@@ -107,6 +109,27 @@ def test_a_dia_encoder_of_a_retrained_ddpm_is_refused(scored):
         ddpm.write_bytes(before)
     assert is_stage_done(cfg, "amplify", "dia", root)
     assert is_stage_done(cfg, "evaluate", "dia", root)
+
+
+def test_a_gallery_of_a_retrained_ddpm_renders_again(scored):
+    root, cfg = scored
+    req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("dia",),
+                      results_root=str(root))
+    gallery = next(j for j in build_plan(req) if j.key.startswith("gallery/"))
+    rendered_path(root, gallery).parent.mkdir(parents=True, exist_ok=True)
+    rendered_path(root, gallery).write_text("{}")
+    stamp_path(root, gallery).parent.mkdir(parents=True, exist_ok=True)
+    stamp_path(root, gallery).write_text(json.dumps(stamp_record(gallery, req)))
+    [read] = json.loads(stamp_path(root, gallery).read_text())["reads"]
+    assert read["run"].startswith("diffusion/synthetic/ddpm/") and is_job_done(gallery, req)
+    ddpm = root / "runs" / read["run"] / read["checkpoint"]
+    before = ddpm.read_bytes()
+    _retrain(ddpm, "unet")
+    try:
+        assert not is_job_done(gallery, req)
+    finally:
+        ddpm.write_bytes(before)
+    assert is_job_done(gallery, req)
 
 
 def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
