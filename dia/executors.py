@@ -150,6 +150,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
     in_plan = set(number)
     state: dict[str, str] = {}  # key -> ok | failed
     waiting: list[Job] = []
+    to_run: set[str] = set()  # keys of the jobs not judged done up front
 
     def skip(job: Job) -> None:
         state[job.key] = "ok"
@@ -158,10 +159,11 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
 
     for job in jobs:  # a dependent of a job to run is decided once that one has run (it may
         # train a checkpoint anew, `dia.lineage`)
-        if not any(d == w.key for w in waiting for d in job.depends_on) and is_job_done(job, req):
+        if to_run.isdisjoint(job.depends_on) and is_job_done(job, req):
             skip(job)
         else:
             waiting.append(job)
+            to_run.add(job.key)
     if not waiting:
         return outcome
     gpus = visible_gpus() if gpus is None else list(gpus)

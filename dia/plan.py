@@ -2,7 +2,8 @@
 
 Each job renders one notebook through papermill. A job is finished when every run folder it
 completes has its DONE marker (same config hash), was made from the upstream checkpoints there
-now (`dia.lineage`), and its rendered notebook exists with a stamp of the same config; finished
+now (`dia.lineage`), and its rendered notebook exists with a stamp of the same config (and of the
+checkpoints there now, for a job that `reads` a run, the gallery); finished
 jobs are skipped, interrupted ones resume (the library resumes from checkpoints), and deleting
 one DONE re-runs that stage, and what depends on it where its checkpoint comes out different.
 """
@@ -231,6 +232,8 @@ def stamp_record(job: Job, req: PlanRequest) -> dict[str, Any]:
     """What a job's stamp holds once it has rendered: its config hash and parameters, and the
     `dia.lineage.upstream_record` of each checkpoint of the runs it `reads` (a gallery's DDPM)."""
     root, cfg = Path(req.results_root), job_config(job, req)
+    if job.reads and cfg is None:
+        raise ValueError(f"job {job.key} reads {job.reads} but names no dataset to find them by")
     folders = [stage_run_dir(cfg, stage, method, root) for stage, method in job.reads]
     reads = [upstream_record(folder, checkpoint) for folder in folders
              for checkpoint in sorted((folder / "checkpoints").glob("*.pt"))]
