@@ -29,7 +29,7 @@ from dia.config import ExperimentConfig
 from dia.metrics import (
     SPLITS, auc_rows, check_test_labels, labelled_splits, score_split, write_metrics,
 )
-from dia.lineage import UPSTREAM, upstream_change, upstream_record
+from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
 from dia.results import DONE, Run, RunError
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
@@ -54,10 +54,8 @@ def finished_amplify_run(
             f"dia.train_encoder.train_amplifier(cfg, {method!r}) "
             "(notebooks/20_train_amplifier.ipynb)"
         )
-    change = upstream_change(path)
-    if change is not None:  # a DIA encoder of a DDPM trained again since
-        raise RunError(f"amplify run {path} is DONE, but {change}: delete the run folder to "
-                       f"train the {method.upper()} encoder again")
+    refuse_out_of_date(path, "amplify run",  # a DIA encoder of a DDPM trained again since
+                       f"delete the run folder to train the {method.upper()} encoder again")
     return open_stage_run(cfg, "amplify", method, results_root)
 
 

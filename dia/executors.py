@@ -150,20 +150,23 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
     in_plan = set(number)
     state: dict[str, str] = {}  # key -> ok | failed
     waiting: list[Job] = []
-    to_run: set[str] = set()  # keys of the jobs not judged done up front
+    to_run: set[str] = set()  # keys of the jobs not found done up front
+    deferred: set[str] = set()  # ... of those judged once what they depend on has run
 
     def skip(job: Job) -> None:
         state[job.key] = "ok"
         outcome.skipped.append(job.key)
         log(f"[{number[job.key]}/{total}] {job.key}: done already, skipped")
 
-    for job in jobs:  # a dependent of a job to run is decided once that one has run (it may
+    for job in jobs:  # a dependent of a job to run is judged once that one has run (it may
         # train a checkpoint anew, `dia.lineage`)
-        if to_run.isdisjoint(job.depends_on) and is_job_done(job, req):
+        if not to_run.isdisjoint(job.depends_on):
+            deferred.add(job.key)
+        elif is_job_done(job, req):
             skip(job)
-        else:
-            waiting.append(job)
-            to_run.add(job.key)
+            continue
+        waiting.append(job)
+        to_run.add(job.key)
     if not waiting:
         return outcome
     gpus = visible_gpus() if gpus is None else list(gpus)
@@ -201,7 +204,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                     break
                 if not ready(job):
                     continue
-                if is_job_done(job, req):  # still done after what it depends on has run
+                if job.key in deferred and is_job_done(job, req):  # done, after its dependencies
                     waiting.remove(job)
                     skip(job)
                     continue

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dia.results import DONE, run_id_of, run_path
+from dia.results import DONE, RunError, run_id_of, run_path
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
@@ -28,7 +28,7 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha2
 
 def file_sha256(path: str | Path) -> str:
     """The file's sha256, computed once per process for a given (path, size, mtime): the plan
-    asks again for every job of a dataset, and a quick DDPM checkpoint is some 170 MB."""
+    asks again for every job of a dataset, and a quick DDPM checkpoint is some 130 MB."""
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -99,3 +99,11 @@ def is_current(run_folder: str | Path) -> bool:
     """DONE, and made from upstream checkpoints that are there now (`upstream_change`)."""
     run_folder = Path(run_folder)
     return (run_folder / DONE).is_file() and upstream_change(run_folder) is None
+
+
+def refuse_out_of_date(run_folder: str | Path, what: str, remedy: str) -> None:
+    """A RunError naming the run, why it is out of date (`upstream_change`) and `remedy`, where
+    it is; nothing where it is not."""
+    change = upstream_change(run_folder)
+    if change is not None:
+        raise RunError(f"{what} {run_folder} is DONE, but {change}: {remedy}")

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from dia.lineage import upstream_change
+from dia.lineage import refuse_out_of_date
 from dia.metrics import METRIC_COLUMNS
 from dia.results import (
-    RunError, atomic_write_text, find_runs, finished_file, parse_run_id, read_run_config,
+    atomic_write_text, find_runs, finished_file, parse_run_id, read_run_config,
     read_run_env, rerun_advice, run_id_of,
 )
 
@@ -75,10 +75,9 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         if not (path / "DONE").is_file() or not is_profile_run(path):
             continue
         finished_file(path, "metrics.csv")  # raises, saying what to do, when it is missing
-        change = upstream_change(path)
-        if change is not None:  # scores of an encoder replaced since, or of its DDPM
-            raise RunError(f"{path}: {change}; run the same ./run_all.sh command again (or "
-                           "dia.evaluate.evaluate_amplifier), which scores the new encoder")
+        refuse_out_of_date(  # scores of an encoder replaced since, or of its DDPM
+            path, "scored run", "run the same ./run_all.sh command again (or "
+            "dia.evaluate.evaluate_amplifier), which scores the new encoder")
         device = read_run_env(path).get("device", "")
         frames.append(read_run_metrics(path).assign(device=device))
     if not frames:

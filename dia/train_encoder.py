@@ -32,7 +32,7 @@ from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
 from dia import runtime
 from dia.runtime import seed_everything, stage_device
-from dia.lineage import UPSTREAM, upstream_change, upstream_record
+from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_record
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir, stage_sections
 
 METHODS = ("dia", "csi")
@@ -221,7 +221,10 @@ def train_amplifier(
     cfg, device = stage_device(cfg, device)
     if is_stage_done(cfg, "amplify", method, results_root):
         return open_stage_run(cfg, "amplify", method, results_root)
-    _refuse_stale(stage_run_dir(cfg, "amplify", method, results_root))
+    refuse_out_of_date(  # a DONE run of a DDPM trained again since: not reused, nor trained over
+        stage_run_dir(cfg, "amplify", method, results_root), "amplify run",
+        "its encoder learnt from the old DDPM's dissolving. Delete the run folder to train it on "
+        "the new one")
     from dia.data import load_for_config
     from dia.metrics import check_test_labels
 
@@ -239,14 +242,6 @@ def train_amplifier(
         if not run.is_done():
             _train(cfg, method, run, splits.train, dissolver, upstream, device, on_epoch)
     return run
-
-
-def _refuse_stale(path: Path) -> None:
-    """A DONE amplify run whose DDPM was trained again since is not reused, nor trained over."""
-    change = upstream_change(path)
-    if change is not None:
-        raise RunError(f"amplify run {path} is DONE, but {change}: its encoder learnt from the "
-                       "old DDPM's dissolving. Delete the run folder to train it on the new one")
 
 
 def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool,

@@ -36,6 +36,15 @@ def _retrain(checkpoint, key):
     save_checkpoint(checkpoint, state)
 
 
+def _rendered(job, req):
+    """Leave `job` as the suite does once its notebook has rendered: the file and its stamp."""
+    root = req.results_root
+    for path, text in ((rendered_path(root, job), "{}"),
+                       (stamp_path(root, job), json.dumps(stamp_record(job, req)))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A DIA encoder on a tiny DDPM, scored: (results root, cfg)."""
@@ -65,10 +74,7 @@ def test_a_retrained_encoder_is_scored_again_and_stops_the_table_until_then(scor
     req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("dia",),
                       results_root=str(root))
     job = next(j for j in build_plan(req) if j.key.startswith("evaluate/"))
-    rendered_path(root, job).parent.mkdir(parents=True, exist_ok=True)
-    rendered_path(root, job).write_text("{}")  # as the suite leaves a job it rendered
-    stamp_path(root, job).parent.mkdir(parents=True, exist_ok=True)
-    stamp_path(root, job).write_text(json.dumps({"config_hash": job.config_hash}))
+    _rendered(job, req)
     assert is_job_done(job, req) and not collect_metrics(root).empty
     _retrain(encoder, "model")
     assert not is_stage_done(cfg, "evaluate", "dia", root)
@@ -116,10 +122,7 @@ def test_a_gallery_of_a_retrained_ddpm_renders_again(scored):
     req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("dia",),
                       results_root=str(root))
     gallery = next(j for j in build_plan(req) if j.key.startswith("gallery/"))
-    rendered_path(root, gallery).parent.mkdir(parents=True, exist_ok=True)
-    rendered_path(root, gallery).write_text("{}")
-    stamp_path(root, gallery).parent.mkdir(parents=True, exist_ok=True)
-    stamp_path(root, gallery).write_text(json.dumps(stamp_record(gallery, req)))
+    _rendered(gallery, req)
     [read] = json.loads(stamp_path(root, gallery).read_text())["reads"]
     assert read["run"].startswith("diffusion/synthetic/ddpm/") and is_job_done(gallery, req)
     ddpm = root / "runs" / read["run"] / read["checkpoint"]
