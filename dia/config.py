@@ -345,17 +345,20 @@ class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key repeated in one mapping (YAML keeps the last one)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
+        seen: dict[Any, str] = {}
         for key, _ in node.value:
             if key.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat
                 continue
-            name = (key.tag, key.value) if isinstance(key, yaml.ScalarNode) else id(key)
+            # the key as the mapping will hold it: `true` and `True`, or `1` and `true`, are
+            # one key to a Python dict, which would keep the last value silently
+            name = self.construct_object(key) if isinstance(key, yaml.ScalarNode) else id(key)
             if name in seen:
+                spelt = "" if seen[name] == key.value else f" (first as {seen[name]!r})"
                 raise yaml.constructor.ConstructorError(
                     "while reading a mapping", node.start_mark,
-                    f"key {key.value!r} given twice (YAML would keep the last one silently; "
-                    "remove one of them)", key.start_mark)
-            seen.add(name)
+                    f"key {key.value!r} given twice{spelt} (YAML would keep the last one "
+                    "silently; remove one of them)", key.start_mark)
+            seen[name] = key.value
         return super().construct_mapping(node, deep=deep)
 
 
@@ -447,12 +450,19 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _key_name(key: Any) -> str:
+    """A mapping key as an error shows it; YAML reads `1`, `true` or `null` as no name."""
+    if isinstance(key, str):
+        return key
+    return f"{key!r} (YAML read it as {type(key).__name__}, not as a name)"
+
+
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
+    unknown = sorted(_key_name(key) for key in raw if key not in names)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)} in {cls.__name__}; "

@@ -2,8 +2,9 @@
 
 Each job renders one notebook through papermill. A job is finished when every run folder it
 completes has its DONE marker (same config hash), was made from the upstream checkpoints there
-now (`dia.lineage`), and its rendered notebook exists with a stamp of the same config (and of the
-checkpoints there now, for a job that `reads` a run, the gallery); finished
+now (`dia.lineage`), and its rendered notebook exists, is the one its stamp records (not one put
+back by `git checkout results/`) and was stamped with the same config (and with the checkpoints
+there now, for a job that `reads` a run, the gallery); finished
 jobs are skipped, interrupted ones resume (the library resumes from checkpoints), and deleting
 one DONE re-runs that stage, and what depends on it where its checkpoint comes out different.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from dia.config import (
     MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
 )
-from dia.lineage import is_current, record_change, upstream_record
+from dia.lineage import file_sha256, is_current, record_change, upstream_record
 from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -229,29 +230,35 @@ def _read_stamp(stamp: Path) -> dict[str, Any]:
 
 
 def stamp_record(job: Job, req: PlanRequest) -> dict[str, Any]:
-    """What a job's stamp holds once it has rendered: its config hash and parameters, and the
-    `dia.lineage.upstream_record` of each checkpoint of the runs it `reads` (a gallery's DDPM)."""
+    """What a job's stamp holds once it has rendered: its config hash and parameters, the sha256
+    of the rendered notebook, and the `dia.lineage.upstream_record` of each checkpoint of the runs
+    it `reads` (a gallery's DDPM)."""
     root, cfg = Path(req.results_root), job_config(job, req)
     if job.reads and cfg is None:
         raise ValueError(f"job {job.key} reads {job.reads} but names no dataset to find them by")
     folders = [stage_run_dir(cfg, stage, method, root) for stage, method in job.reads]
     reads = [upstream_record(folder, checkpoint) for folder in folders
              for checkpoint in sorted((folder / "checkpoints").glob("*.pt"))]
-    return {"config_hash": job.config_hash, "parameters": job.parameters, "reads": reads}
+    rendering = rendered_path(root, job)
+    return {"config_hash": job.config_hash, "parameters": job.parameters, "reads": reads,
+            "rendering": file_sha256(rendering) if rendering.is_file() else None}
 
 
 def is_job_done(job: Job, req: PlanRequest) -> bool:
     """Finished: run folders DONE (same hash) and made from the upstream checkpoints there now
-    (`dia.lineage`), rendered notebook present, stamp of the same config and of the checkpoints
-    there now."""
+    (`dia.lineage`), rendered notebook present and the one stamped, stamp of the same config and
+    of the checkpoints there now."""
     if job.always:
         return False
     root = Path(req.results_root)
-    if not rendered_path(root, job).is_file():
+    rendering = rendered_path(root, job)
+    if not rendering.is_file():
         return False
     stamp = _read_stamp(stamp_path(root, job))
     if stamp.get("config_hash") != job.config_hash:
         return False
+    if isinstance(stamp.get("rendering"), str) and stamp["rendering"] != file_sha256(rendering):
+        return False  # another rendering was put there since (`git checkout results/`, a copy)
     reads = stamp.get("reads")
     if isinstance(reads, list) and any(record_change(r, root) is not None for r in reads):
         return False  # a checkpoint the rendering shows was trained again since

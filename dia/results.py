@@ -106,7 +106,9 @@ class Run:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.file("checkpoints/.keep").parent
+        """Where the run's checkpoints go; not created here (reading a run leaves it as it was:
+        `save_checkpoint` makes the folder when it writes)."""
+        return self.path / "checkpoints"
 
     def is_done(self) -> bool:
         return (self.path / DONE).is_file()

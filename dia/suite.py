@@ -85,6 +85,7 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
         args.seed_list = parse_seed_list(args.seed_list, args.seeds)
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
+    _check_omp_threads(os.environ.get("OMP_NUM_THREADS"))
     if args.executor == "sequential" and args.jobs > 1:
         raise ConfigError("--jobs > 1 needs --executor local-parallel")
     if args.executor == "slurm":
@@ -97,6 +98,19 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
             raise ConfigError("--executor slurm needs a Slurm cluster (no sbatch on PATH): run "
                               "it on a login node, or use --executor sequential or local-parallel")
     return datasets, methods
+
+
+def _check_omp_threads(value: str | None) -> None:
+    """OMP_NUM_THREADS as libgomp takes it (unset, or a comma list of counts): anything else,
+    an empty value included, makes every notebook's kernel print libgomp's warning into its
+    rendering and run on its default thread count."""
+    if value is None:
+        return
+    counts = [part.strip() for part in value.split(",")]
+    if not all(c.isdigit() and int(c) > 0 for c in counts):
+        raise ConfigError(f"OMP_NUM_THREADS={value!r} is not a number of threads: unset it "
+                          f"(unset OMP_NUM_THREADS), or set it, e.g. OMP_NUM_THREADS="
+                          f"{os.cpu_count() or 1}")
 
 
 def _available(requested: list[str], data_root: str, results_root: str, *, fetch: bool,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dia.config import (
@@ -85,6 +87,15 @@ def test_a_profile_file_with_a_repeated_key_or_bad_yaml_is_refused_by_name(tmp_p
     path.write_text(good + "amplify:\n  epochs: 3\n")  # YAML would keep this one silently
     with pytest.raises(ConfigError, match=r"smoke.yaml is not valid YAML: .*key 'amplify' given twice.*remove one"):
         load_config("smoke", configs_dir=tmp_path)
+    for first, second in (("true", "True"), ("1", "true")):  # one key to a Python dict
+        path.write_text(good + f"diffusion_extra:\n  {first}: 1\n  {second}: 2\n")
+        with pytest.raises(ConfigError, match=f"key '{second}' given twice \\(first as '{first}'\\)"):
+            load_config("smoke", configs_dir=tmp_path)
+    for key, shown in (("1", "1 (YAML read it as int"), ("null", "None (YAML read it as NoneType")):
+        path.write_text(good.replace("amplify:\n", f"amplify:\n  {key}: 3\n  colour: 2\n", 1))
+        with pytest.raises(ConfigError, match=re.escape(f"unknown key(s) {shown}, not as a name), "
+                                                        "colour in AmplifyConfig")):
+            load_config("smoke", configs_dir=tmp_path)
     merged = tmp_path / "merged.yaml"  # merge keys (`<<`) are no repeats
     merged.write_text("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\nc:\n  <<: *a\n")
     assert read_yaml(merged) == {"a": {"x": 1}, "b": {"x": 1, "y": 2}, "c": {"x": 1}}

@@ -196,6 +196,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     other_cfg = tiny_cfg(**{"diffusion.steps": 2, "diffusion.lr": 1e-3})
     other = open_diffusion_run(other_cfg, tmp_path)
     assert other.path != first.path
+    other.checkpoint_dir.mkdir()
     shutil.copy(first.checkpoint_dir / CHECKPOINT, other.checkpoint_dir / CHECKPOINT)
     with pytest.raises(RunError, match=r"belongs to dataset 'synthetic'.*0\.005.*0\.001"):
         train_diffusion(other_cfg, results_root=tmp_path, device="cpu")

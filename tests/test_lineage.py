@@ -38,11 +38,11 @@ def _retrain(checkpoint, key):
 
 def _rendered(job, req):
     """Leave `job` as the suite does once its notebook has rendered: the file and its stamp."""
-    root = req.results_root
-    for path, text in ((rendered_path(root, job), "{}"),
-                       (stamp_path(root, job), json.dumps(stamp_record(job, req)))):
+    rendering, stamp = rendered_path(req.results_root, job), stamp_path(req.results_root, job)
+    for path in (rendering, stamp):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    rendering.write_text("{}")
+    stamp.write_text(json.dumps(stamp_record(job, req)))
 
 
 @pytest.fixture(scope="module")

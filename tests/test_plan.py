@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dia.config import ConfigError, load_config
-from dia.plan import PlanRequest, build_plan, is_job_done, parse_seed_list, stamp_path
+from dia.plan import (
+    PlanRequest, build_plan, is_job_done, parse_seed_list, rendered_path, stamp_path, stamp_record,
+)
 from dia.stages import stage_run_dir
 
 
@@ -92,6 +94,35 @@ def test_job_done_needs_done_marker_notebook_and_stamp(tmp_path):
     for cut_short in ("", '{"config_', "[]"):  # a stamp cut short by a kill: run it again
         stamp.write_text(cut_short)
         assert not is_job_done(job, req)
+
+
+def test_a_rendering_put_back_by_git_is_rendered_again(tmp_path):
+    """`git checkout -- results/` restores the published notebook beside this run's stamp: the
+    stamp records the rendering it was written for, so the job is not done until it renders."""
+    import json
+    import os
+
+    req = _req(tmp_path, datasets=["synthetic"], seeds=1)
+    job = next(j for j in build_plan(req) if j.key == "amplify/synthetic/csi/s0")
+    run = stage_run_dir(load_config("smoke", dataset="synthetic"), "amplify", "csi", tmp_path)
+    run.mkdir(parents=True)
+    (run / "DONE").write_text("{}")
+    rendering, stamp = rendered_path(tmp_path, job), stamp_path(tmp_path, job)
+    rendering.parent.mkdir(parents=True)
+    stamp.parent.mkdir(parents=True)
+    rendering.write_text('{"cells": ["this run"]}')
+    stamp.write_text(json.dumps(stamp_record(job, req)))
+    assert is_job_done(job, req)
+    rendering.write_text('{"cells": ["the published run"]}')
+    assert not is_job_done(job, req)
+    rendering.write_text('{"cells": ["this run"]}')  # the same bytes again (a later mtime)
+    os.utime(rendering, (1, 1))
+    assert is_job_done(job, req)
+    record = json.loads(stamp.read_text())  # a stamp written before it recorded renderings
+    del record["rendering"]
+    stamp.write_text(json.dumps(record))
+    rendering.write_text('{"cells": ["the published run"]}')
+    assert is_job_done(job, req)
 
 
 def test_each_profile_renders_and_stamps_its_own_notebooks(tmp_path):

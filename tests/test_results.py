@@ -27,6 +27,8 @@ def test_run_folder_layout(results_root):
     assert read_run_config(run.path)["config"]["seed"] == 3
     assert find_runs(results_root, "diffusion") == [run.path]
     assert run.profile == "smoke"  # figures are named with it
+    assert run.checkpoint_dir == run.path / "checkpoints"
+    assert not run.checkpoint_dir.exists()  # asking where checkpoints go (to read one) makes none
     (run.path / "config.yaml").write_text("config: {seed: 3}\n")  # not written by open_run
     with pytest.raises(RunError, match="names no profile"):
         run.profile

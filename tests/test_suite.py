@@ -62,6 +62,13 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
                             "with --seeds 2 the seeds are 0..1")):
         assert suite.main(argv + ["--results-root", str(tmp_path)]) == 2
         assert fragment in capsys.readouterr().err
+    for threads in ("", "two", "0", "2,x"):  # libgomp would warn in every rendering
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        assert suite.main(["--plan-only", "--results-root", str(tmp_path)]) == 2
+        assert f"OMP_NUM_THREADS={threads!r} is not a number" in capsys.readouterr().err
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert suite.main(["--plan-only", "--datasets", "synthetic", "--results-root",
+                       str(tmp_path)]) == 0
     (tmp_path / "file").write_text("")
     for flag in ("--status", "--plan-only"):
         assert suite.main([flag, "--results-root", str(tmp_path / "file")]) == 2
