@@ -9,14 +9,15 @@ activations and the optimiser are left out): the DDPM's U-Net in training (forwa
 dissolving (one U-Net forward per dissolved image), the encoder in training (forward +
 backward) and in scoring (forward). It multiplies them by the images each stage feeds under the
 profile and the dataset's counts (read from the data root without decoding), times each network
-on `--device` as the stages run it (fp32 on the CPU, the encoder and the dissolving U-Net
-channels_last; on CUDA the dissolving U-Net in bf16, the encoder as `amplify.precision` says) to
+on `--device` as the stages run it (on the CPU the encoder and the dissolving U-Net channels_last,
+the U-Net in bf16 where the profile sets `diffusion.cpu_bf16` / `dissolve.cpu_bf16`, else fp32;
+on CUDA the U-Net in bf16 where it sets `cuda_bf16`, the encoder as `amplify.precision` says) to
 get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
 sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
 
 What the machine can reach at all is measured beside it (`matmul_ceiling`): the best rate of
 large square matrix products (fp32; on CUDA also TF32, which cuDNN's fp32 convolutions use by
-default, and bf16), and each network's rate as a share of the ceiling of the precision it runs
+default, and bf16; on a CPU bf16 too when a network runs in it), and each network's rate as a share of the ceiling of the precision it runs
 in (`ceiling_kinds`). A network near its ceiling is limited by the arithmetic; far below it, by
 everything else.
 
@@ -64,12 +65,15 @@ def _seconds(fn, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - tic) / repeats
 
 
-def matmul_ceiling(device: torch.device, *, sizes=(1024, 2048, 4096),
-                   repeats: int = 3) -> dict[str, float]:
-    """The best GFLOP/s of an n×n by n×n product over `sizes`, per precision `device` runs."""
+def matmul_ceiling(device: torch.device, *, sizes=(1024, 2048, 4096), repeats: int = 3,
+                   cpu_bf16: bool = False) -> dict[str, float]:
+    """The best GFLOP/s of an n×n by n×n product over `sizes`, per precision `device` runs (bf16
+    on a CPU only with `cpu_bf16`: without bf16 units it is emulated, and slow to time)."""
     kinds = {"fp32": (torch.float32, False)}
     if device.type == "cuda":
         kinds.update(tf32=(torch.float32, True), bf16=(torch.bfloat16, False))
+    elif cpu_bf16:
+        kinds.update(bf16=(torch.bfloat16, False))
     best = {}
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
@@ -90,11 +94,14 @@ def ceiling_kinds(cfg, device: torch.device) -> dict[str, str]:
     """The `matmul_ceiling` precision each network of `measure_networks` runs in on `device`."""
     from dia.train_encoder import encoder_precision
 
-    if device.type != "cuda":
-        return dict.fromkeys(("ddpm_train", "dissolve", "encoder_train", "encoder_score"), "fp32")
+    if device.type != "cuda":  # the encoder is fp32 on a CPU whatever `amplify.precision` says
+        return {"ddpm_train": "bf16" if cfg.diffusion.cpu_bf16 else "fp32",
+                "dissolve": "bf16" if cfg.dissolve.cpu_bf16 else "fp32",
+                "encoder_train": "fp32", "encoder_score": "fp32"}
     encoder = "bf16" if encoder_precision(cfg.amplify.precision, device).autocast_dtype \
         == torch.bfloat16 else "tf32"
-    return {"ddpm_train": "tf32", "dissolve": "bf16" if cfg.dissolve.cuda_bf16 else "tf32",
+    return {"ddpm_train": "bf16" if cfg.diffusion.cuda_bf16 else "tf32",
+            "dissolve": "bf16" if cfg.dissolve.cuda_bf16 else "tf32",
             "encoder_train": encoder, "encoder_score": encoder}
 
 
@@ -105,6 +112,7 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
     from dia.data import image_size_for
     from dia.diffusion import RESOLUTION, build_scheduler, build_unet
     from dia.dissolve import Dissolver
+    from dia.runtime import autocast_if, bf16_autocast
     from dia.train_encoder import build_encoder, encoder_precision
 
     torch.manual_seed(0)
@@ -116,7 +124,7 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
         unet = unet.to(memory_format=torch.channels_last)
     dissolver = Dissolver(build_unet(cfg.diffusion).to(device), build_scheduler().alphas_cumprod,
                           cfg.dissolve.value_range, cfg.dissolve.resolution,
-                          cuda_bf16=cfg.dissolve.cuda_bf16)
+                          cuda_bf16=cfg.dissolve.cuda_bf16, cpu_bf16=cfg.dissolve.cpu_bf16)
     encoder = build_encoder(cfg).to(device, memory_format=layout)
     ddpm_batch = torch.randn(cfg.diffusion.batch_size, 3, RESOLUTION, RESOLUTION, device=device)
     ddpm_t = torch.randint(0, 1000, (cfg.diffusion.batch_size,), device=device)
@@ -128,9 +136,13 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
     autocast = (torch.autocast("cuda", dtype=precision.autocast_dtype)
                 if precision.autocast_dtype else contextlib.nullcontext())
 
-    def ddpm_step():  # fp32, as every profile trains it (diffusion.cuda_bf16 off)
+    ddpm_dtype = bf16_autocast(device, cuda=cfg.diffusion.cuda_bf16, cpu=cfg.diffusion.cpu_bf16)
+
+    def ddpm_step():  # in the precision dia.diffusion trains it (fp32 in every profile)
         unet.zero_grad(set_to_none=True)
-        unet(ddpm_batch, ddpm_t).sample.square().mean().backward()
+        with autocast_if(device.type, ddpm_dtype):
+            out = unet(ddpm_batch, ddpm_t).sample
+        out.float().square().mean().backward()
 
     def dissolve():
         dissolver(dissolve_batch, torch.full((dissolve_batch.shape[0],), 50, device=device))
@@ -251,8 +263,8 @@ def main() -> None:
     malloc = keep_freed_memory()  # as every stage runs (dia.allocator)
     counts = count_dataset(args.dataset, resolve_data_root(args.data_root), "results")
     networks = measure_networks(cfg, device, repeats=args.repeats)
-    ceiling = matmul_ceiling(device, repeats=args.repeats)
     kinds = ceiling_kinds(cfg, device)
+    ceiling = matmul_ceiling(device, repeats=args.repeats, cpu_bf16="bf16" in kinds.values())
     for name, rates in networks.items():
         rates["share_of_matmul_ceiling"] = rates["gflop_per_s"] / ceiling[kinds[name]]
     print(json.dumps({"profile": args.profile, "dataset": args.dataset, "counts": counts,

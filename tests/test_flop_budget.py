@@ -103,3 +103,17 @@ def test_each_network_is_held_to_the_ceiling_of_its_precision(budget):
     fp32 = load_config("quick", dataset="pneumonia", overrides={
         "amplify.precision": "fp32", "dissolve.cuda_bf16": False})
     assert set(budget.ceiling_kinds(fp32, torch.device("cuda")).values()) == {"tf32"}
+
+
+def test_each_network_is_held_to_the_ceiling_of_the_precision_it_runs_in(budget):
+    import torch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert set(budget.ceiling_kinds(_cfg(), cpu).values()) == {"fp32"}
+    both = load_config("quick", dataset="pneumonia",
+                       overrides={"diffusion.cpu_bf16": True, "dissolve.cpu_bf16": True})
+    assert budget.ceiling_kinds(both, cpu) == {"ddpm_train": "bf16", "dissolve": "bf16",
+                                               "encoder_train": "fp32", "encoder_score": "fp32"}
+    gpu = budget.ceiling_kinds(load_config("quick", dataset="pneumonia", overrides={
+        "diffusion.cuda_bf16": True, "dissolve.cuda_bf16": False}), cuda)
+    assert (gpu["ddpm_train"], gpu["dissolve"]) == ("bf16", "tf32")
