@@ -288,7 +288,11 @@ def load_config(
     path = configs_dir / f"{profile}.yaml"
     if not path.is_file():
         raise ConfigError(f"profile file {path} is missing")
-    raw = read_yaml(path) or {}
+    raw = read_yaml(path)
+    if not raw:  # an emptied file would silently run the dataclass defaults
+        raise ConfigError(f"profile file {path} is empty (it would run the built-in defaults "
+                          "under this profile's name): restore it with git, or give it its "
+                          "sections")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:

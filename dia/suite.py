@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from dia import interrupt, rendering
-from dia.config import DATASETS, PROFILES, ConfigError
+from dia.config import DATASETS, PROFILES, ConfigError, load_config
 from dia.data.registry import DataError, check_given_data_root
 from dia.estimate import describe, estimate
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
@@ -71,11 +71,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
     if args.profile not in PROFILES:
         raise ConfigError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
-    datasets = [d for d in args.datasets.split(",") if d]
+    datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
     unknown = [d for d in datasets if d not in DATASETS]
     if unknown:
         raise ConfigError(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
-    methods = tuple(m for m in args.methods.split(",") if m)
+    methods = tuple(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ConfigError(f"unknown method(s) {', '.join(bad) or '(none)'}; choose from {', '.join(METHODS)}")
@@ -86,6 +86,8 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     _check_omp_threads(os.environ.get("OMP_NUM_THREADS"))
+    for dataset in datasets or DATASETS:  # a profile file's error, said once, before any plan
+        load_config(args.profile, dataset=dataset)
     if args.executor == "sequential" and args.jobs > 1:
         raise ConfigError("--jobs > 1 needs --executor local-parallel")
     if args.executor == "slurm":
@@ -335,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     if results_root.exists() and not results_root.is_dir():
         print(f"error: --results-root {_shown(results_root)} is not a folder", file=sys.stderr)
         return 2
+    try:
+        return _drive(args, requested, methods, results_root, log)
+    except ConfigError as err:  # found while planning (the jobs' own errors stay in them)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _drive(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...],
+           results_root: Path, log) -> int:
+    """--status, --plan-only, or the run under the results root's lock."""
     if args.status:  # read-only: no lock, no download
         present, unusable, ddad = _available(requested, args.data_root, str(results_root),
                                              fetch=False, log=log)
@@ -350,9 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     except LockedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     try:
         with interrupt.sigterm_as_interrupt():
             return _run(args, requested, methods, results_root, executor, log)

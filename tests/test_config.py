@@ -99,6 +99,10 @@ def test_a_profile_file_with_a_repeated_key_or_bad_yaml_is_refused_by_name(tmp_p
     merged = tmp_path / "merged.yaml"  # merge keys (`<<`) are no repeats
     merged.write_text("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\nc:\n  <<: *a\n")
     assert read_yaml(merged) == {"a": {"x": 1}, "b": {"x": 1, "y": 2}, "c": {"x": 1}}
+    for empty in ("", "# all commented out\n"):
+        path.write_text(empty)
+        with pytest.raises(ConfigError, match="smoke.yaml is empty"):
+            load_config("smoke", configs_dir=tmp_path)
     path.write_text(good + "data: [unclosed\n")
     with pytest.raises(ConfigError, match="smoke.yaml is not valid YAML"):
         load_config("smoke", configs_dir=tmp_path)

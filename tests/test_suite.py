@@ -69,6 +69,21 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert suite.main(["--plan-only", "--datasets", "synthetic", "--results-root",
                        str(tmp_path)]) == 0
+    capsys.readouterr()
+    plans = {}  # spaces after commas and repeats: the same plan as the plain list
+    for datasets, methods in (("synthetic", "csi"), (" synthetic, synthetic", "csi, csi")):
+        assert suite.main(["--plan-only", "--datasets", datasets, "--methods", methods,
+                           "--results-root", str(tmp_path)]) == 0
+        plans[datasets] = capsys.readouterr().out.splitlines()[0]
+    assert plans["synthetic"] == plans[" synthetic, synthetic"]
+    configs = tmp_path / "configs"  # a profile file with an error: said before any plan
+    configs.mkdir()
+    (configs / "smoke.yaml").write_text("diffusion:\n  width: 8\ndiffusion:\n  width: 8\n")
+    monkeypatch.setattr("dia.config.CONFIGS_DIR", configs)
+    for flag in ("--status", "--plan-only"):
+        assert suite.main([flag, "--profile", "smoke", "--results-root", str(tmp_path)]) == 2
+        assert "key 'diffusion' given twice" in capsys.readouterr().err
+    monkeypatch.undo()
     (tmp_path / "file").write_text("")
     for flag in ("--status", "--plan-only"):
         assert suite.main([flag, "--results-root", str(tmp_path / "file")]) == 2
