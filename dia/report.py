@@ -23,6 +23,8 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import io
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -72,7 +74,10 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
     frames = []
     paths = sorted(path for stage in SCORING_STAGES for path in find_runs(results_root, stage))
     for path in paths:
-        if not (path / "DONE").is_file() or not is_profile_run(path):
+        if not (path / "DONE").is_file():
+            continue
+        finished_file(path, "config.yaml")  # without it the run's profile is unknown: not skipped
+        if not is_profile_run(path):
             continue
         finished_file(path, "metrics.csv")  # raises, saying what to do, when it is missing
         refuse_out_of_date(  # scores of an encoder replaced since, or of its DDPM
@@ -97,6 +102,13 @@ def read_run_metrics(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
                          f"{remedy}")
+    if not (frame["metric"] == "auc").any():  # left out, the table would look complete without it
+        raise ValueError(f"{path / 'metrics.csv'} has no auc row: {remedy}")
+    try:
+        frame["value"] = pd.to_numeric(frame["value"], errors="raise")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path / 'metrics.csv'} has a value that is no number ({err}): "
+                         f"{remedy}") from None
     return frame
 
 
@@ -135,13 +147,36 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
     path = Path(results_root) / "tables" / "auc.csv"
     if not path.is_file():
         return pd.DataFrame()
-    old = pd.read_csv(path)
-    if not {"source", "run_id", "profile"} <= set(old.columns):
-        raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id or "
-                         "profile column): move it away and rebuild the table")
+    remedy = ("restore it (git checkout -- results/tables/auc.csv for the published one) or move "
+              "it away and rebuild the table")
+    try:
+        text = path.read_text()
+        old = pd.read_csv(io.StringIO(text))
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ValueError(f"{path} cannot be read ({reason}): {remedy}") from None
+    if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
+        raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side of "
+                         "each conflict (or both rows, when they are different runs), then "
+                         "rebuild the table")
+    if not {"source", "run_id", "method", "profile"} <= set(old.columns):
+        raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id, "
+                         "method or profile column): move it away and rebuild the table")
     old = old[old["source"] == "re-run"]
     if "device" not in old:
         old = old.assign(device="")
+    rows = Counter((run, method, machine_kind(device))  # a DDAD run scores several methods
+                   for run, method, device in zip(old["run_id"], old["method"], old["device"]))
+    twice = sorted({f"{run} ({method})" for (run, method, _), n in rows.items() if n > 1})
+    if twice:  # a method's run on one kind of machine has one row; two would be two seeds
+        raise ValueError(f"{path} holds run(s) {', '.join(map(str, twice))} more than once (a merge "
+                         "that kept both sides?): keep one row per run, or " + remedy)
+    try:
+        old[["seed", "image_size"]].astype("Int64")
+        old["auc"].astype(float)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} has a damaged seed, image_size or auc column ({err}): "
+                         f"{remedy}") from None
     keep = [_is_profile_run_id(str(r), p)
             and (r not in present or other_kind(device, present[r]))
             for r, p, device in zip(old["run_id"], old["profile"], old["device"])]

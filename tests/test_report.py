@@ -65,9 +65,17 @@ def test_table_from_runs(results_root):
 @pytest.mark.parametrize("damage, says", [
     ("", "cannot be read (No columns to parse"),
     ("auc,0.9\n", "lacks the column(s) dataset, method"),
+    ("HEADER", "has no auc row"),
+    ("NO NUMBER", "has a value that is no number"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
     run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
+    lines = (run.path / "metrics.csv").read_text().splitlines(keepends=True)
+    if damage == "HEADER":  # every row gone, e.g. a grep that kept too little
+        damage = lines[0]
+    elif damage == "NO NUMBER":
+        damage = lines[0] + "".join(line.replace(",auc,", ",auc,abc", 1) if ",auc," in line
+                                    else line for line in lines[1:])
     (run.path / "metrics.csv").write_text(damage)
     where, done = re.escape(str(run.path / "metrics.csv")), re.escape(str(run.path / "DONE"))
     with pytest.raises(ValueError, match=rf"{where} {re.escape(says)}.*delete {done}"):
@@ -92,6 +100,43 @@ def test_a_finished_scoring_run_without_its_metrics_file_is_an_error_not_a_gap(r
     (run.path / "scores.csv").unlink()
     with pytest.raises(RunError, match="has no scores.csv"):
         read_scores(run)
+
+
+def test_a_finished_scoring_run_without_its_config_is_an_error_not_a_gap(results_root):
+    from dia.results import RunError
+
+    run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
+    (run.path / "config.yaml").unlink()  # its profile unknown: it must not drop out of the table
+    with pytest.raises(RunError, match=rf"{re.escape(str(run.path))} is marked finished but "
+                                       "has no config.yaml"):
+        report.write_tables(results_root)
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("CONFLICT", "markers of an unresolved git merge"),
+    ("TWICE", "more than once"),
+    ("SEED", "damaged seed, image_size or auc column"),
+    (b"\xff\xfe\x00garbage", "cannot be read"),
+])
+def test_a_damaged_auc_csv_is_refused_by_name_not_counted(results_root, damage, says):
+    _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    path = report.write_tables(results_root)["csv"]
+    lines = path.read_text().splitlines(keepends=True)
+    ours = next(i for i, line in enumerate(lines) if ",re-run," in line)
+    row, other = lines[ours], lines[ours].replace("1.0,", "0.7,", 1)
+    if damage == "CONFLICT":  # a merge of two machines' tables, left unresolved
+        lines[ours:ours + 1] = ["<<<<<<< HEAD\n", row, "=======\n", other, ">>>>>>> theirs\n"]
+    elif damage == "TWICE":  # resolved by keeping both sides: one run counted as two seeds
+        lines[ours:ours + 1] = [row, other]
+    elif damage == "SEED":
+        lines[ours] = row.replace(",0,smoke,", ",x,smoke,", 1)
+    if isinstance(damage, bytes):
+        path.write_bytes(damage)
+    else:
+        assert lines != path.read_text().splitlines(keepends=True)  # the damage was made
+        path.write_text("".join(lines))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} .*{re.escape(says)}"):
+        report.tidy_auc(results_root)
 
 
 def test_the_scoring_stages_are_those_whose_runs_write_metrics():
