@@ -190,16 +190,19 @@ class Run:
         if not path.is_file():
             return []
         records = []
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill: the rest is still good
                 continue
+            if isinstance(record, dict):  # a line of another shape is damage, not a record
+                records.append(record)
         return records
 
     def truncate_log(self, *, after_step: int, key: str = "step") -> None:
         """Drop log records past `after_step`: those written after the checkpoint a run resumes from."""
-        kept = [r for r in self.read_log() if r.get(key, -1) <= after_step]
+        kept = [r for r in self.read_log()
+                if isinstance(r.get(key, -1), (int, float)) and r.get(key, -1) <= after_step]
         atomic_write_text(
             self.path / "train_log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
         )

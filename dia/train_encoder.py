@@ -190,6 +190,34 @@ def _run_epoch(model, optimizer, train, order, gen, lrs, *, batch, device, bar, 
     return {names[key]: float(value) / len(lrs) for key, value in sums.items()}, lr
 
 
+def require_full_log(run: Run, cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """The finished run's train log, one record per epoch with a finite loss; a RunError naming
+    the log and what to do when it is not (a record deleted or damaged since: the checkpoint is
+    the last epoch's, so resuming cannot write the record again)."""
+    path, epochs = run.path / "train_log.jsonl", cfg.amplify.epochs
+    run.require_done("its train log is read once it has trained")
+    log = run.read_log()
+    got = sorted(r["epoch"] for r in log if isinstance(r.get("epoch"), int))
+    finite = all(isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"]) for r in log)
+    if got != list(range(1, epochs + 1)) or not finite:
+        raise RunError(f"{path} should hold one record with a finite loss for each of the "
+                       f"{epochs} epochs, and holds epochs {_spans(got) or 'none'}"
+                       f"{'' if finite else ' (a loss not a number among them)'}: it was edited or "
+                       f"damaged; delete the run folder {run.path} to train it again")
+    return log
+
+
+def _spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
+
+
 def train_amplifier(
     cfg: ExperimentConfig,
     method: str = "dia",

@@ -218,6 +218,9 @@ def test_log_is_append_only_and_survives_a_cut_line(results_root):
     with open(run.path / "train_log.jsonl", "a") as handle:
         handle.write('{"step": 3, "lo')  # a writer killed mid-line
     assert [r["step"] for r in run.read_log()] == [1, 2]
+    with open(run.path / "train_log.jsonl", "ab") as handle:  # damage: lines that are no record
+        handle.write(b'\n[1]\n3\n\xff\xfe{"step": 9}\n{"step": "x"}\n{"step": 4, "loss": 0.5}\n')
+    assert [r["step"] for r in run.read_log()] == [1, 2, "x", 4]
     run.truncate_log(after_step=1)
     assert [r["step"] for r in run.read_log()] == [1]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -15,7 +16,7 @@ from dia.evaluate import evaluate_amplifier
 from dia.results import RunError
 from dia.scoring import csi_normality_score
 from dia.stages import open_stage_run, stage_run_dir
-from dia.train_encoder import CHECKPOINT, load_encoder, train_amplifier
+from dia.train_encoder import CHECKPOINT, load_encoder, require_full_log, train_amplifier
 
 TINY = {
     "data.max_train": 8, "data.max_test_per_class": 4,
@@ -120,6 +121,28 @@ def test_train_resume_and_score(method, tmp_path, monkeypatch, finish_elsewhere)
     monkeypatch.setattr("dia.evaluate.extract_features", lambda *a, **k: pytest.fail("scored"))
     assert evaluate_amplifier(cfg, method, results_root=killed_root, device="cpu").is_done()
     assert waited()
+
+
+def test_a_train_log_edited_after_the_run_names_itself_and_what_to_do(tmp_path):
+    """The notebook reads the log of a finished run: a record lost or damaged since cannot be
+    written again by resuming (the checkpoint is the last epoch's), so it says to retrain."""
+    cfg = _cfg(**{"amplify.epochs": 3})
+    run = open_stage_run(cfg, "amplify", "csi", tmp_path)
+    with pytest.raises(RunError, match="not finished"):
+        require_full_log(run, cfg)
+    for epoch in (1, 2, 3):
+        run.append_log({"epoch": epoch, "loss": 1.0 / epoch})
+    run.mark_done()
+    assert [r["epoch"] for r in require_full_log(run, cfg)] == [1, 2, 3]
+    log = run.path / "train_log.jsonl"
+    whole = log.read_text()
+    for damaged, says in ((whole.rsplit("{", 1)[0], "holds epochs 1-2:"),  # last line deleted
+                          (whole.replace('"loss": 0.5', '"loss": NaN'), "not a number"),
+                          ("", "holds epochs none")):
+        log.write_text(damaged)
+        with pytest.raises(RunError, match=rf"{re.escape(str(log))} should hold one record .*"
+                                           rf"3 epochs.*{says}.*delete the run folder"):
+            require_full_log(run, cfg)
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
