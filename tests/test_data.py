@@ -138,6 +138,21 @@ def test_aptos_grades(tmp_path, results_root):
                           image_size=16)
     assert splits.counts()["train_normal"] == 8
     assert splits.counts()["test_normal"] == 2 and splits.counts()["test_anomalous"] == 4
+    # saved by a spreadsheet as "CSV UTF-8": a byte-order mark before the first column's name
+    from dia.data.seeded_split import split_csv_path
+
+    split = split_csv_path("aptos", results_root)
+    split.unlink()  # written once from train.csv, then read instead of it
+    (base / "train.csv").write_bytes(b"\xef\xbb\xbf" + (base / "train.csv").read_bytes())
+    again = load_dataset("aptos", data_root=tmp_path / "root", results_root=results_root,
+                         image_size=16)
+    assert again.counts() == splits.counts()
+    for table, says in ((b"\xff\xfe\x00\x01garbage", "cannot be read as a UTF-8 CSV"),
+                        ("\n".join(lines[:-1] + ["img13,9"]).encode(), "diagnosis 9 of img13")):
+        (base / "train.csv").write_bytes(table)
+        split.unlink(missing_ok=True)
+        with pytest.raises(DataError, match=says):
+            load_dataset("aptos", data_root=tmp_path / "root", results_root=results_root)
 
 
 def test_breast_normal_is_label_one(tmp_path, results_root):
@@ -242,7 +257,9 @@ def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
                       ({"train_images": np.zeros((4, 28, 28), np.float32)},
                        "train_images: expected uint8"),
                       ({"train_images": np.zeros((4, 28, 28, 2), np.uint8)}, r"28, 28, 2\)"),
-                      ({"test_images": np.zeros((4, 32, 28), np.uint8)}, "expected square")):
+                      ({"test_images": np.zeros((4, 32, 28), np.uint8)}, "expected square"),
+                      ({"test_labels": np.array([[0], [1], [5], [6]], np.uint8)},
+                       "test_labels hold 5, 6, besides 0 and 1")):
         np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", **{**good, **bad})
         with pytest.raises(DataError, match=says):
             load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
@@ -327,6 +344,30 @@ def test_braintumor_bad_json(tmp_path, results_root):
     (tmp_path / "ddad" / "BrainTumor" / "data.json").write_text(json.dumps({"train": []}))
     with pytest.raises(DataError, match="expected DDAD's layout"):
         load_dataset("braintumor", data_root=tmp_path, results_root=results_root)
+    (tmp_path / "ddad" / "BrainTumor" / "data.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match="expected DDAD's layout"):
+        load_dataset("braintumor", data_root=tmp_path, results_root=results_root)
+    (tmp_path / "ddad" / "BrainTumor" / "data.json").unlink()
+    (tmp_path / "ddad" / "BrainTumor" / "data.json").mkdir()
+    with pytest.raises(DataError, match="data.json cannot be read"):
+        load_dataset("braintumor", data_root=tmp_path, results_root=results_root)
+
+
+def test_a_file_no_reader_foresaw_makes_that_dataset_broken_not_the_check(
+        tmp_path, results_root, monkeypatch):
+    import dia.data.check
+
+    real = dia.data.check.count_dataset
+
+    def count(key, *args):
+        if key == "pneumonia":
+            raise PermissionError(13, "Permission denied", "pneumoniamnist.npz")
+        return real(key, *args)
+
+    monkeypatch.setattr(dia.data.check, "count_dataset", count)
+    rows = {r["dataset"]: r for r in check_datasets(tmp_path, results_root)}
+    assert state(rows["pneumonia"]) == "BROKEN" and "Permission denied" in rows["pneumonia"]["problem"]
+    assert state(rows["synthetic"]) == "yes"
 
 
 # -- dia data check ----------------------------------------------------------------------------
@@ -384,3 +425,10 @@ def test_fetch_says_clearly_when_offline(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="offline"):
         fetch_medmnist("breast", tmp_path)
     assert (tmp_path / "medmnist").is_dir() and not list((tmp_path / "medmnist").iterdir())
+    (tmp_path / "medmnist" / "breastmnist.npz").mkdir()  # a folder where the file goes
+    with pytest.raises(DataError, match="breastmnist.npz is not a file"):
+        fetch_medmnist("breast", tmp_path)
+    (tmp_path / "file").write_text("")  # a file where the folder, or the data root, goes
+    for root in (tmp_path / "file", tmp_path / "file" / "below"):
+        with pytest.raises(DataError, match="a file stands in its way"):
+            fetch_medmnist("breast", root)

@@ -48,6 +48,9 @@ def check_datasets(
         except DataError as err:
             row.update({c: "" for c in COUNT_COLUMNS}, present=False,
                        found=not isinstance(err, DataMissing), problem=str(err))
+        except (OSError, ValueError) as err:  # a file no reader foresaw: this dataset is broken,
+            row.update({c: "" for c in COUNT_COLUMNS}, present=False, found=True,  # not the rest
+                       problem=f"cannot be read: {type(err).__name__}: {err}")
         rows.append(row)
     return rows
 

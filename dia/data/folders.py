@@ -51,11 +51,16 @@ def _aptos_entries(base: Path) -> list[tuple[str, int, str]]:
     table = base / "train.csv"
     if not table.is_file():
         raise DataError(f"missing {table}; expected columns id_code,diagnosis")
-    with open(table, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"id_code", "diagnosis"} <= set(reader.fieldnames):
-            raise DataError(f"{table}: expected columns id_code,diagnosis, found {reader.fieldnames}")
-        rows = list(reader)
+    try:  # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+        with open(table, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"id_code", "diagnosis"} <= set(reader.fieldnames):
+                raise DataError(f"{table}: expected columns id_code,diagnosis, found "
+                                f"{reader.fieldnames}")
+            rows = list(reader)
+    except (UnicodeDecodeError, OSError, csv.Error) as err:
+        raise DataError(f"{table} cannot be read as a UTF-8 CSV ({err}): save it again as CSV "
+                        "(UTF-8), or restore it from the dataset's archive") from err
     entries, missing = [], []
     for row in rows:
         rel = f"train_images/{row['id_code']}.png"
@@ -64,8 +69,10 @@ def _aptos_entries(base: Path) -> list[tuple[str, int, str]]:
             continue
         try:
             grade = int(row["diagnosis"])
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             raise DataError(f"{table}: diagnosis {row['diagnosis']!r} is not a grade 0-4") from err
+        if not 0 <= grade <= 4:  # else it would count as anomalous, silently
+            raise DataError(f"{table}: diagnosis {grade} of {row['id_code']} is not a grade 0-4")
         entries.append((rel, int(grade != 0), f"grade{grade}"))
     if missing:
         raise DataError(
@@ -109,7 +116,7 @@ def list_entries(key: str, root: Path, results_root: Path) -> tuple[list[SplitRo
 def _braintumor_entries(base: Path) -> list[SplitRow]:
     split_file = base / "data.json"
     try:
-        split = json.loads(split_file.read_text())
+        split = json.loads(split_file.read_bytes())
         lists = {
             ("train", 0, "train/0"): split["train"]["0"],
             ("pool", 0, "train/unlabeled/0"): split["train"]["unlabeled"]["0"],
@@ -119,7 +126,9 @@ def _braintumor_entries(base: Path) -> list[SplitRow]:
         }
     except FileNotFoundError as err:
         raise DataError(f"missing {split_file} (DDAD's split of the Brain Tumor images)") from err
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except OSError as err:  # a folder in its place, unreadable
+        raise DataError(f"{split_file} cannot be read ({err}): restore DDAD's file") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise DataError(
             f"{split_file}: expected DDAD's layout {{train: {{0: [...], unlabeled: {{0, 1}}}}, "
             f"test: {{0, 1}}}} ({err!r})"

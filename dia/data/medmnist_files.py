@@ -61,6 +61,11 @@ def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: {split}_images and {split}_labels counts differ "
                             f"({len(images)} against {len(labels)}); a MedMNIST file has one "
                             "label per image")
+        others = np.setdiff1d(labels, (0, 1))  # else they would count as anomalous, silently
+        if others.size:
+            raise DataError(f"{path}: {split}_labels hold {', '.join(map(str, others[:5]))}, "
+                            "besides 0 and 1 of a two-class MedMNIST file: delete it and get it "
+                            f"again: {get_spec(key).source}")
     return arrays
 
 
@@ -135,8 +140,14 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
     target = npz_path(key, root)
     if target.is_file():  # never overwrite a file the user put there (it may be a rebuilt copy)
         return target
+    if target.exists():
+        raise DataError(f"{target} is not a file (a folder?): move it away, then fetch again")
     made_folder = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where the folder or the data root should be
+        raise DataError(f"cannot make the folder {target.parent} for {target.name} ({err}): "
+                        "a file stands in its way, or the data root is not a folder") from err
     tmp = target.with_suffix(".npz.part")
     try:
         with urllib.request.urlopen(info["url"], timeout=timeout) as response, open(tmp, "wb") as out:
