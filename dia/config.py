@@ -35,6 +35,7 @@ NUM_TIMESTEPS = 1000  # of the DDPM's noise schedule (dia.diffusion.NUM_TRAIN_TI
 # within torch's 64.
 MAX_SEED = 2**32 - 1
 UNET_DOWNSAMPLING = 8  # the dissolving U-Net halves its input three times (levels 1, 2, 4, 8)
+UNET_NORM_GROUPS = 8  # the DDPM U-Net's GroupNorm groups (reference resnet_block_groups=8)
 GANOMALY_DOWNSAMPLING = 16  # the DCGAN encoder's strided convolutions down to 4 x 4
 MOBILENET_BLOCKS = 19  # MobileNetV2 `features` has blocks 0..18 (PatchCore's layers)
 
@@ -332,7 +333,9 @@ def _check_network_shapes(cfg: ExperimentConfig, source: str) -> None:
     (the dissolving resolution only after the DDPM has trained)."""
     p = cfg.peers
     multiples = [("dissolve.resolution", cfg.dissolve.resolution, UNET_DOWNSAMPLING,
-                  "the U-Net halves it three times")]
+                  "the U-Net halves it three times"),
+                 ("diffusion.width", cfg.diffusion.width, UNET_NORM_GROUPS,
+                  f"the U-Net normalises its channels in {UNET_NORM_GROUPS} groups")]
     if p.ganomaly_image_size is not None:
         multiples.append(("peers.ganomaly_image_size", p.ganomaly_image_size,
                           GANOMALY_DOWNSAMPLING, "the DCGAN encoder halves it down to 4 x 4"))

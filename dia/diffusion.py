@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from dia.checkpoints import read_checkpoint, save_checkpoint
 from dia.config import (
-    NUM_TIMESTEPS, DiffusionConfig, ExperimentConfig, comparable_sections, to_dict,
+    NUM_TIMESTEPS, UNET_NORM_GROUPS, DiffusionConfig, ExperimentConfig, comparable_sections,
+    to_dict,
 )
 from dia.results import Run, RunError, parse_run_name
 from dia.runtime import autocast_if
@@ -46,7 +47,7 @@ RESOLUTION = 32
 NUM_TRAIN_TIMESTEPS = NUM_TIMESTEPS
 CHECKPOINT = "last.pt"
 CHECKPOINT_FORMAT = "dia-ddpm-v1"
-NORM_GROUPS = 8  # reference: resnet_block_groups=8
+NORM_GROUPS = UNET_NORM_GROUPS  # reference: resnet_block_groups=8
 ATTENTION_HEAD_DIM = 32  # reference: 4 heads x 32 dims
 
 

@@ -57,6 +57,7 @@ def test_dotted_and_nested_overrides():
         ({"dissolve.value_range": "other"}, "'reference'"),
         ({"diffusion.seed": 2**32}, f"seed = {2**32}; must be at most {2**32 - 1}"),
         ({"dissolve.resolution": 33}, "dissolve.resolution = 33; must be a multiple of 8"),
+        ({"diffusion.width": 12}, "diffusion.width = 12; must be a multiple of 8 .the U-Net"),
         ({"peers.ganomaly_image_size": 8}, "ganomaly_image_size = 8; must be a multiple of 16"),
         ({"peers.patchcore_layers": []}, r"patchcore_layers = \[\]; give one or more"),
         ({"peers.patchcore_layers": [6, 99]}, "block indices from 0 to 18"),
