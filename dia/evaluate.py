@@ -30,7 +30,7 @@ from dia.metrics import (
     SPLITS, auc_rows, check_test_labels, labelled_splits, score_split, write_metrics,
 )
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
-from dia.results import DONE, Run, RunError
+from dia.results import DONE, Run, RunError, rerun_advice
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
@@ -137,10 +137,31 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
 
 
 def read_scores(run: Run):
-    """scores.csv of an evaluate run as a DataFrame (sample_id, label, anomaly_score)."""
+    """scores.csv of an evaluate run as a DataFrame (sample_id, label, anomaly_score); one that
+    cannot be read, or holds a label besides 0 and 1 or a score that is no finite number (a file
+    cut short or edited), is a RunError naming it and what to do."""
     import pandas as pd
 
-    return pd.read_csv(run.finished_file(SCORES, "evaluate"), dtype={"sample_id": str})
+    path = run.finished_file(SCORES, "evaluate")
+    problem = ""
+    try:
+        frame = pd.read_csv(path, dtype={"sample_id": str})
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
+        problem = f"cannot be read ({(str(err).strip() or type(err).__name__).splitlines()[0]})"
+    else:
+        missing = [c for c in ("sample_id", "label", "anomaly_score") if c not in frame.columns]
+        score = pd.to_numeric(frame.get("anomaly_score"), errors="coerce")
+        if missing:
+            problem = f"lacks the column(s) {', '.join(missing)}"
+        elif frame.empty:
+            problem = "holds no image"
+        elif not frame["label"].isin((0, 1)).all():
+            problem = "holds a label besides 0 (normal) and 1 (anomalous)"
+        elif not np.isfinite(score.to_numpy(dtype=float)).all():
+            problem = "holds an anomaly_score that is no finite number (a file cut short?)"
+    if problem:
+        raise RunError(f"{path} {problem}: {rerun_advice(run.path)}")
+    return frame
 
 
 def read_metrics(run: Run):

@@ -353,7 +353,7 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
     file = Path(path) / "config.yaml"
     try:
         record = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, OSError, ValueError) as err:  # ValueError: bytes that are no UTF-8
         raise RunError(f"{file} cannot be read ({' '.join(str(err).split())}): "
                        f"{_remake(path)}") from None
     if not isinstance(record, dict):

@@ -96,8 +96,18 @@ def test_a_finished_scoring_run_without_its_metrics_file_is_an_error_not_a_gap(r
         report.write_tables(results_root)
     with pytest.raises(RunError, match="marked finished but has no metrics.csv.*delete .*DONE and run"):
         read_metrics(run)
-    read_scores(run)  # the file that is there still reads
-    (run.path / "scores.csv").unlink()
+    scores = run.path / "scores.csv"
+    whole = scores.read_text()
+    assert list(read_scores(run)["label"]) == [0, 1]  # the file that is there still reads
+    for damaged, says in ((whole[:whole.rindex(",") + 1], "no finite number"),  # cut short
+                          (whole.replace("\nx1,1,", "\nx1,7,"), "a label besides 0"),
+                          ("", "cannot be read"), (whole.splitlines()[0] + "\n", "holds no image"),
+                          ("a,b\n1,2\n", "lacks the column(s) sample_id, label, anomaly_score")):
+        scores.write_text(damaged)
+        assert damaged != whole
+        with pytest.raises(RunError, match=rf"scores.csv .*{re.escape(says)}.*delete {done}"):
+            read_scores(run)
+    scores.unlink()
     with pytest.raises(RunError, match="has no scores.csv"):
         read_scores(run)
 

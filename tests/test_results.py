@@ -39,8 +39,12 @@ def test_a_damaged_config_or_env_record_names_its_file_and_what_to_do(results_ro
     run = open_run(cfg, stage="diffusion", method="ddpm", results_root=results_root)
     config_file, env_file = run.path / "config.yaml", run.path / "env.json"
     good = config_file.read_text()
-    for text, says in (("run: [unclosed\n  : :", "cannot be read"), ("- a\n- list\n", "holds list")):
-        config_file.write_text(text)
+    for text, says in (("run: [unclosed\n  : :", "cannot be read"), ("- a\n- list\n", "holds list"),
+                       (b"\xff\xfe\x00\x01", "cannot be read")):
+        if isinstance(text, bytes):  # bytes that are no text
+            config_file.write_bytes(text)
+        else:
+            config_file.write_text(text)
         for call in (lambda: read_run_config(run.path),
                      lambda: open_run(cfg, stage="diffusion", method="ddpm",
                                       results_root=results_root)):
