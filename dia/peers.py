@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         key, equals, value = item.partition("=")
         if not equals:
             parser.error(f"--set {item}: expected KEY=VALUE, e.g. peers.ganomaly_epochs=5")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            parser.error(f"--set {item}: the value is not YAML ({' '.join(str(err).split())})")
     t0 = time.perf_counter()
     try:
         cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed, overrides=overrides)

@@ -330,7 +330,11 @@ def open_run(
                 "delete the folder or use another results root."
             )
     else:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file where the results root or a folder of it should be
+            raise RunError(f"cannot make the run folder {path} ({err}): is the results root "
+                           f"{results_root} a folder?") from None
         atomic_write_text(config_file, content)
     run = Run(path=path, stage=stage, dataset=cfg.dataset, method=method, seed=cfg.seed, hash=hash8)
     if not (path / "env.json").is_file():

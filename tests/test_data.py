@@ -218,6 +218,9 @@ def test_unknown_key():
 def test_missing_root_and_folder(tmp_path, results_root):
     with pytest.raises(DataMissing, match="does not exist; set DIA_DATA_ROOT"):
         load_dataset("kvasir", data_root=tmp_path / "nowhere", results_root=results_root)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataMissing, match="a_file is not a folder; set DIA_DATA_ROOT"):
+        load_dataset("kvasir", data_root=tmp_path / "a_file", results_root=results_root)
     with pytest.raises(DataMissing, match="missing folder .*kvasir"):
         load_dataset("kvasir", data_root=tmp_path, results_root=results_root)
     with pytest.raises(DataMissing, match="pneumoniamnist.npz"):

@@ -255,9 +255,11 @@ def test_the_command_line_says_what_is_wrong_with_an_override(results_root, caps
                            ("seed=3", "--seed")):
         assert main([*base, "--set", item]) == 2
         assert fragment in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([*base, "--set", "peers.ganomaly_epochs"])
-    assert "expected KEY=VALUE" in capsys.readouterr().err
+    for item, fragment in (("peers.ganomaly_epochs", "expected KEY=VALUE"),
+                           ("peers.patchcore_layers=[1,2", "the value is not YAML")):
+        with pytest.raises(SystemExit):
+            main([*base, "--set", item])
+        assert fragment in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main([*base, "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err

@@ -164,6 +164,14 @@ def test_a_resumed_run_that_lives_through_a_commit_records_all_three(results_roo
     assert run_commits(read_run_env(run.path)) == ["a" * 40, "b" * 40, "c" * 40]
 
 
+def test_a_results_root_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunError, match=r"cannot make the run folder .*is the results root .*file "
+                                       "a folder"):
+        open_run(load_config("smoke"), stage="amplify", method="csi",
+                 results_root=tmp_path / "file")
+
+
 def test_done_marker_and_reopen(results_root):
     cfg = load_config("smoke")
     run = open_run(cfg, stage="amplify", method="csi", results_root=results_root)

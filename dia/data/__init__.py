@@ -52,7 +52,8 @@ def load_dataset(
     root = resolve_data_root(data_root)
     if not root.is_dir():
         raise DataMissing(
-            f"data root {root} does not exist; set DIA_DATA_ROOT or create it, then put "
+            f"data root {root} {'is not a folder' if root.exists() else 'does not exist'}; set "
+            "DIA_DATA_ROOT or create it, then put "
             f"{spec.layout} under it (`dia data check` lists every dataset)"
         )
     if spec.split == "official" and spec.is_small:
