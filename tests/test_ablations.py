@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pandas as pd
@@ -391,8 +392,33 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
     empty.write_text(cols + "\n")
     with pytest.raises(SystemExit):  # so is a grid without cells
         report.main([str(empty), "--name", "x", "--results-root", str(root)])
+    for name, content, says in (("blank.csv", b"", "cannot be read as a CSV"),
+                                ("bytes.csv", b"\xff\xfe\x00\x01", "cannot be read as a CSV"),
+                                ("other.csv", b"a,b\n1,2\n", "lacks the column(s)")):
+        (tmp_path / name).write_bytes(content)
+        for argv in ([str(tmp_path / name)],  # as a grid, as --cpu and as --util
+                     [str(tmp_path / "call1.csv"), "--cpu", str(tmp_path / name)],
+                     [str(tmp_path / "call1.csv"), "--util", str(tmp_path / name)]):
+            with pytest.raises(SystemExit, match=rf"{re.escape(name)} {re.escape(says)}"):
+                report.main([*argv, "--name", "x", "--results-root", str(root)])
     changed = tmp_path / "call3.csv"  # the same cell under another config hash: refused
     changed.write_text((tmp_path / "call1.csv").read_text().replace("aaaaaaaa", "dddddddd"))
     with pytest.raises(SystemExit, match="more than one run id"):
         report.main([str(tmp_path / "call1.csv"), str(changed), "--name", "x",
                      "--results-root", str(root)])
+
+
+def test_the_device_grid_refuses_bad_arguments_by_name(load_script, tmp_path, capsys):
+    grid = load_script("tools/device_grid.py")
+    base = ["--dataset", "synthetic", "--profile", "smoke", "--out", str(tmp_path / "g.csv"),
+            "--results-root", str(tmp_path)]
+    for extra, says in ((["--which", "nosuch"], "unknown ablation(s) ['nosuch']"),
+                        (["--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+                        (["--profile", "nosuch"], "unknown profile 'nosuch'"),
+                        (["--seeds", "0"], "seeds = 0"),
+                        (["--budget-s", "-5"], "--budget-s -5.0: must be at least 0")):
+        for mode in (["--budget-s", "1"], ["--no-train"]):
+            with pytest.raises(SystemExit):
+                grid.main([*base, *mode, *extra])
+            assert says in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "g.csv").exists()

@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
             seeds = parse_seed_list(args.seed_list, args.seeds)
         except ConfigError as err:
             parser.error(str(err))
+    if args.budget_s is not None and args.budget_s < 0:
+        parser.error(f"--budget-s {args.budget_s}: must be at least 0")
+    try:  # an unknown ablation, dataset or profile, or no seeds: said here, not as a traceback
+        list(cells(args.dataset, args.profile, seeds=args.seeds, which=which))
+    except (ConfigError, ValueError) as err:
+        parser.error(str(err))
     if args.no_train:
         return _read_back(args, which, seeds)
     grid = sorted(

@@ -35,9 +35,28 @@ SPECIFIED, CSI = "DIA as specified", "CSI"
 PAIRED = "paired − DIA as specified"
 
 
+RUN_COLUMNS = ("dataset", "ablation", "variant", "method", "seed", "run_id", "overrides", "auc")
+UTIL_COLUMNS = ("timestamp", "utilization.gpu [%]")
+
+
+def read_table(path: Path, columns: tuple[str, ...], **read_csv) -> pd.DataFrame:
+    """A CSV with at least `columns`; else SystemExit naming the file and what it lacks."""
+    try:
+        frame = pd.read_csv(path, **read_csv)
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
+        raise SystemExit(f"error: {path} cannot be read as a CSV "
+                         f"({(str(err).strip() or type(err).__name__).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SystemExit(f"error: {path} lacks the column(s) {', '.join(missing)}: is it the "
+                         "right file?")
+    return frame
+
+
 def read_grids(paths: list[Path]) -> pd.DataFrame:
     """The cells of all calls, each once: the row with most seconds (the call that trained it)."""
-    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    frame = pd.concat([read_table(p, (*RUN_COLUMNS, "seconds")) for p in paths],
+                      ignore_index=True)
     key = ["dataset", "ablation", "variant", "method", "seed"]
     ids = frame.groupby(key)["run_id"].nunique()
     if (ids > 1).any():  # e.g. the code changed the config between calls: not one cell any more
@@ -122,7 +141,7 @@ def plot_utilisation(paths: list[Path], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     for number, csv_path in enumerate(paths, 1):
-        util = pd.read_csv(csv_path, skipinitialspace=True)
+        util = read_table(csv_path, UTIL_COLUMNS, skipinitialspace=True)
         time = pd.to_datetime(util["timestamp"], format="%Y/%m/%d %H:%M:%S.%f")
         busy = util["utilization.gpu [%]"].str.rstrip(" %").astype(float)
         seconds = (time - time.iloc[0]).dt.total_seconds()
@@ -157,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if cells.empty:
         parser.error(f"no cells in {', '.join(str(p) for p in args.grids)}")
     runs = by_run(cells)
-    cpu = by_run(pd.read_csv(args.cpu)) if args.cpu else None
+    cpu = by_run(read_table(args.cpu, RUN_COLUMNS)) if args.cpu else None
     tables = args.results_root / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     cells.to_csv(tables / f"{args.name}.csv", index=False)
