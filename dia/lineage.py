@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,25 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
     checkpoint = run_path(results_root, record["run"]) / record["checkpoint"]
     if not checkpoint.is_file() or file_sha256(checkpoint) == record["sha256"]:
         return None
+    damage = _zip_damage(checkpoint)
+    if damage:  # not another training's file: this one's bytes are broken
+        return (f"the checkpoint {record['checkpoint']} of its upstream run {record['run']} is "
+                f"damaged ({damage}; a bad copy or disk?): restore it from a copy, or delete "
+                f"that run folder to train it again")
     return (f"its upstream run {record['run']} was trained again since it read "
             f"{record['checkpoint']} (the file there now differs)")
+
+
+def _zip_damage(path: Path) -> str:
+    """Why the torch.save zip at `path` is not whole ('' when it is)."""
+    if not zipfile.is_zipfile(path):
+        return "not a whole zip archive, as torch.save writes"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        return f"its members cannot be read: {err}"
+    return f"its member {bad} fails its checksum" if bad is not None else ""
 
 
 def recorded_upstream(run_folder: str | Path) -> dict[str, str] | None:

@@ -147,6 +147,17 @@ def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
         assert lineage.is_current(evaluate)
     finally:
         moved.rename(encoder)
+    whole = encoder.read_bytes()  # damaged bytes are not another training: said as damage
+    half = len(whole) // 2  # cut short; zeros inside a member (its checksum fails)
+    for damaged in (whole[:half], whole[:half] + bytes(1000) + whole[half + 1000:]):
+        encoder.write_bytes(damaged)
+        try:
+            with pytest.raises(RunError, match=r"checkpoints/last.pt of its upstream run .* is "
+                                               r"damaged \(.*restore it from a copy"):
+                collect_metrics(root)
+        finally:
+            encoder.write_bytes(whole)
+    assert lineage.is_current(evaluate)
     done = json.loads((evaluate / DONE).read_text())
     published = tmp_path / "runs" / "evaluate" / "synthetic" / "dia" / evaluate.name
     published.mkdir(parents=True)
