@@ -331,6 +331,13 @@ def test_split_csv_naming_missing_files(tmp_path, results_root):
     (tmp_path / "sars_cov2" / "COVID" / "2.png").unlink()
     with pytest.raises(DataError, match="names 1 file"):
         load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root, image_size=8)
+    from dia.data.seeded_split import split_csv_path
+
+    split = split_csv_path("sars_cov2", results_root)
+    split.write_text(split.read_text().splitlines()[0] + "\n")  # its rows gone
+    with pytest.raises(DataError, match=r"sars_cov2.csv has no test and no train rows .*delete "
+                                        "it to split again"):
+        load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root, image_size=8)
 
 
 def test_aptos_csv_naming_missing_images(tmp_path, results_root):

@@ -60,6 +60,12 @@ def read_split(path: Path, dataset_dir: Path) -> list[SplitRow]:
             rows = [SplitRow(r["path"], int(r["label"]), r["split"], r["group"]) for r in reader]
     except (OSError, ValueError, KeyError) as err:
         raise DataError(f"cannot read split file {path}: {err}") from err
+    parts = {r.split for r in rows}
+    if not {"train", "test"} <= parts:  # cut short or emptied: not the split it was written as
+        lacking = " and no ".join(sorted({"train", "test"} - parts))
+        raise DataError(f"split file {path} has no {lacking} rows (cut short or edited?): "
+                        "restore it, or delete it to split again (the test set then changes: "
+                        "re-run every method).")
     missing = [r.path for r in rows if not (dataset_dir / r.path).is_file()]
     if missing:
         raise DataError(
