@@ -17,9 +17,9 @@ sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
 
 What the machine can reach at all is measured beside it (`matmul_ceiling`): the best rate of
 large square matrix products (fp32; on CUDA also TF32, which cuDNN's fp32 convolutions use by
-default, and bf16; on a CPU bf16 too when a network runs in it), and each network's rate as a share of the ceiling of the precision it runs
-in (`ceiling_kinds`). A network near its ceiling is limited by the arithmetic; far below it, by
-everything else.
+default, and bf16; on a CPU bf16 too when a network runs in it), and each network's rate as a
+share of the ceiling of the precision it runs in (`ceiling_kinds`). A network near its ceiling
+is limited by the arithmetic; far below it, by everything else.
 
 Dissolved images are counted as training computes them: with the `amplify.dissolve_cache_gib`
 cache, each (image, flip, t) drawn once while the cache has room (one image is drawn 4 times an

@@ -6,13 +6,12 @@ import io
 import math
 import pickle
 import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dia.results import Run, RunError, atomic_write_bytes
+from dia.results import Run, RunError, atomic_write_bytes, first_line, zip_damage
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -44,7 +43,7 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True, mmap: bool =
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         if zipfile.is_zipfile(path):
-            reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+            reason = first_line(err)
             raise RunError(f"checkpoint {path} cannot be loaded ({reason}); the file is whole, "
                            "so another version of this code or of torch wrote it") from err
         size = Path(path).stat().st_size
@@ -60,15 +59,9 @@ def _check_zip_checksums(path: Path, remedy: str) -> None:
     Xeon, 2026-12-03)."""
     if not zipfile.is_zipfile(path):
         return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
-        raise RunError(f"checkpoint {path} is damaged: its members cannot be read ({err}); "
-                       f"{remedy}") from None
-    if bad is not None:
-        raise RunError(f"checkpoint {path} is damaged: its member {bad} fails its checksum (a "
-                       f"bad copy or disk); {remedy}")
+    damage = zip_damage(path)
+    if damage:
+        raise RunError(f"checkpoint {path} is damaged: {damage} (a bad copy or disk?); {remedy}")
 
 
 def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None,

@@ -30,7 +30,7 @@ from dia.metrics import (
     SPLITS, auc_rows, check_test_labels, labelled_splits, score_split, write_metrics,
 )
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
-from dia.results import DONE, Run, RunError, rerun_advice
+from dia.results import DONE, Run, RunError, first_line, rerun_advice
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
@@ -147,7 +147,7 @@ def read_scores(run: Run):
     try:
         frame = pd.read_csv(path, dtype={"sample_id": str})
     except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
-        problem = f"cannot be read ({(str(err).strip() or type(err).__name__).splitlines()[0]})"
+        problem = f"cannot be read ({first_line(err)})"
     else:
         missing = [c for c in ("sample_id", "label", "anomaly_score") if c not in frame.columns]
         score = pd.to_numeric(frame.get("anomaly_score"), errors="coerce")

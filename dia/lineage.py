@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
-from dia.results import DONE, RunError, run_id_of, run_path
+from dia.results import DONE, RunError, run_id_of, run_path, zip_damage
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
@@ -57,6 +55,11 @@ def _valid(record: Any) -> bool:
             and all(isinstance(record.get(key), str) for key in ("run", "checkpoint", "sha256")))
 
 
+class Damage(str):
+    """A `record_change` that is a damaged file, not a training made again: it carries its own
+    remedy, and the caller's (score or train anew) does not apply."""
+
+
 def record_change(record: Any, results_root: str | Path) -> str | None:
     """Why the checkpoint `record` (an `upstream_record`; anything else counts as none) names
     differs from the file there now, or None where it does not (or nothing can be compared)."""
@@ -65,25 +68,14 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
     checkpoint = run_path(results_root, record["run"]) / record["checkpoint"]
     if not checkpoint.is_file() or file_sha256(checkpoint) == record["sha256"]:
         return None
-    damage = _zip_damage(checkpoint)
+    damage = zip_damage(checkpoint)
     if damage:  # not another training's file: this one's bytes are broken
-        return (f"the checkpoint {record['checkpoint']} of its upstream run {record['run']} is "
-                f"damaged ({damage}; a bad copy or disk?): restore it from a copy, or delete "
-                f"that run folder to train it again")
+        return Damage(f"the checkpoint {record['checkpoint']} of its upstream run "
+                      f"{record['run']} is damaged ({damage}; a bad copy or disk?): restore it "
+                      "from a copy, or delete that run folder to train it again")
     return (f"its upstream run {record['run']} was trained again since it read "
             f"{record['checkpoint']} (the file there now differs)")
 
-
-def _zip_damage(path: Path) -> str:
-    """Why the torch.save zip at `path` is not whole ('' when it is)."""
-    if not zipfile.is_zipfile(path):
-        return "not a whole zip archive, as torch.save writes"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
-        return f"its members cannot be read: {err}"
-    return f"its member {bad} fails its checksum" if bad is not None else ""
 
 
 def recorded_upstream(run_folder: str | Path) -> dict[str, str] | None:
@@ -109,8 +101,8 @@ def upstream_change(run_folder: str | Path) -> str | None:
     if change is not None:
         return change
     deeper = upstream_change(run_path(root, record["run"]))
-    if deeper is None:
-        return None
+    if deeper is None or isinstance(deeper, Damage):
+        return deeper
     return f"the run it was made from, {record['run']}, is out of date: {deeper}"
 
 
@@ -124,5 +116,7 @@ def refuse_out_of_date(run_folder: str | Path, what: str, remedy: str) -> None:
     """A RunError naming the run, why it is out of date (`upstream_change`) and `remedy`, where
     it is; nothing where it is not."""
     change = upstream_change(run_folder)
+    if isinstance(change, Damage):
+        raise RunError(f"{what} {run_folder} cannot be checked: {change}")
     if change is not None:
         raise RunError(f"{what} {run_folder} is DONE, but {change}: {remedy}")

@@ -32,7 +32,7 @@ import pandas as pd
 from dia.lineage import refuse_out_of_date
 from dia.metrics import METRIC_COLUMNS
 from dia.results import (
-    atomic_write_text, find_runs, finished_file, parse_run_id, read_run_config,
+    atomic_write_text, find_runs, finished_file, first_line, parse_run_id, read_run_config,
     read_run_env, rerun_advice, run_id_of,
 )
 
@@ -151,14 +151,13 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
               "it away and rebuild the table")
     try:
         text = path.read_text()
+        if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
+            raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side "
+                             "of each conflict (or both rows, when they are different runs), "
+                             "then rebuild the table")
         old = pd.read_csv(io.StringIO(text))
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise ValueError(f"{path} cannot be read ({reason}): {remedy}") from None
-    if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
-        raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side of "
-                         "each conflict (or both rows, when they are different runs), then "
-                         "rebuild the table")
+        raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
     if not {"source", "run_id", "method", "profile"} <= set(old.columns):
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id, "
                          "method or profile column): move it away and rebuild the table")
@@ -169,8 +168,8 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
                    for run, method, device in zip(old["run_id"], old["method"], old["device"]))
     twice = sorted({f"{run} ({method})" for (run, method, _), n in rows.items() if n > 1})
     if twice:  # a method's run on one kind of machine has one row; two would be two seeds
-        raise ValueError(f"{path} holds run(s) {', '.join(map(str, twice))} more than once (a merge "
-                         "that kept both sides?): keep one row per run, or " + remedy)
+        raise ValueError(f"{path} holds run(s) {', '.join(map(str, twice))} more than once (a "
+                         "merge that kept both sides?): keep one row per run, or " + remedy)
     try:
         old[["seed", "image_size"]].astype("Int64")
         old["auc"].astype(float)

@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (its type when it has none), for an error
+    that names a file and says what to do."""
+    return (str(err).strip() or type(err).__name__).splitlines()[0]
+
+
+def zip_damage(path: str | Path) -> str:
+    """Why the zip at `path` (torch.save writes one) is not whole, '' when it is: not a zip at
+    all (cut short: the directory is at its end), members that cannot be read, or one failing its
+    CRC-32 (a bad copy or disk). Reads the whole file."""
+    if not zipfile.is_zipfile(path):
+        return "not a whole zip archive, as torch.save writes"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        return f"its members cannot be read ({err})"
+    return f"its member {bad} fails its checksum" if bad is not None else ""
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dia import interrupt, rendering
 from dia.config import DATASETS, PROFILES, ConfigError, load_config
-from dia.data.registry import DataError, check_given_data_root
+from dia.data.registry import DataError, DataOffline, check_given_data_root
 from dia.estimate import describe, estimate
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
@@ -85,7 +85,8 @@ def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
         args.seed_list = parse_seed_list(args.seed_list, args.seeds)
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
-    _check_omp_threads(os.environ.get("OMP_NUM_THREADS"))
+    if not args.status:  # --status starts no kernel: it reads the results only
+        _check_omp_threads(os.environ.get("OMP_NUM_THREADS"))
     for dataset in datasets or DATASETS:  # a profile file's error, said once, before any plan
         load_config(args.profile, dataset=dataset)
     if args.executor == "sequential" and args.jobs > 1:
@@ -111,8 +112,8 @@ def _check_omp_threads(value: str | None) -> None:
     counts = [part.strip() for part in value.split(",")]
     if not all(c.isdigit() and int(c) > 0 for c in counts):
         raise ConfigError(f"OMP_NUM_THREADS={value!r} is not a number of threads: unset it "
-                          f"(unset OMP_NUM_THREADS), or set it, e.g. OMP_NUM_THREADS="
-                          f"{os.cpu_count() or 1}")
+                          "(unset OMP_NUM_THREADS: torch's default), or set it, e.g. "
+                          "OMP_NUM_THREADS=1 when other work shares the cores")
 
 
 def _available(requested: list[str], data_root: str, results_root: str, *, fetch: bool,
@@ -133,9 +134,11 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
         for key in [k for k in ("pneumonia", "breast") if not requested or k in requested]:
             try:
                 fetch_medmnist(key, root, timeout=10)
-            except DataError:
+            except DataOffline:
                 log("[fetch] offline: MedMNIST files were not downloaded; using what is on disk")
                 break
+            except DataError as err:  # this file only: a folder in its place, a bad MD5, ...
+                log(f"[fetch] {key}: {err}")
     # the problems name files under the root: as the user gave it, not repository-relative
     rows = {r["dataset"]: r for r in check_datasets(_shown(root), results_root)}
     keys = requested or [k for k, r in rows.items() if r["found"]]

@@ -90,7 +90,8 @@ def test_a_profile_file_with_a_repeated_key_or_bad_yaml_is_refused_by_name(tmp_p
         load_config("smoke", configs_dir=tmp_path)
     for first, second in (("true", "True"), ("1", "true")):  # one key to a Python dict
         path.write_text(good + f"diffusion_extra:\n  {first}: 1\n  {second}: 2\n")
-        with pytest.raises(ConfigError, match=f"key '{second}' given twice \\(first as '{first}'\\)"):
+        twice = f"key '{second}' given twice \\(first as '{first}'\\)"
+        with pytest.raises(ConfigError, match=twice):
             load_config("smoke", configs_dir=tmp_path)
     for key, shown in (("1", "1 (YAML read it as int"), ("null", "None (YAML read it as NoneType")):
         path.write_text(good.replace("amplify:\n", f"amplify:\n  {key}: 3\n  colour: 2\n", 1))

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from dia.config import load_config
-from dia.data import DataError, DataMissing, load_dataset, load_for_config
+from dia.data import DataError, DataMissing, DataOffline, load_dataset, load_for_config
 from dia.data.check import check_datasets, format_check, state
 from dia.data.synthetic import load_synthetic
 
@@ -219,7 +219,7 @@ def test_missing_root_and_folder(tmp_path, results_root):
     with pytest.raises(DataMissing, match="does not exist; set DIA_DATA_ROOT"):
         load_dataset("kvasir", data_root=tmp_path / "nowhere", results_root=results_root)
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(DataMissing, match="a_file is not a folder; set DIA_DATA_ROOT"):
+    with pytest.raises(DataMissing, match="a_file is a file, not a folder; move it away"):
         load_dataset("kvasir", data_root=tmp_path / "a_file", results_root=results_root)
     with pytest.raises(DataMissing, match="missing folder .*kvasir"):
         load_dataset("kvasir", data_root=tmp_path, results_root=results_root)
@@ -376,7 +376,8 @@ def test_a_file_no_reader_foresaw_makes_that_dataset_broken_not_the_check(
 
     monkeypatch.setattr(dia.data.check, "count_dataset", count)
     rows = {r["dataset"]: r for r in check_datasets(tmp_path, results_root)}
-    assert state(rows["pneumonia"]) == "BROKEN" and "Permission denied" in rows["pneumonia"]["problem"]
+    assert state(rows["pneumonia"]) == "BROKEN"
+    assert "Permission denied" in rows["pneumonia"]["problem"]
     assert state(rows["synthetic"]) == "yes"
 
 
@@ -428,7 +429,7 @@ def test_fetch_says_clearly_when_offline(tmp_path, monkeypatch):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(DataError, match="offline"):
+    with pytest.raises(DataOffline, match="offline"):  # the driver stops fetching on this one
         fetch_medmnist("breast", tmp_path)
     assert not (tmp_path / "medmnist").exists()  # nothing left that looks like a data folder
     (tmp_path / "medmnist").mkdir()  # the user's own folder stays, without a partial file
@@ -438,6 +439,16 @@ def test_fetch_says_clearly_when_offline(tmp_path, monkeypatch):
     (tmp_path / "medmnist" / "breastmnist.npz").mkdir()  # a folder where the file goes
     with pytest.raises(DataError, match="breastmnist.npz is not a file"):
         fetch_medmnist("breast", tmp_path)
+    from dia import suite
+
+    (tmp_path / "medmnist" / "breastmnist.npz").rmdir()
+    (tmp_path / "medmnist" / "pneumoniamnist.npz").mkdir()
+    said = []  # the driver names this file's problem, not "offline", and goes on to the next
+    suite._available(["pneumonia", "breast"], str(tmp_path), str(tmp_path / "results"),
+                     fetch=True, log=said.append)
+    assert any("[fetch] pneumonia:" in line and "is not a file" in line for line in said), said
+    assert any("[fetch] offline" in line for line in said), said  # breast: tried, offline
+    (tmp_path / "medmnist" / "pneumoniamnist.npz").rmdir()
     (tmp_path / "file").write_text("")  # a file where the folder, or the data root, goes
     for root in (tmp_path / "file", tmp_path / "file" / "below"):
         with pytest.raises(DataError, match="a file stands in its way"):

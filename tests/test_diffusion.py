@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -235,10 +236,15 @@ def test_a_checkpoint_cut_short_is_a_clear_error(tmp_path):
 
 
 def test_bad_config_is_refused_before_writing(tmp_path):
-    with pytest.raises(ValueError, match="width"):
-        train_diffusion(tiny_cfg(**{"diffusion.width": 12}), results_root=tmp_path, device="cpu")
-    with pytest.raises(ConfigError, match="log_every"):  # counts: checked by dia.config itself
+    # checked by dia.config itself, before any stage: a width the norm groups cannot divide, counts
+    with pytest.raises(ConfigError, match="diffusion.width = 12"):
+        tiny_cfg(**{"diffusion.width": 12})
+    with pytest.raises(ConfigError, match="log_every"):
         tiny_cfg(**{"diffusion.log_every": 0})
+    cfg = tiny_cfg()  # a config made by hand, past the checks: the stage refuses it too
+    cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, width=12))
+    with pytest.raises(ValueError, match="width"):
+        train_diffusion(cfg, results_root=tmp_path, device="cpu")
     assert not list(tmp_path.iterdir())
 
 

@@ -6,6 +6,7 @@ a record count as unchanged."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -152,11 +153,28 @@ def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
     for damaged in (whole[:half], whole[:half] + bytes(1000) + whole[half + 1000:]):
         encoder.write_bytes(damaged)
         try:
-            with pytest.raises(RunError, match=r"checkpoints/last.pt of its upstream run .* is "
-                                               r"damaged \(.*restore it from a copy"):
+            with pytest.raises(RunError) as caught:
                 collect_metrics(root)
+            assert re.search(r"cannot be checked: the checkpoint checkpoints/last.pt of its "
+                             r"upstream run .* is damaged \(.*restore it from a copy, or delete "
+                             r"that run folder to train it again$", str(caught.value))
+            with pytest.raises(RunError, match="damaged|cannot be read") as caught:
+                evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+            assert "trained again" not in str(caught.value)
+            assert (evaluate / DONE).is_file()  # not rescored: its scores kept for the file
         finally:
             encoder.write_bytes(whole)
+    ddpm = stage_run_dir(cfg, "diffusion", "ddpm", root) / "checkpoints" / "last.pt"
+    kept = ddpm.read_bytes()  # the DDPM behind a sound encoder: scoring stops, keeps its DONE
+    ddpm.write_bytes(kept[: len(kept) // 2])
+    try:
+        with pytest.raises(RunError, match=r"(amplify|evaluate) run .* cannot be checked: the "
+                                           r"checkpoint checkpoints/last.pt of its upstream run "
+                                           r"diffusion/"):
+            evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+        assert (evaluate / DONE).is_file()
+    finally:
+        ddpm.write_bytes(kept)
     assert lineage.is_current(evaluate)
     done = json.loads((evaluate / DONE).read_text())
     published = tmp_path / "runs" / "evaluate" / "synthetic" / "dia" / evaluate.name

@@ -79,11 +79,15 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
     configs = tmp_path / "configs"  # a profile file with an error: said before any plan
     configs.mkdir()
     (configs / "smoke.yaml").write_text("diffusion:\n  width: 8\ndiffusion:\n  width: 8\n")
-    monkeypatch.setattr("dia.config.CONFIGS_DIR", configs)
-    for flag in ("--status", "--plan-only"):
-        assert suite.main([flag, "--profile", "smoke", "--results-root", str(tmp_path)]) == 2
-        assert "key 'diffusion' given twice" in capsys.readouterr().err
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr("dia.config.CONFIGS_DIR", configs)
+        for flag in ("--status", "--plan-only"):
+            assert suite.main([flag, "--profile", "smoke", "--results-root", str(tmp_path)]) == 2
+            assert "key 'diffusion' given twice" in capsys.readouterr().err
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # --status starts no kernel: not refused for it
+    assert suite.main(["--status", "--datasets", "synthetic", "--results-root",
+                       str(tmp_path)]) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     (tmp_path / "file").write_text("")
     for flag in ("--status", "--plan-only"):
         assert suite.main([flag, "--results-root", str(tmp_path / "file")]) == 2

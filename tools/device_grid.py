@@ -74,14 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_s is not None and args.budget_s < 0:
         parser.error(f"--budget-s {args.budget_s}: must be at least 0")
     try:  # an unknown ablation, dataset or profile, or no seeds: said here, not as a traceback
-        list(cells(args.dataset, args.profile, seeds=args.seeds, which=which))
+        every = list(cells(args.dataset, args.profile, seeds=args.seeds, which=which))
     except (ConfigError, ValueError) as err:
         parser.error(str(err))
     if args.no_train:
         return _read_back(args, which, seeds)
     grid = sorted(
-        (cell for cell in cells(args.dataset, args.profile, seeds=args.seeds, which=which)
-         if cell[0]["seed"] in seeds),
+        (cell for cell in every if cell[0]["seed"] in seeds),
         key=lambda cell: (cell[0]["seed"], cell[0]["overrides"] != "{}"),  # stable sort
     )
     if args.device:  # in each cell's config, so that every run's env.json names it

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from dia.ablations import mean_cell
+from dia.results import first_line
 
 SPECIFIED, CSI = "DIA as specified", "CSI"
 PAIRED = "paired − DIA as specified"
@@ -44,8 +45,7 @@ def read_table(path: Path, columns: tuple[str, ...], **read_csv) -> pd.DataFrame
     try:
         frame = pd.read_csv(path, **read_csv)
     except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
-        raise SystemExit(f"error: {path} cannot be read as a CSV "
-                         f"({(str(err).strip() or type(err).__name__).splitlines()[0]})") from None
+        raise SystemExit(f"error: {path} cannot be read as a CSV ({first_line(err)})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SystemExit(f"error: {path} lacks the column(s) {', '.join(missing)}: is it the "

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dia.data.registry import (SPECS, DataError, DataMissing, DatasetSpec, get_spec,
-                               resolve_data_root)
+from dia.data.registry import (SPECS, DataError, DataMissing, DataOffline, DatasetSpec,
+                               get_spec, resolve_data_root)
 from dia.data.splits import DatasetSplits
 
 __all__ = [
-    "SPECS", "DataError", "DataMissing", "DatasetSpec", "DatasetSplits", "get_spec", "load_dataset",
-    "load_for_config", "resolve_data_root",
+    "SPECS", "DataError", "DataMissing", "DataOffline", "DatasetSpec", "DatasetSplits", "get_spec",
+    "load_dataset", "load_for_config", "resolve_data_root",
 ]
 
 DEFAULT_MAX_POOL = 2000  # DDAD draws its unlabeled set from at most this many pool images
@@ -51,9 +51,10 @@ def load_dataset(
         return load_synthetic(size)
     root = resolve_data_root(data_root)
     if not root.is_dir():
+        what = ("is a file, not a folder; move it away or set DIA_DATA_ROOT to a folder"
+                if root.exists() else "does not exist; set DIA_DATA_ROOT or create it")
         raise DataMissing(
-            f"data root {root} {'is not a folder' if root.exists() else 'does not exist'}; set "
-            "DIA_DATA_ROOT or create it, then put "
+            f"data root {root} {what}, then put "
             f"{spec.layout} under it (`dia data check` lists every dataset)"
         )
     if spec.split == "official" and spec.is_small:

@@ -50,7 +50,8 @@ def check_datasets(
                        found=not isinstance(err, DataMissing), problem=str(err))
         except (OSError, ValueError) as err:  # a file no reader foresaw: this dataset is broken,
             row.update({c: "" for c in COUNT_COLUMNS}, present=False, found=True,  # not the rest
-                       problem=f"cannot be read: {type(err).__name__}: {err}")
+                       problem=f"cannot be read: {type(err).__name__}: {err} (restore the "
+                               "file from the dataset's archive, or fix its permissions)")
         rows.append(row)
     return rows
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dia.data.images import check_uint8_images, to_rgb_uint8
-from dia.data.registry import DataError, DataMissing, get_spec
+from dia.data.registry import DataError, DataMissing, DataOffline, get_spec
 from dia.data.splits import DatasetSplits
 
 FLAGS = {"pneumonia": "pneumoniamnist", "breast": "breastmnist"}
@@ -158,7 +158,7 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
         if made_folder:  # leave no empty medmnist/ behind (rmdir fails if it is not empty)
             with contextlib.suppress(OSError):
                 target.parent.rmdir()
-        raise DataError(
+        raise DataOffline(
             f"cannot download {info['url']} ({err}); this machine looks offline. Copy "
             f"{FLAGS[key]}.npz (MD5 {info['MD5']}) to {target} by hand."
         ) from err

@@ -16,6 +16,10 @@ class DataError(RuntimeError):
     """A dataset is missing or malformed; the message names the path and what was expected."""
 
 
+class DataOffline(DataError):
+    """A download failed for want of a network (no other file would come through either)."""
+
+
 class DataMissing(DataError):
     """The dataset's file or folder is not under the data root at all (rather than there but
     unusable: a corrupt file, a class folder short of images)."""
