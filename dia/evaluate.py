@@ -150,14 +150,14 @@ def read_scores(run: Run):
         problem = f"cannot be read ({first_line(err)})"
     else:
         missing = [c for c in ("sample_id", "label", "anomaly_score") if c not in frame.columns]
-        score = pd.to_numeric(frame.get("anomaly_score"), errors="coerce")
         if missing:
             problem = f"lacks the column(s) {', '.join(missing)}"
         elif frame.empty:
             problem = "holds no image"
         elif not frame["label"].isin((0, 1)).all():
             problem = "holds a label besides 0 (normal) and 1 (anomalous)"
-        elif not np.isfinite(score.to_numpy(dtype=float)).all():
+        elif not np.isfinite(pd.to_numeric(frame["anomaly_score"], errors="coerce")
+                             .to_numpy(dtype=float)).all():
             problem = "holds an anomaly_score that is no finite number (a file cut short?)"
     if problem:
         raise RunError(f"{path} {problem}: {rerun_advice(run.path)}")

@@ -77,7 +77,6 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
             f"{record['checkpoint']} (the file there now differs)")
 
 
-
 def recorded_upstream(run_folder: str | Path) -> dict[str, str] | None:
     """The upstream record in a run's DONE; None without DONE, record or readable JSON."""
     try:

@@ -116,10 +116,9 @@ def is_profile_run(path: Path) -> bool:
     """True when a run folder holds its profile's own config (not an ablation variant, not stale).
 
     Ablation variants (`dia.ablations`) and runs of a profile file edited since keep their
-    folders, but only the profile's current config enters the main table.
+    folders, but only the profile's current config enters the main table. Its config.yaml must
+    be there (`collect_metrics` requires it, naming the run).
     """
-    if not (path / "config.yaml").is_file():
-        return False
     profile = read_run_config(path).get("config", {}).get("profile")
     return profile is not None and _is_profile_run_id(run_id_of(path), profile)
 
@@ -151,12 +150,15 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
               "it away and rebuild the table")
     try:
         text = path.read_text()
-        if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
-            raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side "
-                             "of each conflict (or both rows, when they are different runs), "
-                             "then rebuild the table")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
+    if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
+        raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side of "
+                         "each conflict (or both rows, when they are different runs), then "
+                         "rebuild the table")
+    try:
         old = pd.read_csv(io.StringIO(text))
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
     if not {"source", "run_id", "method", "profile"} <= set(old.columns):
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id, "
@@ -170,9 +172,8 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
     if twice:  # a method's run on one kind of machine has one row; two would be two seeds
         raise ValueError(f"{path} holds run(s) {', '.join(map(str, twice))} more than once (a "
                          "merge that kept both sides?): keep one row per run, or " + remedy)
-    try:
-        old[["seed", "image_size"]].astype("Int64")
-        old["auc"].astype(float)
+    try:  # typed once, here: the rows kept below are returned as they are
+        old = old.astype({"seed": "Int64", "image_size": "Int64", "auc": float})
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path} has a damaged seed, image_size or auc column ({err}): "
                          f"{remedy}") from None
@@ -180,7 +181,6 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
             and (r not in present or other_kind(device, present[r]))
             for r, p, device in zip(old["run_id"], old["profile"], old["device"])]
     recorded = old[pd.Series(keep, index=old.index, dtype=bool)].copy()
-    recorded[["seed", "image_size"]] = recorded[["seed", "image_size"]].astype("Int64")
     recorded["device"] = recorded["device"].fillna("")
     recorded["origin"] = "recorded"
     return recorded

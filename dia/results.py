@@ -224,7 +224,7 @@ class Run:
     def truncate_log(self, *, after_step: int, key: str = "step") -> None:
         """Drop log records past `after_step`: those written after the checkpoint a run resumes from."""
         kept = [r for r in self.read_log()
-                if isinstance(r.get(key, -1), (int, float)) and r.get(key, -1) <= after_step]
+                if isinstance(step := r.get(key, -1), (int, float)) and step <= after_step]
         atomic_write_text(
             self.path / "train_log.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
         )
