@@ -270,6 +270,15 @@ def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
         assert state(row) == "BROKEN"  # `dia data check` says so before any run
 
 
+def test_a_folder_where_the_npz_goes_is_broken_not_missing(tmp_path, results_root):
+    """`dia data check` must not advise `dia data fetch`, which refuses the folder."""
+    (tmp_path / "medmnist" / "pneumoniamnist.npz").mkdir(parents=True)
+    with pytest.raises(DataError, match="pneumoniamnist.npz is not a file .*move it away"):
+        load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
+    row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "pneumonia")
+    assert state(row) == "BROKEN" and "is not a file" in row["problem"]
+
+
 def test_an_npz_whose_compressed_bytes_are_damaged_is_broken_not_a_crash(tmp_path, results_root):
     """A whole zip (it opens, lists its keys) with damaged deflate data: a bad copy or download."""
     rng = np.random.default_rng(0)

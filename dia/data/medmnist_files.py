@@ -33,6 +33,9 @@ def npz_path(key: str, root: Path) -> Path:
 def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
     """The arrays of one MedMNIST file, checked for the expected keys."""
     path = npz_path(key, root)
+    if path.exists() and not path.is_file():  # BROKEN, not MISSING: fetching would refuse it too
+        raise DataError(f"{path} is not a file (a folder?): move it away, then put the .npz "
+                        f"there or run `dia data fetch`: {get_spec(key).source}")
     if not path.is_file():
         spec = get_spec(key)
         raise DataMissing(
