@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_BYTES = 2 * 1024 * 1024
-TEXT_SUFFIXES = {".ipynb", ".md", ".csv", ".tex", ".json", ".txt", ".yaml"}
+TEXT_SUFFIXES = {".ipynb", ".md", ".csv", ".tex", ".json", ".jsonl", ".txt", ".yaml", ".log", ".py"}
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt", ".safetensors", ".npz", ".npy", ".bin"}
 
 
