@@ -52,6 +52,12 @@ ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
         ("own dissolved copy excluded", {}, "dia"),
         ("own dissolved copy negative", {"amplify.exclude_own_dissolved": False}, "dia"),
     ],
+    "epoch_draws": [  # the reference's README protocol repeats epoch 2's draws (DECISIONS 21)
+        ("DIA, fresh each epoch", {}, "dia"),
+        ("DIA, epoch 2's replayed", {"amplify.replay_epoch_draws": True}, "dia"),
+        ("CSI, fresh each epoch", {}, "csi"),
+        ("CSI, epoch 2's replayed", {"amplify.replay_epoch_draws": True}, "csi"),
+    ],
     "keep_gray": [  # a short DDPM tints gray images; only dissolved views would carry colour
         ("tint kept (reference)", {}, "dia"),
         ("gray kept gray", {"dissolve.keep_gray": True}, "dia"),

@@ -175,6 +175,12 @@ class AmplifyConfig:
     encoder_width: int = 64  # ResNet-18 first-stage channels; < 64 only for tests
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast + channels_last, CUDA only
     dissolve_cache_gib: float = 0.0  # memoise dissolved (image, flip, t); 0 = off (reference)
+    # The reference's README protocol (--save_step 1) evaluates after every epoch, and its
+    # evaluation reseeds every RNG (set_random_seed(j), j = 0..9), so from epoch 2 on each epoch
+    # repeats one epoch's draws: batch order, flips, t, crops, jitter (DECISIONS.md DIA 21).
+    # True does the same (epochs >= 2 draw as epoch 2); False draws afresh each epoch, as the
+    # reference authors' own short run (--save_step = epochs) did.
+    replay_epoch_draws: bool = False
 
 
 @dataclass(frozen=True)
@@ -409,6 +415,7 @@ def config_hash(cfg: ExperimentConfig, sections: tuple[str, ...] = SECTIONS) -> 
 ADDED_FIELDS = {
     "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max", "architecture", "cpu_bf16"),
     "dissolve": ("keep_gray", "cpu_bf16"),
+    "amplify": ("replay_epoch_draws",),
 }
 
 

@@ -144,6 +144,13 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1)
 
 
+def draws_of_epoch(epoch: int, replay: bool) -> int:
+    """The epoch whose random draws `epoch` makes: itself, or with `replay`
+    (`amplify.replay_epoch_draws`, the reference's README protocol) epoch 2 for every epoch
+    after the first."""
+    return min(epoch, 2) if replay else epoch
+
+
 def images_where_trained(train: torch.Tensor, device: torch.device,
                          max_bytes: int = DEVICE_IMAGES_MAX_BYTES) -> torch.Tensor:
     """The uint8 training images where the loop indexes them: on `device` when they fit
@@ -363,8 +370,9 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, upstream, devi
     )
     started, last = time.perf_counter(), {}
     for epoch in range(start_epoch, a.epochs + 1):
-        order = torch.randperm(n, generator=make_generator(_epoch_seed(cfg.seed, epoch, 0)))
-        gen = make_generator(_epoch_seed(cfg.seed, epoch, 1), device)
+        draws = draws_of_epoch(epoch, a.replay_epoch_draws)
+        order = torch.randperm(n, generator=make_generator(_epoch_seed(cfg.seed, draws, 0)))
+        gen = make_generator(_epoch_seed(cfg.seed, draws, 1), device)
         tic = time.perf_counter()
         epoch_lrs = lrs[(epoch - 1) * iters:epoch * iters]
         last, lr = _run_epoch(model, optimizer, train, order, gen, epoch_lrs, batch=batch,

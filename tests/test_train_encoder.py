@@ -123,6 +123,27 @@ def test_train_resume_and_score(method, tmp_path, monkeypatch, finish_elsewhere)
     assert waited()
 
 
+@pytest.mark.parametrize("replay", [False, True])
+def test_replayed_epoch_draws_repeat_epoch_2s_order_and_draws(replay, tmp_path, monkeypatch):
+    """amplify.replay_epoch_draws: the reference's README protocol reseeds every RNG after each
+    epoch, so epochs 2, 3, ... repeat one set of draws; by default each epoch draws afresh."""
+    import dia.train_encoder
+
+    seen = []
+    original = dia.train_encoder._run_epoch
+
+    def spy(model, optimizer, train, order, gen, lrs, **kwargs):
+        seen.append(order.tolist() + gen.get_state().tolist())  # the order, the draws' seed
+        return original(model, optimizer, train, order, gen, lrs, **kwargs)
+
+    monkeypatch.setattr(dia.train_encoder, "_run_epoch", spy)
+    cfg = _cfg(**{"amplify.epochs": 3, "amplify.replay_epoch_draws": replay})
+    train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    first, second, third = seen
+    assert first != second
+    assert (second == third) is replay
+
+
 def test_a_train_log_edited_after_the_run_names_itself_and_what_to_do(tmp_path):
     """The notebook reads the log of a finished run: a record lost or damaged since cannot be
     written again by resuming (the checkpoint is the last epoch's), so it says to retrain."""
