@@ -30,12 +30,17 @@ def npz_path(key: str, root: Path) -> Path:
     return root / "medmnist" / f"{FLAGS[key]}.npz"
 
 
+def _refuse_non_file(path: Path, then: str) -> None:
+    """A DataError when something that is not a file (a folder?) stands where `path` goes:
+    BROKEN, not MISSING, for `dia data check`, and refused by fetching too."""
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is not a file (a folder?): move it away, then {then}")
+
+
 def read_npz(key: str, root: Path) -> dict[str, np.ndarray]:
     """The arrays of one MedMNIST file, checked for the expected keys."""
     path = npz_path(key, root)
-    if path.exists() and not path.is_file():  # BROKEN, not MISSING: fetching would refuse it too
-        raise DataError(f"{path} is not a file (a folder?): move it away, then put the .npz "
-                        f"there or run `dia data fetch`: {get_spec(key).source}")
+    _refuse_non_file(path, f"put the .npz there or run `dia data fetch`: {get_spec(key).source}")
     if not path.is_file():
         spec = get_spec(key)
         raise DataMissing(
@@ -143,8 +148,7 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
     target = npz_path(key, root)
     if target.is_file():  # never overwrite a file the user put there (it may be a rebuilt copy)
         return target
-    if target.exists():
-        raise DataError(f"{target} is not a file (a folder?): move it away, then fetch again")
+    _refuse_non_file(target, "fetch again")
     made_folder = not target.parent.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

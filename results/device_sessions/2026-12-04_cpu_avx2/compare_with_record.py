@@ -35,15 +35,10 @@ TIMING_KEYS = {"images_per_s", "seconds"}
 
 def _numbers(obj, prefix: str = "") -> dict[str, float]:
     """Every number in a JSON value, keyed by its path (booleans and strings left out)."""
-    if isinstance(obj, dict):
+    if isinstance(obj, (dict, list)):
         out = {}
-        for key, value in obj.items():
+        for key, value in obj.items() if isinstance(obj, dict) else enumerate(obj):
             out.update(_numbers(value, f"{prefix}{key}."))
-        return out
-    if isinstance(obj, list):
-        out = {}
-        for i, value in enumerate(obj):
-            out.update(_numbers(value, f"{prefix}{i}."))
         return out
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         return {prefix.rstrip("."): float(obj)}
