@@ -37,6 +37,9 @@
 # A dry run of the plumbing on a CPU machine (smoke profile, synthetic data, a few minutes):
 #   OUT=/tmp/session RESULTS_ROOT=/tmp/session/results PROFILE=smoke DATASET=synthetic \
 #     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
+# (tests/test_device_session.py runs it so with a budget of 60 s, which skips the grid.)
+# A step that fails (a test run, a benchmark, a lane, the archive) does not stop the others: the
+# last line of session.log names every one that failed, and the call then exits 1.
 # Publish the AUCs with tools/device_report.py (grid.csv of each call, gpu_util.csv for the figure).
 # Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
 # -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
@@ -60,8 +63,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-results/device}
 mkdir -p "$out"
 exec > >(tee -a "$out/session.log") 2>&1
+exec 3>&1  # the session log, for messages of steps whose own output goes to a file
 left() { echo "$((budget - SECONDS)) s left, $(date -u +%T) UTC"; }
 secs() { echo $((budget - SECONDS)); }
+failed=()  # the steps that exited non-zero: named at the end, and the call's exit status is 1
+step() {  # step NAME CMD...: run CMD, note NAME when it fails (the session goes on)
+  local name=$1; shift
+  "$@" || { local rc=$?; failed+=("$name (exit $rc)"); echo "[session] $name exited $rc" >&3; }
+}
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
   TQDM_DISABLE=1 MPLBACKEND=Agg DIA_DATA_ROOT=${DIA_DATA_ROOT:-.device-data}
@@ -87,20 +96,22 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 5
 smi=$!
 
 echo "[session] GPU tests ($(left))"
-timeout 120 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_train_encoder.py \
-  tests/test_amplify.py tests/test_dissolve.py tests/test_optim.py > "$out/gpu_tests.txt" 2>&1
+step "GPU tests" timeout 120 "$py" -m pytest -q -m gpu -p no:cacheprovider \
+  tests/test_train_encoder.py tests/test_amplify.py tests/test_dissolve.py tests/test_optim.py \
+  > "$out/gpu_tests.txt" 2>&1
 tail -n 3 "$out/gpu_tests.txt"
 
 echo "[session] benchmarks ($(left))"
-timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 --batch 128 \
-  --steps 30 > "$out/bench_diffusion.json"
-timeout 150 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 --score-images 1000 \
-  > "$out/bench_amplify.json"
+step bench_diffusion timeout 100 "$py" benchmarks/bench_diffusion.py --device cuda --widths 32 64 \
+  --batch 128 --steps 30 > "$out/bench_diffusion.json"
+step bench_amplify timeout 150 "$py" benchmarks/bench_amplify.py --device cuda --iters 50 \
+  --score-images 1000 > "$out/bench_amplify.json"
 echo "[session] flop budget of the profile (JSON into session.log; $(left))"
-timeout 60 "$py" benchmarks/flop_budget.py --device auto --profile "$profile" \
+step flop_budget timeout 60 "$py" benchmarks/flop_budget.py --device auto --profile "$profile" \
   --dataset "$dataset" --repeats 5
 echo "[session] operators of a DDPM training step (JSON into session.log; $(left))"
-timeout 60 "$py" benchmarks/profile_ddpm_step.py --device auto --profile "$profile" 2>/dev/null
+step profile_ddpm_step timeout 60 "$py" benchmarks/profile_ddpm_step.py --device auto \
+  --profile "$profile" 2>/dev/null
 
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
 lane_dir=$(mktemp -d) pids=()
@@ -126,9 +137,17 @@ if [ "$(secs)" -gt 90 ]; then
       | sed -u "s/^/[lane $seed] /" &
     pids+=($!)
   done
-  wait "${pids[@]}"
+  for i in "${!pids[@]}"; do  # a lane cut by its timeout backstop exits 124
+    wait "${pids[$i]}" || failed+=("lane $((first + i)) (exit $?)")
+  done
 fi
 
 kill "$smi" 2>/dev/null
-tar czf "$out/runs.tar.gz" --exclude=checkpoints -C "$results" runs
+if [ -d "$results/runs" ]; then  # no grid (too little budget left) made no run folders
+  step "runs.tar.gz" tar czf "$out/runs.tar.gz" --exclude=checkpoints -C "$results" runs
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "[session] done ($(left)); steps that failed: ${failed[*]}"
+  exit 1
+fi
 echo "[session] done ($(left))"

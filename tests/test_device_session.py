@@ -1,0 +1,54 @@
+"""`tools/device_session.sh`, the one call a GPU session makes, in its dry run on a CPU.
+
+A session is lent a GPU for about 15 minutes, so the script must work the first time: every
+benchmark it calls must still take the flags it passes, and a step that fails must be named
+instead of lost among the others' output. With a budget under 90 s it skips the ablation grid
+(tested in test_ablations.py) and runs the rest, as `PROFILE=smoke` allows without CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAILING_PYTHON = """#!/usr/bin/env bash
+# the real interpreter, except that bench_amplify.py fails as a crashed benchmark would
+for arg in "$@"; do
+  case "$arg" in *bench_amplify.py) echo "Traceback: bench_amplify broke" >&2; exit 3;; esac
+done
+exec {python} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_dry_run_writes_every_file_and_names_the_step_that_failed(tmp_path):
+    python = tmp_path / "python"
+    python.write_text(FAILING_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "RESULTS_ROOT": str(tmp_path / "results"),
+           "PROFILE": "smoke", "DATASET": "synthetic", "LANES": "1", "PYTHON": str(python),
+           "DIA_DATA_ROOT": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", "tools/device_session.sh", "60"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = (out / "session.log").read_text()
+    assert done.returncode == 1, log[-3000:]  # the one failed step fails the call ...
+    assert "steps that failed: bench_amplify (exit 3)" in log, log[-3000:]
+    assert log.count("exited") == 1  # ... and it alone
+    # ... but the steps after it still ran, with the flags the script passes
+    assert "torch" in (out / "env.txt").read_text()
+    assert "skipped" in (out / "gpu_tests.txt").read_text()  # no CUDA: the gpu tests skip
+    bench = json.loads((out / "bench_diffusion.json").read_text())
+    assert bench["benchmark"] == "diffusion" and bench["results"] == []  # nothing on CUDA here
+    flops = json.loads(log[log.index("{", log.index("flop budget of the profile")):
+                           log.index("[session] operators")])
+    assert flops["profile"] == "smoke" and flops["dataset"] == "synthetic"
+    assert "[session] operators of a DDPM training step" in log
+    assert not (out / "runs.tar.gz").exists()  # no grid, no run folders, no empty archive
