@@ -19,12 +19,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 FAILING_PYTHON = """#!/usr/bin/env bash
-# the real interpreter, except that bench_amplify.py fails as a crashed benchmark would
+# the real interpreter, except that bench_amplify.py then exits 3, as a crashed benchmark would
 for arg in "$@"; do
-  case "$arg" in *bench_amplify.py) echo "Traceback: bench_amplify broke" >&2; exit 3;; esac
+  case "$arg" in *bench_amplify.py) {python} "$@"; exit 3;; esac
 done
 exec {python} "$@"
 """
+
+
+def json_after(log: str, heading: str) -> dict:
+    """The first JSON object printed after `heading` in the session log."""
+    start = log.index("{", log.index(heading))
+    return json.JSONDecoder().raw_decode(log, start)[0]
 
 
 @pytest.mark.slow
@@ -41,14 +47,19 @@ def test_dry_run_writes_every_file_and_names_the_step_that_failed(tmp_path):
     log = (out / "session.log").read_text()
     assert done.returncode == 1, log[-3000:]  # the one failed step fails the call ...
     assert "steps that failed: bench_amplify (exit 3)" in log, log[-3000:]
-    assert log.count("exited") == 1  # ... and it alone
-    # ... but the steps after it still ran, with the flags the script passes
+    failures = [line for line in log.splitlines()
+                 if line.startswith("[session] ") and " exited " in line]
+    assert failures == ["[session] bench_amplify exited 3"]  # ... and it alone
+    # every step ran with the flags the script passes (argparse would have refused others),
+    # those after the failed one included
     assert "torch" in (out / "env.txt").read_text()
     assert "skipped" in (out / "gpu_tests.txt").read_text()  # no CUDA: the gpu tests skip
     bench = json.loads((out / "bench_diffusion.json").read_text())
     assert bench["benchmark"] == "diffusion" and bench["results"] == []  # nothing on CUDA here
-    flops = json.loads(log[log.index("{", log.index("flop budget of the profile")):
-                           log.index("[session] operators")])
+    amplify = json.loads((out / "bench_amplify.json").read_text())
+    assert amplify["results"] == []  # likewise
+    flops = json_after(log, "[session] flop budget of the profile")
     assert flops["profile"] == "smoke" and flops["dataset"] == "synthetic"
-    assert "[session] operators of a DDPM training step" in log
+    ddpm_step = json_after(log, "[session] operators of a DDPM training step")
+    assert ddpm_step["profile"] == "smoke"
     assert not (out / "runs.tar.gz").exists()  # no grid, no run folders, no empty archive

@@ -91,9 +91,20 @@ print('diffusers', diffusers.__version__, 'kornia', kornia.__version__, 'pandas'
 assert torch.cuda.is_available() or '$profile' == 'smoke', 'no CUDA: only PROFILE=smoke runs on CPU'"
 } > "$out/env.txt" 2>&1 || { cat "$out/env.txt"; echo "error: no usable torch (see above)"; exit 1; }
 cat "$out/env.txt"
+lane_dir=  # the lanes' grid rows, once the grid starts
+cleanup() {  # on every exit, a timeout's TERM included: stop nvidia-smi, merge the lanes' rows
+  kill "$smi" 2>/dev/null
+  [ -n "$lane_dir" ] || return 0
+  local files=("$lane_dir"/grid-s*.csv)
+  [ -e "${files[0]}" ] && awk 'FNR == 1 && NR != 1 { next } { print }' "${files[@]}" > "$out/grid.csv"
+  rm -rf "$lane_dir"
+}
+# 3>&-: a copy of the session log's descriptor would keep its tee open after the script ended
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
-  > "$out/gpu_util.csv" 2>/dev/null &
+  > "$out/gpu_util.csv" 2>/dev/null 3>&- &
 smi=$!
+trap cleanup EXIT
+trap 'exit 143' TERM INT  # a timeout's TERM still runs the EXIT trap
 
 echo "[session] GPU tests ($(left))"
 step "GPU tests" timeout 120 "$py" -m pytest -q -m gpu -p no:cacheprovider \
@@ -114,27 +125,21 @@ step profile_ddpm_step timeout 60 "$py" benchmarks/profile_ddpm_step.py --device
   --profile "$profile" 2>/dev/null
 
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
-lane_dir=$(mktemp -d) pids=()
-merge_grid() {  # the lanes' rows into one grid.csv: also when the call is cut short
-  local files=("$lane_dir"/grid-s*.csv)
-  [ -e "${files[0]}" ] && awk 'FNR == 1 && NR != 1 { next } { print }' "${files[@]}" > "$out/grid.csv"
-  rm -rf "$lane_dir"
-}
-trap merge_grid EXIT
-trap 'exit 143' TERM INT  # a timeout's TERM still runs the EXIT trap
+pids=()
 if [ "$(secs)" -gt 90 ]; then
   echo "[session] ablation grid ($which), seeds $first-$last in $lanes lanes ($(left))"
-  lane_budget=$(($(secs) - 40))
+  lane_dir=$(mktemp -d) lane_budget=$(($(secs) - 40))
   for seed in $(seq "$first" "$last"); do
     if [ "$seed" = $((first + 1)) ]; then  # lane 0 takes the first DDPM's lock first
       sleep 15; lane_budget=$((lane_budget - 15))
     fi
     # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
-    OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
-      --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
-      --which "$which" --budget-s "$lane_budget" \
-      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 \
-      | sed -u "s/^/[lane $seed] /" &
+    # (in a subshell, one pid stands for the whole pipeline: its status is the lane's, not sed's)
+    ( OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
+        --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
+        --which "$which" --budget-s "$lane_budget" \
+        --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 \
+        | sed -u "s/^/[lane $seed] /" ) &
     pids+=($!)
   done
   for i in "${!pids[@]}"; do  # a lane cut by its timeout backstop exits 124
@@ -142,12 +147,12 @@ if [ "$(secs)" -gt 90 ]; then
   done
 fi
 
-kill "$smi" 2>/dev/null
-if [ -d "$results/runs" ]; then  # no grid (too little budget left) made no run folders
+if [ -d "$results/runs" ]; then  # without the grid (too little budget left), nothing to archive
   step "runs.tar.gz" tar czf "$out/runs.tar.gz" --exclude=checkpoints -C "$results" runs
 fi
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "[session] done ($(left)); steps that failed: ${failed[*]}"
+  printf -v names '%s; ' "${failed[@]}"
+  echo "[session] done ($(left)); steps that failed: ${names%; }"
   exit 1
 fi
 echo "[session] done ($(left))"
