@@ -21,6 +21,7 @@ from dia.config import (
     MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
 )
 from dia.lineage import file_sha256, is_current, record_change, upstream_record
+from dia.results import DONE, rerun_advice
 from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -34,6 +35,13 @@ NOTEBOOKS = {
     "ablations": "50_ablations",
     "table": "90_auc_table",
 }
+# What a finished run folder of each stage must hold for the jobs after it: its config (the table
+# reads the profile there) and, of the scoring stages, metrics.csv (the table's AUCs, dia.report)
+# and scores.csv (the evaluation's figures). A run folder marked finished without one (the file
+# deleted, or the folder copied without it) does not make its job done (`missing_result`).
+_SCORED = ("config.yaml", "metrics.csv", "scores.csv")
+FINISHED_FILES = {"diffusion": ("config.yaml",), "amplify": ("config.yaml",),
+                  "evaluate": _SCORED, "peers": _SCORED, "ddad": _SCORED}
 
 
 @dataclass(frozen=True)
@@ -244,10 +252,30 @@ def stamp_record(job: Job, req: PlanRequest) -> dict[str, Any]:
             "rendering": file_sha256(rendering) if rendering.is_file() else None}
 
 
+def job_run_dirs(job: Job, req: PlanRequest) -> list[tuple[str, Path]]:
+    """(stage, run folder) of each run the job completes ([] for a job of no dataset)."""
+    cfg = job_config(job, req)
+    if cfg is None:
+        return []
+    root = Path(req.results_root)
+    return [(stage, stage_run_dir(cfg, stage, method, root)) for stage, method in job.runs]
+
+
+def missing_result(job: Job, req: PlanRequest) -> str:
+    """The first file of `FINISHED_FILES` that a run folder of the job marked finished lacks,
+    with what to do; '' where nothing is missing."""
+    for stage, run in job_run_dirs(job, req):
+        if (run / DONE).is_file():
+            for name in FINISHED_FILES[stage]:
+                if not (run / name).is_file():
+                    return f"{run} is marked finished but has no {name}: {rerun_advice(run)}"
+    return ""
+
+
 def is_job_done(job: Job, req: PlanRequest) -> bool:
-    """Finished: run folders DONE (same hash) and made from the upstream checkpoints there now
-    (`dia.lineage`), rendered notebook present and the one stamped, stamp of the same config and
-    of the checkpoints there now."""
+    """Finished: run folders DONE (same hash), holding their `FINISHED_FILES` and made from the
+    upstream checkpoints there now (`dia.lineage`), rendered notebook present and the one
+    stamped, stamp of the same config and of the checkpoints there now."""
     if job.always:
         return False
     root = Path(req.results_root)
@@ -262,9 +290,7 @@ def is_job_done(job: Job, req: PlanRequest) -> bool:
     reads = stamp.get("reads")
     if isinstance(reads, list) and any(record_change(r, root) is not None for r in reads):
         return False  # a checkpoint the rendering shows was trained again since
-    cfg = job_config(job, req)
-    for stage, method in job.runs:
-        run_cfg = replace(cfg, {"seed": job.seed}) if cfg is not None else None
-        if run_cfg is None or not is_current(stage_run_dir(run_cfg, stage, method, root)):
-            return False
-    return True
+    folders = job_run_dirs(job, req)
+    if len(folders) < len(job.runs) or not all(is_current(run) for _, run in folders):
+        return False
+    return not missing_result(job, req)

@@ -3,15 +3,17 @@
 Each job of the plan is in one of four states, checked in this order:
 
 1. ``done``: `dia.plan.is_job_done` (DONE markers of the same config and of the upstream
-   checkpoints there now, rendered notebook, stamp).
+   checkpoints there now, the files the jobs after it read, rendered notebook, stamp).
 2. ``running``: its marker ``<results_root>/notebooks/.running/<key>.json`` is fresh. The
    executors in `dia.executors` write it around every job (`running_marker`) and touch it every
    minute; on the host that wrote it, its process must also be alive.
    Or the notebook papermill is writing (``notebooks/.partial/``) changed in the last 10
    minutes (this covers the sequential driver, which writes no marker), unless nothing holds
    the results root's driver lock (a driver killed meanwhile).
-3. ``failed``: the notebook of its last failed attempt (``notebooks/.failed/``, removed when the
-   next attempt starts) holds papermill's error (``metadata.papermill.exception``).
+3. ``failed``: a run folder of it is marked finished but lacks a file the jobs after it read
+   (`dia.plan.missing_result`; its detail says what to do), or the notebook of its last failed
+   attempt (``notebooks/.failed/``, removed when the next attempt starts) holds papermill's
+   error (``metadata.papermill.exception``).
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
    killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
@@ -36,10 +38,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dia.plan import (
-    Job, PlanRequest, failed_path, is_job_done, job_config, partial_path, rendered_path, stamp_path,
+    Job, PlanRequest, failed_path, is_job_done, job_run_dirs, missing_result, partial_path,
+    rendered_path, stamp_path,
 )
 from dia.results import LOCK, atomic_write_text, lock_held
-from dia.stages import stage_run_dir
 
 STATES = ("done", "running", "failed", "pending")
 FRESH_S = 600.0  # a log or marker touched within this many seconds means "running"
@@ -107,16 +109,6 @@ def _marker_alive(path: Path, now: float, fresh_s: float) -> bool:
     return True
 
 
-def _run_dirs(job: Job, req: PlanRequest) -> list[Path]:
-    cfg = job_config(job, req)
-    if cfg is None:
-        return []
-    from dia.config import replace
-
-    run_cfg = replace(cfg, {"seed": job.seed}) if job.seed is not None else cfg
-    return [stage_run_dir(run_cfg, stage, method, req.results_root) for stage, method in job.runs]
-
-
 def _papermill_meta(path: Path) -> dict | None:
     """The notebook-level papermill metadata of a rendered notebook (None: unreadable/missing)."""
     try:
@@ -145,10 +137,13 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     partial = partial_path(root, job)  # papermill writes here while the notebook runs
     if partial.is_file() and _fresh(partial, now, fresh_s) and lock_held(root / LOCK) is not False:
         return "running", f"{partial} being rendered"
+    missing = missing_result(job, req)
+    if missing:
+        return "failed", missing
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
         return "failed", f"error in {failed}"
-    for run in _run_dirs(job, req):
+    for _, run in job_run_dirs(job, req):
         log = run / "train_log.jsonl"
         if (not (run / "DONE").is_file() and _fresh(log, now, fresh_s)
                 and lock_held(run / LOCK) is not False):
@@ -159,17 +154,24 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     return "pending", ""
 
 
-def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str]]:
-    """[(job.key, state)] in plan order; state is one of done, running, failed, pending."""
+def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str, str]]:
+    """[(job.key, state, detail)] in plan order; state is one of done, running, failed, pending
+    (`job_state`)."""
     now = time.time()
-    return [(job.key, job_state(job, req, now=now)[0]) for job in jobs]
+    return [(job.key, *job_state(job, req, now=now)) for job in jobs]
 
 
-def format_status(rows: list[tuple[str, str]], *, show_done: bool = True) -> str:
-    """One line per job (state, key) and a summary line with the counts."""
+def format_status(rows: list[tuple[str, str, str]], *, show_done: bool = True) -> str:
+    """One line per job (state, key), a failed job's detail on the line below, and a summary
+    line with the counts."""
     width = max((len(s) for s in STATES), default=7)
-    lines = [f"  {state:<{width}}  {key}" for key, state in rows if show_done or state != "done"]
-    counts = Counter(state for _, state in rows)
+    lines = []
+    for key, state, detail in rows:
+        if show_done or state != "done":
+            lines.append(f"  {state:<{width}}  {key}")
+            if state == "failed" and detail:
+                lines.append(f"  {'':<{width}}    {detail}")
+    counts = Counter(state for _, state, _ in rows)
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
     lines.append(f"{len(rows)} jobs: {summary}")
     return "\n".join(lines)

@@ -62,6 +62,7 @@ if STAGE == "evaluate":
         "dataset,method,seed,profile,image_size,metric,value,ci_low,ci_high,run_id\\n"
         f"{dataset},{method},{seed},{profile},28,auc,{auc},{auc - 0.05},{auc + 0.05},"
         f"{STAGE}/{dataset}/{method}/{run.name}\\n")
+    (run / "scores.csv").write_text("sample_id,label,anomaly_score\\n")
 (run / "DONE").write_text("{}")
 '''
 
@@ -149,7 +150,8 @@ def test_local_parallel_matches_sequential_overlaps_and_resumes(tmp_path, fake_n
 
     # Status after the first call: done / failed (papermill's error cell).
     rows = plan_status(par_jobs, par_req)
-    assert dict(rows) == {k: "failed" if k == "evaluate/synthetic/csi/s1" else "done" for k in keys}
+    assert {k: state for k, state, _ in rows} == {
+        k: "failed" if k == "evaluate/synthetic/csi/s1" else "done" for k in keys}
     assert "4 jobs: 3 done, 0 running, 1 failed, 0 pending" in format_status(rows)
 
     # Resubmission: only the killed job runs again; finished jobs are not resubmitted.
@@ -161,7 +163,7 @@ def test_local_parallel_matches_sequential_overlaps_and_resumes(tmp_path, fake_n
     assert {k: calls.count(k) for k in keys} == {k: 2 if k.endswith("s1") and "evaluate" in k else 1
                                                  for k in keys}
     assert all(is_job_done(j, par_req) for j in par_jobs)
-    assert {k for k, s in plan_status(par_jobs, par_req) if s == "done"} == set(keys)
+    assert {k for k, s, _ in plan_status(par_jobs, par_req) if s == "done"} == set(keys)
     assert not list((par_root / "notebooks" / ".running").glob("*.json"))  # markers removed
 
     # Same set of finished jobs, same AUC table as the sequential run.
@@ -223,15 +225,19 @@ class _FakeExecutor:
 
 
 def _mark_done(job, req):
-    """Make `is_job_done(job, req)` true without running anything."""
+    """Make `is_job_done(job, req)` true without running anything, with a placeholder for each
+    file a finished run must hold (`dia.status.FINISHED_FILES`)."""
     from dia.plan import job_config
     from dia.config import replace
     from dia.stages import stage_run_dir
+    from dia.plan import FINISHED_FILES
 
     root = Path(req.results_root)
     for stage, method in job.runs:
         run = stage_run_dir(replace(job_config(job, req), {"seed": job.seed}), stage, method, root)
         run.mkdir(parents=True, exist_ok=True)
+        for name in FINISHED_FILES[stage]:
+            (run / name).write_text("")
         (run / "DONE").write_text("{}")
     (root / "notebooks").mkdir(parents=True, exist_ok=True)
     (root / "notebooks" / job.output_name).write_text("{}")
@@ -437,7 +443,7 @@ def test_status_states(tmp_path):
     jobs = build_plan(req)
     job = {j.key: j for j in jobs}
     root = tmp_path / "notebooks"
-    assert {s for _, s in plan_status(jobs, req)} == {"pending"}
+    assert {s for _, s, _ in plan_status(jobs, req)} == {"pending"}
 
     _mark_done(job["diffusion/synthetic/ddpm/s0"], req)
     _rendered(failed_path(tmp_path, job["amplify/synthetic/csi/s0"]), exception=True)
@@ -458,7 +464,7 @@ def test_status_states(tmp_path):
     _rendered(root / "90_auc_table.ipynb", exception=False)
     stamp_path(tmp_path, job["table"]).write_text("{}")
 
-    rows = dict(plan_status(jobs, req))
+    rows = {key: state for key, state, _ in plan_status(jobs, req)}
     assert rows["diffusion/synthetic/ddpm/s0"] == "done"
     assert rows["amplify/synthetic/csi/s0"] == "failed"
     assert rows["amplify/synthetic/csi/s1"] == "pending"
@@ -486,6 +492,18 @@ def test_status_states(tmp_path):
     summary = f"{len(jobs)} jobs: 2 done, 0 running, 1 failed, {pending} pending"
     assert text.splitlines()[-1] == summary
     assert "failed   amplify/synthetic/csi/s0" in text
+    assert "error in " in text  # the failed job's detail: where its notebook is
+
+    # A finished run folder that lost a file the jobs after it read does not make its job done
+    # (the driver runs it again), and the status says what to do.
+    ddpm = job["diffusion/synthetic/ddpm/s0"]
+    ddpm_run = stage_run_dir(job_config(ddpm, req), "diffusion", "ddpm", tmp_path)
+    assert is_job_done(ddpm, req)
+    (ddpm_run / "config.yaml").unlink()
+    assert not is_job_done(ddpm, req)
+    state, detail = job_state(ddpm, req)
+    assert state == "failed" and "has no config.yaml" in detail and "DONE" in detail, detail
+    assert detail in format_status(plan_status(jobs, req))
 
 
 def test_local_result_of_a_killed_or_crashed_process(tmp_path):

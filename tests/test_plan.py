@@ -88,6 +88,8 @@ def test_job_done_needs_done_marker_notebook_and_stamp(tmp_path):
     stamp = stamp_path(tmp_path, job)
     stamp.parent.mkdir(parents=True)
     stamp.write_text(json.dumps({"config_hash": job.config_hash}))
+    assert not is_job_done(job, req)  # a finished run folder without its config.yaml
+    (run / "config.yaml").write_text("")
     assert is_job_done(job, req)
     stamp.write_text(json.dumps({"config_hash": "00000000"}))  # another config: not done
     assert not is_job_done(job, req)
@@ -106,6 +108,7 @@ def test_a_rendering_put_back_by_git_is_rendered_again(tmp_path):
     job = next(j for j in build_plan(req) if j.key == "amplify/synthetic/csi/s0")
     run = stage_run_dir(load_config("smoke", dataset="synthetic"), "amplify", "csi", tmp_path)
     run.mkdir(parents=True)
+    (run / "config.yaml").write_text("")
     (run / "DONE").write_text("{}")
     rendering, stamp = rendered_path(tmp_path, job), stamp_path(tmp_path, job)
     rendering.parent.mkdir(parents=True)

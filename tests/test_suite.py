@@ -34,8 +34,12 @@ def fake_notebooks(tmp_path, monkeypatch):
         method_expr = repr(method) if method else "method"
         _notebook(folder / f"{name}.ipynb", (
             "from dia.config import load_config\nfrom dia.stages import open_stage_run\n"
+            "from dia.plan import FINISHED_FILES\n"
             "cfg = load_config(profile, dataset=dataset, seed=seed)\n"
-            f"open_stage_run(cfg, {stage!r}, {method_expr}, results_root).mark_done()\n"
+            f"run = open_stage_run(cfg, {stage!r}, {method_expr}, results_root)\n"
+            f"for name in FINISHED_FILES[{stage!r}]:  # what the real notebook writes\n"
+            "    (run.path / name).touch()\n"
+            "run.mark_done()\n"
             "import pathlib; log = pathlib.Path(results_root) / 'calls.txt'\n"
             f"log.open('a').write({name!r} + '\\n')"))
     _notebook(folder / "15_dissolving_gallery.ipynb", "pass")
