@@ -38,7 +38,9 @@ NOTEBOOKS = {
 # What a finished run folder of each stage must hold for the jobs after it: its config (the table
 # reads the profile there) and, of the scoring stages, metrics.csv (the table's AUCs, dia.report)
 # and scores.csv (the evaluation's figures). A run folder marked finished without one (the file
-# deleted, or the folder copied without it) does not make its job done (`missing_result`).
+# deleted, or the folder copied without it) does not make its job done (`missing_result`): run
+# again, the job writes a missing config.yaml anew (`dia.results.open_run`) and stops, naming
+# the file and what to do, at a missing metrics.csv or scores.csv.
 _SCORED = ("config.yaml", "metrics.csv", "scores.csv")
 FINISHED_FILES = {"diffusion": ("config.yaml",), "amplify": ("config.yaml",),
                   "evaluate": _SCORED, "peers": _SCORED, "ddad": _SCORED}
@@ -261,15 +263,20 @@ def job_run_dirs(job: Job, req: PlanRequest) -> list[tuple[str, Path]]:
     return [(stage, stage_run_dir(cfg, stage, method, root)) for stage, method in job.runs]
 
 
-def missing_result(job: Job, req: PlanRequest) -> str:
-    """The first file of `FINISHED_FILES` that a run folder of the job marked finished lacks,
-    with what to do; '' where nothing is missing."""
-    for stage, run in job_run_dirs(job, req):
-        if (run / DONE).is_file():
-            for name in FINISHED_FILES[stage]:
-                if not (run / name).is_file():
-                    return f"{run} is marked finished but has no {name}: {rerun_advice(run)}"
-    return ""
+def missing_result(job: Job, req: PlanRequest,
+                   folders: list[tuple[str, Path]] | None = None) -> tuple[str, str] | None:
+    """(file name, what to do) of the first file of `FINISHED_FILES` that a run folder of the job
+    marked finished lacks; None where nothing is missing. `folders`: `job_run_dirs`, if known."""
+    for stage, run in job_run_dirs(job, req) if folders is None else folders:
+        if not (run / DONE).is_file():
+            continue
+        for name in FINISHED_FILES[stage]:
+            if (run / name).is_file():
+                continue
+            remedy = ("run the same command again, which writes it anew (nothing is trained "
+                      "again)" if name == "config.yaml" else rerun_advice(run))
+            return name, f"{run} is marked finished but has no {name}: {remedy}"
+    return None
 
 
 def is_job_done(job: Job, req: PlanRequest) -> bool:
@@ -293,4 +300,4 @@ def is_job_done(job: Job, req: PlanRequest) -> bool:
     folders = job_run_dirs(job, req)
     if len(folders) < len(job.runs) or not all(is_current(run) for _, run in folders):
         return False
-    return not missing_result(job, req)
+    return missing_result(job, req, folders) is None

@@ -10,10 +10,11 @@ Each job of the plan is in one of four states, checked in this order:
    Or the notebook papermill is writing (``notebooks/.partial/``) changed in the last 10
    minutes (this covers the sequential driver, which writes no marker), unless nothing holds
    the results root's driver lock (a driver killed meanwhile).
-3. ``failed``: a run folder of it is marked finished but lacks a file the jobs after it read
+3. ``failed``: a run folder of it is marked finished but lacks its metrics.csv or scores.csv
    (`dia.plan.missing_result`; its detail says what to do), or the notebook of its last failed
    attempt (``notebooks/.failed/``, removed when the next attempt starts) holds papermill's
-   error (``metadata.papermill.exception``).
+   error (``metadata.papermill.exception``). One that lacks only its config.yaml is
+   ``pending``: the next call writes it anew.
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
    killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
@@ -138,8 +139,9 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     if partial.is_file() and _fresh(partial, now, fresh_s) and lock_held(root / LOCK) is not False:
         return "running", f"{partial} being rendered"
     missing = missing_result(job, req)
-    if missing:
-        return "failed", missing
+    if missing is not None:
+        name, detail = missing
+        return ("pending" if name == "config.yaml" else "failed"), detail
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
         return "failed", f"error in {failed}"
@@ -162,14 +164,14 @@ def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str, str]]
 
 
 def format_status(rows: list[tuple[str, str, str]], *, show_done: bool = True) -> str:
-    """One line per job (state, key), a failed job's detail on the line below, and a summary
-    line with the counts."""
+    """One line per job (state, key), the detail of a failed or pending job on the line below
+    (where there is one), and a summary line with the counts."""
     width = max((len(s) for s in STATES), default=7)
     lines = []
     for key, state, detail in rows:
         if show_done or state != "done":
             lines.append(f"  {state:<{width}}  {key}")
-            if state == "failed" and detail:
+            if state in ("failed", "pending") and detail:
                 lines.append(f"  {'':<{width}}    {detail}")
     counts = Counter(state for _, state, _ in rows)
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)

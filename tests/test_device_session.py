@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 FAILING_PYTHON = """#!/usr/bin/env bash
 # the real interpreter, except that bench_amplify.py then exits 3, as a crashed benchmark would
 for arg in "$@"; do
-  case "$arg" in *bench_amplify.py) {python} "$@"; exit 3;; esac
+  case "$arg" in *bench_amplify.py) "{python}" "$@"; exit 3;; esac
 done
-exec {python} "$@"
+exec "{python}" "$@"
 """
 
 
@@ -63,3 +65,54 @@ def test_dry_run_writes_every_file_and_names_the_step_that_failed(tmp_path):
     ddpm_step = json_after(log, "[session] operators of a DDPM training step")
     assert ddpm_step["profile"] == "smoke"
     assert not (out / "runs.tar.gz").exists()  # no grid, no run folders, no empty archive
+
+
+def _processes_with(env_entry: bytes) -> list[int]:
+    """Pids of this user's processes whose environment holds `env_entry` (NAME=value)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and env_entry in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
+HANGING_PYTHON = """#!/usr/bin/env bash
+# the real interpreter, except that bench_diffusion.py hangs, as a benchmark stuck on a GPU would
+for arg in "$@"; do
+  case "$arg" in *bench_diffusion.py) exec sleep 300;; esac
+done
+exec "{python}" "$@"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_term_stops_the_session_and_the_step_it_runs_at_once(tmp_path):
+    """A TERM (a hand run under `timeout`) ends the call within seconds, not when the step then
+    running times out, and stops that step, which its timeout keeps in a process group of its
+    own, out of reach of a TERM sent to the script's group."""
+    python = tmp_path / "python"
+    python.write_text(HANGING_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "RESULTS_ROOT": str(tmp_path / "results"),
+           "PROFILE": "smoke", "DATASET": "synthetic", "LANES": "1", "PYTHON": str(python),
+           "DIA_DATA_ROOT": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    session = subprocess.Popen(["bash", "tools/device_session.sh", "60"], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "session.log"
+    deadline = time.monotonic() + 180
+    while "[session] benchmarks" not in (log.read_text() if log.exists() else ""):
+        assert session.poll() is None and time.monotonic() < deadline, "no benchmarks started"
+        time.sleep(0.2)
+    time.sleep(1)
+    assert _processes_with(f"OUT={out}".encode()), "no step running to stop"
+    sent = time.monotonic()
+    session.send_signal(signal.SIGTERM)
+    assert session.wait(timeout=150) == 143
+    assert time.monotonic() - sent < 20  # not at the hanging step's 100-s timeout
+    time.sleep(1)
+    assert _processes_with(f"OUT={out}".encode()) == []  # the hanging step was stopped too

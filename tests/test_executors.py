@@ -226,7 +226,7 @@ class _FakeExecutor:
 
 def _mark_done(job, req):
     """Make `is_job_done(job, req)` true without running anything, with a placeholder for each
-    file a finished run must hold (`dia.status.FINISHED_FILES`)."""
+    file a finished run must hold (`dia.plan.FINISHED_FILES`)."""
     from dia.plan import job_config
     from dia.config import replace
     from dia.stages import stage_run_dir
@@ -499,11 +499,20 @@ def test_status_states(tmp_path):
     ddpm = job["diffusion/synthetic/ddpm/s0"]
     ddpm_run = stage_run_dir(job_config(ddpm, req), "diffusion", "ddpm", tmp_path)
     assert is_job_done(ddpm, req)
-    (ddpm_run / "config.yaml").unlink()
+    (ddpm_run / "config.yaml").unlink()  # the next call writes it anew, training nothing
     assert not is_job_done(ddpm, req)
     state, detail = job_state(ddpm, req)
-    assert state == "failed" and "has no config.yaml" in detail and "DONE" in detail, detail
+    assert state == "pending" and "has no config.yaml" in detail and "anew" in detail, detail
     assert detail in format_status(plan_status(jobs, req))
+    scored = job["evaluate/synthetic/csi/s0"]  # metrics.csv can only be made anew by scoring
+    _mark_done(scored, req)
+    assert is_job_done(scored, req)
+    scored_run = stage_run_dir(job_config(scored, req), "evaluate", "csi", tmp_path)
+    (scored_run / "metrics.csv").unlink()
+    assert not is_job_done(scored, req)
+    state, detail = job_state(scored, req)
+    assert state == "failed" and "has no metrics.csv" in detail, detail
+    assert f"delete {scored_run / 'DONE'}" in detail
 
 
 def test_local_result_of_a_killed_or_crashed_process(tmp_path):

@@ -39,7 +39,9 @@
 #     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
 # (tests/test_device_session.py runs it so with a budget of 60 s, which skips the grid.)
 # A step that fails (a test run, a benchmark, a lane, the archive) does not stop the others: the
-# last line of session.log names every one that failed, and the call then exits 1.
+# last line of session.log names every one that failed, and the call then exits 1. A TERM (a hand
+# run under `timeout`) or INT ends the call at once, stopping the step or lanes then running and
+# keeping the lanes' rows so far in grid.csv (exit 143 or 130).
 # Publish the AUCs with tools/device_report.py (grid.csv of each call, gpu_util.csv for the figure).
 # Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
 # -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
@@ -67,9 +69,16 @@ exec 3>&1  # the session log, for messages of steps whose own output goes to a f
 left() { echo "$((budget - SECONDS)) s left, $(date -u +%T) UTC"; }
 secs() { echo $((budget - SECONDS)); }
 failed=()  # the steps that exited non-zero: named at the end, and the call's exit status is 1
+# What runs now (a step's timeout, or the lanes'), in the background so that a TERM is handled at
+# once; timeout puts its command in a process group of its own, which a TERM sent to the
+# script's group does not reach, so `cleanup` passes it on.
+current=()
 step() {  # step NAME CMD...: run CMD, note NAME when it fails (the session goes on)
-  local name=$1; shift
-  "$@" || { local rc=$?; failed+=("$name (exit $rc)"); echo "[session] $name exited $rc" >&3; }
+  local name=$1 rc=0; shift
+  "$@" & current=($!)
+  wait "${current[0]}" || rc=$?
+  current=()
+  if [ "$rc" -ne 0 ]; then failed+=("$name (exit $rc)"); echo "[session] $name exited $rc" >&3; fi
 }
 
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
@@ -92,8 +101,13 @@ assert torch.cuda.is_available() or '$profile' == 'smoke', 'no CUDA: only PROFIL
 } > "$out/env.txt" 2>&1 || { cat "$out/env.txt"; echo "error: no usable torch (see above)"; exit 1; }
 cat "$out/env.txt"
 lane_dir=  # the lanes' grid rows, once the grid starts
-cleanup() {  # on every exit, a timeout's TERM included: stop nvidia-smi, merge the lanes' rows
+cleanup() {  # on every exit, a TERM included: stop what still runs, merge the lanes' rows
+  trap '' TERM INT  # a second signal must not cut the merge short
   kill "$smi" 2>/dev/null
+  if [ ${#current[@]} -gt 0 ]; then  # timeout passes the TERM on to its command
+    kill -TERM "${current[@]}" 2>/dev/null
+    wait "${current[@]}" 2>/dev/null
+  fi
   [ -n "$lane_dir" ] || return 0
   local files=("$lane_dir"/grid-s*.csv)
   [ -e "${files[0]}" ] && awk 'FNR == 1 && NR != 1 { next } { print }' "${files[@]}" > "$out/grid.csv"
@@ -103,8 +117,9 @@ cleanup() {  # on every exit, a timeout's TERM included: stop nvidia-smi, merge 
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 500 \
   > "$out/gpu_util.csv" 2>/dev/null 3>&- &
 smi=$!
-trap cleanup EXIT
-trap 'exit 143' TERM INT  # a timeout's TERM still runs the EXIT trap
+trap cleanup EXIT  # which `exit` in these runs too
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 echo "[session] GPU tests ($(left))"
 step "GPU tests" timeout 120 "$py" -m pytest -q -m gpu -p no:cacheprovider \
@@ -125,26 +140,26 @@ step profile_ddpm_step timeout 60 "$py" benchmarks/profile_ddpm_step.py --device
   --profile "$profile" 2>/dev/null
 
 threads=$(( $(nproc) / lanes > 0 ? $(nproc) / lanes : 1 ))
-pids=()
 if [ "$(secs)" -gt 90 ]; then
   echo "[session] ablation grid ($which), seeds $first-$last in $lanes lanes ($(left))"
   lane_dir=$(mktemp -d) lane_budget=$(($(secs) - 40))
   for seed in $(seq "$first" "$last"); do
     if [ "$seed" = $((first + 1)) ]; then  # lane 0 takes the first DDPM's lock first
-      sleep 15; lane_budget=$((lane_budget - 15))
+      sleep 15 & wait $!; lane_budget=$((lane_budget - 15))
     fi
-    # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar
-    # (in a subshell, one pid stands for the whole pipeline: its status is the lane's, not sed's)
-    ( OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
-        --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
-        --which "$which" --budget-s "$lane_budget" \
-        --results-root "$results" --out "$lane_dir/grid-s$seed.csv" 2>&1 \
-        | sed -u "s/^/[lane $seed] /" ) &
-    pids+=($!)
+    # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar.
+    # $! is the lane's timeout, whose status is the lane's (sed prefixes its lines on the side)
+    OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
+      --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
+      --which "$which" --budget-s "$lane_budget" \
+      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" \
+      > >(sed -u "s/^/[lane $seed] /") 2>&1 &
+    current+=($!)
   done
-  for i in "${!pids[@]}"; do  # a lane cut by its timeout backstop exits 124
-    wait "${pids[$i]}" || failed+=("lane $((first + i)) (exit $?)")
+  for i in "${!current[@]}"; do  # a lane cut by its timeout backstop exits 124
+    wait "${current[$i]}" || failed+=("lane $((first + i)) (exit $?)")
   done
+  current=()
 fi
 
 if [ -d "$results/runs" ]; then  # without the grid (too little budget left), nothing to archive
