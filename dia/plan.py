@@ -263,6 +263,13 @@ def job_run_dirs(job: Job, req: PlanRequest) -> list[tuple[str, Path]]:
     return [(stage, stage_run_dir(cfg, stage, method, root)) for stage, method in job.runs]
 
 
+def only_to_render(job: Job, req: PlanRequest) -> bool:
+    """Every run folder of the job is marked finished: running it renders its notebook again
+    (and writes anew what `missing_result` allows), training nothing."""
+    folders = job_run_dirs(job, req)
+    return bool(folders) and all((run / DONE).is_file() for _, run in folders)
+
+
 def missing_result(job: Job, req: PlanRequest,
                    folders: list[tuple[str, Path]] | None = None) -> tuple[str, str] | None:
     """(file name, what to do) of the first file of `FINISHED_FILES` that a run folder of the job

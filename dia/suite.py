@@ -26,8 +26,8 @@ from dia.data.registry import DataError, DataOffline, check_given_data_root
 from dia.estimate import describe, estimate
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
-    METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, parse_seed_list,
-    partial_path, rendered_path, stamp_path, stamp_record,
+    METHODS, Job, Outcome, PlanRequest, build_plan, failed_path, is_job_done, only_to_render,
+    parse_seed_list, partial_path, rendered_path, stamp_path, stamp_record,
 )
 from dia.results import LOCK, atomic_write_text, flock_now
 from dia.status import format_status, plan_status
@@ -390,9 +390,11 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
              else f"seeds {','.join(map(str, req.seed_list))}")
     jobs = build_plan(req)
     todo = [j for j in jobs if not is_job_done(j, req)]
-    low, high, basis = estimate(todo, args.profile, gpu=shutil.which("nvidia-smi") is not None)
+    priced = [j for j in todo if not only_to_render(j, req)]  # the others take seconds
+    low, high, basis = estimate(priced, args.profile, gpu=shutil.which("nvidia-smi") is not None)
+    render = f" ({len(todo) - len(priced)} only to render again)" if len(priced) < len(todo) else ""
     log(f"plan: profile {args.profile}, {seeds}, methods {','.join(methods)}, "
-        f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run, "
+        f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run{render}, "
         f"rough estimate {describe(low, high)} ({basis})")
     _report_unusable(unusable, args.data_root, log)
     if args.plan_only:

@@ -66,3 +66,33 @@ def test_the_plan_line_gives_a_range_on_a_cpu_and_one_figure_for_smoke(tmp_path,
     assert suite.main(argv + ["--profile", "smoke"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("plan:"))
     assert "–" not in line.split("rough estimate ")[1].split("(")[0]
+
+
+def test_a_job_whose_runs_are_finished_is_not_priced_as_training(tmp_path, capsys, monkeypatch):
+    """Its rendering gone (or a file of its run folder), such a job runs again, but only renders:
+    the estimate leaves out its training."""
+    from dia.config import load_config
+    from dia.stages import stage_run_dir
+
+    monkeypatch.setattr(suite.shutil, "which", lambda name: None)
+    root = tmp_path / "results"
+    argv = ["--profile", "quick", "--datasets", "synthetic", "--methods", "dia",
+            "--results-root", str(root), "--data-root", str(tmp_path), "--plan-only"]
+
+    def plan_line() -> str:
+        assert suite.main(argv) == 0
+        return next(x for x in capsys.readouterr().out.splitlines() if x.startswith("plan:"))
+
+    before = plan_line()
+    assert "only to render again" not in before
+    ddpm = stage_run_dir(load_config("quick", dataset="synthetic"), "diffusion", "ddpm", root)
+    ddpm.mkdir(parents=True)
+    (ddpm / "DONE").write_text("{}")
+    after = plan_line()
+    assert "(1 only to render again)" in after
+
+    def high(line: str) -> int:
+        return int(line.split("rough estimate ")[1].split(" min")[0].split("–")[-1])
+
+    ddpm_min = estimate.QUICK_CPU.slow["diffusion"] / 60  # the DDPM's training, left out
+    assert abs(high(before) - high(after) - ddpm_min) <= 1, (before, after)
