@@ -116,3 +116,4 @@ def test_a_term_stops_the_session_and_the_step_it_runs_at_once(tmp_path):
     assert time.monotonic() - sent < 20  # not at the hanging step's 100-s timeout
     time.sleep(1)
     assert _processes_with(f"OUT={out}".encode()) == []  # the hanging step was stopped too
+    assert log.read_text().splitlines()[-1].startswith("[session] stopped by TERM")

@@ -39,9 +39,9 @@
 #     LANES=2 PYTHON=.venv/bin/python bash tools/device_session.sh 300
 # (tests/test_device_session.py runs it so with a budget of 60 s, which skips the grid.)
 # A step that fails (a test run, a benchmark, a lane, the archive) does not stop the others: the
-# last line of session.log names every one that failed, and the call then exits 1. A TERM (a hand
-# run under `timeout`) or INT ends the call at once, stopping the step or lanes then running and
-# keeping the lanes' rows so far in grid.csv (exit 143 or 130).
+# last line of session.log names every one that failed, and the call then exits 1. A TERM or INT
+# ends the call at once, stopping the step or lanes then running and keeping the lanes' rows so
+# far in grid.csv: exit 143 or 130 (124 from `timeout N bash tools/device_session.sh`).
 # Publish the AUCs with tools/device_report.py (grid.csv of each call, gpu_util.csv for the figure).
 # Unpack runs.tar.gz into a results root of its own (e.g. `mkdir -p /tmp/gpu && tar xzf runs.tar.gz
 # -C /tmp/gpu`), not into results/: a GPU run of a config the CPU already ran has the same run id,
@@ -64,15 +64,21 @@ last=$((first + lanes - 1))
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-results/device}
 mkdir -p "$out"
-exec > >(tee -a "$out/session.log") 2>&1
+# tee ignores TERM and INT: a `timeout` or Ctrl-C that reaches the whole process group must not
+# cut the log short; it ends when the script and what it started have closed their output
+exec > >(trap '' TERM INT; exec tee -a "$out/session.log") 2>&1
 exec 3>&1  # the session log, for messages of steps whose own output goes to a file
 left() { echo "$((budget - SECONDS)) s left, $(date -u +%T) UTC"; }
 secs() { echo $((budget - SECONDS)); }
 failed=()  # the steps that exited non-zero: named at the end, and the call's exit status is 1
+failures() {  # their names, joined by "; " ("none")
+  [ ${#failed[@]} -gt 0 ] || { echo none; return; }
+  local names; printf -v names '%s; ' "${failed[@]}"; echo "${names%; }"
+}
 # What runs now (a step's timeout, or the lanes'), in the background so that a TERM is handled at
 # once; timeout puts its command in a process group of its own, which a TERM sent to the
 # script's group does not reach, so `cleanup` passes it on.
-current=()
+current=() sleeper= seds=()  # and the pause before lane 1, and the lanes' line prefixers
 step() {  # step NAME CMD...: run CMD, note NAME when it fails (the session goes on)
   local name=$1 rc=0; shift
   "$@" & current=($!)
@@ -104,9 +110,12 @@ lane_dir=  # the lanes' grid rows, once the grid starts
 cleanup() {  # on every exit, a TERM included: stop what still runs, merge the lanes' rows
   trap '' TERM INT  # a second signal must not cut the merge short
   kill "$smi" 2>/dev/null
+  [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null
   if [ ${#current[@]} -gt 0 ]; then  # timeout passes the TERM on to its command
     kill -TERM "${current[@]}" 2>/dev/null
-    wait "${current[@]}" 2>/dev/null
+    # a second to end and write their last rows and lines; not `wait`, which in a trap that ran
+    # during a `wait` sometimes blocks for good (bash 5.2, seen 1 in 2 in a 2-lane mock-up)
+    sleep 1
   fi
   [ -n "$lane_dir" ] || return 0
   local files=("$lane_dir"/grid-s*.csv)
@@ -118,8 +127,12 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -lms 5
   > "$out/gpu_util.csv" 2>/dev/null 3>&- &
 smi=$!
 trap cleanup EXIT  # which `exit` in these runs too
-trap 'exit 143' TERM
-trap 'exit 130' INT
+stopped() {  # stopped SIGNAL STATUS: say so and what had failed, then exit (cleanup runs)
+  echo "[session] stopped by $1 ($(left)); steps that failed before: $(failures)" >&3
+  exit "$2"
+}
+trap 'stopped TERM 143' TERM
+trap 'stopped INT 130' INT
 
 echo "[session] GPU tests ($(left))"
 step "GPU tests" timeout 120 "$py" -m pytest -q -m gpu -p no:cacheprovider \
@@ -145,29 +158,33 @@ if [ "$(secs)" -gt 90 ]; then
   lane_dir=$(mktemp -d) lane_budget=$(($(secs) - 40))
   for seed in $(seq "$first" "$last"); do
     if [ "$seed" = $((first + 1)) ]; then  # lane 0 takes the first DDPM's lock first
-      sleep 15 & wait $!; lane_budget=$((lane_budget - 15))
+      sleep 15 >/dev/null 2>&1 3>&- & sleeper=$!; wait "$sleeper"; sleeper=
+      lane_budget=$((lane_budget - 15))
     fi
     # the grid stops itself inside its budget; timeout is the backstop that still leaves the tar.
-    # $! is the lane's timeout, whose status is the lane's (sed prefixes its lines on the side)
+    # $! is the lane's timeout, whose status is the lane's; sed, a child of this script so that
+    # it can be waited for, prefixes the lane's lines from a FIFO
+    mkfifo "$lane_dir/lane$seed"
+    sed -u "s/^/[lane $seed] /" < "$lane_dir/lane$seed" 3>&- &
+    seds+=($!)
     OMP_NUM_THREADS=$threads timeout $((lane_budget + 20)) "$py" tools/device_grid.py \
       --dataset "$dataset" --profile "$profile" --seeds $((last + 1)) --seed-list "$seed" \
       --which "$which" --budget-s "$lane_budget" \
-      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" \
-      > >(sed -u "s/^/[lane $seed] /") 2>&1 &
+      --results-root "$results" --out "$lane_dir/grid-s$seed.csv" > "$lane_dir/lane$seed" 2>&1 &
     current+=($!)
   done
   for i in "${!current[@]}"; do  # a lane cut by its timeout backstop exits 124
     wait "${current[$i]}" || failed+=("lane $((first + i)) (exit $?)")
+    unset 'current[i]'  # done: not to be signalled by cleanup (its pid may be reused)
   done
-  current=()
+  wait "${seds[@]}"  # every lane's last line is in the log before the lines below
 fi
 
 if [ -d "$results/runs" ]; then  # without the grid (too little budget left), nothing to archive
   step "runs.tar.gz" tar czf "$out/runs.tar.gz" --exclude=checkpoints -C "$results" runs
 fi
 if [ ${#failed[@]} -gt 0 ]; then
-  printf -v names '%s; ' "${failed[@]}"
-  echo "[session] done ($(left)); steps that failed: ${names%; }"
+  echo "[session] done ($(left)); steps that failed: $(failures)"
   exit 1
 fi
 echo "[session] done ($(left))"
