@@ -35,15 +35,22 @@ def json_after(log: str, heading: str) -> dict:
     return json.JSONDecoder().raw_decode(log, start)[0]
 
 
-@pytest.mark.slow
-def test_dry_run_writes_every_file_and_names_the_step_that_failed(tmp_path):
+def _dry_run_env(tmp_path: Path, fake_python: str) -> tuple[dict[str, str], Path]:
+    """The environment of a CPU dry run (smoke, synthetic, one lane) whose interpreter is
+    `fake_python` (a bash template of the real one), and the folder it writes into."""
     python = tmp_path / "python"
-    python.write_text(FAILING_PYTHON.format(python=sys.executable))
+    python.write_text(fake_python.format(python=sys.executable))
     python.chmod(0o755)
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "RESULTS_ROOT": str(tmp_path / "results"),
            "PROFILE": "smoke", "DATASET": "synthetic", "LANES": "1", "PYTHON": str(python),
            "DIA_DATA_ROOT": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    return env, out
+
+
+@pytest.mark.slow
+def test_dry_run_writes_every_file_and_names_the_step_that_failed(tmp_path):
+    env, out = _dry_run_env(tmp_path, FAILING_PYTHON)
     done = subprocess.run(["bash", "tools/device_session.sh", "60"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     log = (out / "session.log").read_text()
@@ -94,13 +101,7 @@ def test_a_term_stops_the_session_and_the_step_it_runs_at_once(tmp_path):
     """A TERM (a hand run under `timeout`) ends the call within seconds, not when the step then
     running times out, and stops that step, which its timeout keeps in a process group of its
     own, out of reach of a TERM sent to the script's group."""
-    python = tmp_path / "python"
-    python.write_text(HANGING_PYTHON.format(python=sys.executable))
-    python.chmod(0o755)
-    out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "RESULTS_ROOT": str(tmp_path / "results"),
-           "PROFILE": "smoke", "DATASET": "synthetic", "LANES": "1", "PYTHON": str(python),
-           "DIA_DATA_ROOT": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    env, out = _dry_run_env(tmp_path, HANGING_PYTHON)
     session = subprocess.Popen(["bash", "tools/device_session.sh", "60"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "session.log"
