@@ -21,7 +21,7 @@ from dia.config import (
     MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
 )
 from dia.lineage import file_sha256, is_current, record_change, upstream_record
-from dia.results import DONE, rerun_advice
+from dia.results import DONE, RunError, finished_file
 from dia.stages import stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
@@ -278,11 +278,13 @@ def missing_result(job: Job, req: PlanRequest,
         if not (run / DONE).is_file():
             continue
         for name in FINISHED_FILES[stage]:
-            if (run / name).is_file():
-                continue
-            remedy = ("run the same command again, which writes it anew (nothing is trained "
-                      "again)" if name == "config.yaml" else rerun_advice(run))
-            return name, f"{run} is marked finished but has no {name}: {remedy}"
+            if name == "config.yaml" and not (run / name).is_file():
+                return name, (f"{run} is marked finished but has no config.yaml: run the same "
+                              "command again, which writes it anew (nothing is trained again)")
+            try:
+                finished_file(run, name)  # its RunError says what to do
+            except RunError as err:
+                return name, str(err)
     return None
 
 

@@ -42,7 +42,7 @@ from dia.plan import (
     Job, PlanRequest, failed_path, is_job_done, job_run_dirs, missing_result, partial_path,
     rendered_path, stamp_path,
 )
-from dia.results import LOCK, atomic_write_text, lock_held
+from dia.results import DONE, LOCK, atomic_write_text, lock_held
 
 STATES = ("done", "running", "failed", "pending")
 FRESH_S = 600.0  # a log or marker touched within this many seconds means "running"
@@ -138,16 +138,17 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     partial = partial_path(root, job)  # papermill writes here while the notebook runs
     if partial.is_file() and _fresh(partial, now, fresh_s) and lock_held(root / LOCK) is not False:
         return "running", f"{partial} being rendered"
-    missing = missing_result(job, req)
+    folders = job_run_dirs(job, req)
+    missing = missing_result(job, req, folders)
     if missing is not None:
         name, detail = missing
         return ("pending" if name == "config.yaml" else "failed"), detail
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
         return "failed", f"error in {failed}"
-    for _, run in job_run_dirs(job, req):
+    for _, run in folders:
         log = run / "train_log.jsonl"
-        if (not (run / "DONE").is_file() and _fresh(log, now, fresh_s)
+        if (not (run / DONE).is_file() and _fresh(log, now, fresh_s)
                 and lock_held(run / LOCK) is not False):
             return "running", f"{log} changed {now - log.stat().st_mtime:.0f}s ago"
     # a rendered notebook and its stamp are written only when the notebook ran to its end

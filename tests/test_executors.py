@@ -227,14 +227,10 @@ class _FakeExecutor:
 def _mark_done(job, req):
     """Make `is_job_done(job, req)` true without running anything, with a placeholder for each
     file a finished run must hold (`dia.plan.FINISHED_FILES`)."""
-    from dia.plan import job_config
-    from dia.config import replace
-    from dia.stages import stage_run_dir
-    from dia.plan import FINISHED_FILES
+    from dia.plan import FINISHED_FILES, job_run_dirs
 
     root = Path(req.results_root)
-    for stage, method in job.runs:
-        run = stage_run_dir(replace(job_config(job, req), {"seed": job.seed}), stage, method, root)
+    for stage, run in job_run_dirs(job, req):
         run.mkdir(parents=True, exist_ok=True)
         for name in FINISHED_FILES[stage]:
             (run / name).write_text("")
