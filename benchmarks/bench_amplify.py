@@ -14,7 +14,9 @@ a randomly initialised width-32 DDPM U-Net (speed does not depend on the weights
 U-Net dissolves under bf16 autocast with channels_last, as in training (`dissolve.cuda_bf16`), and
 the encoder is timed in fp32, as the profiles train it (`amplify.precision`), and in bf16 autocast
 with channels_last (`--encoder-precision`); on the CPU both run channels_last in fp32, as in
-training (`dia.train_encoder.encoder_precision`). Reference figures on the
+training (`dia.train_encoder.encoder_precision`), and with `--cpu-bf16` also both under bf16
+autocast, as `amplify.cpu_bf16` and `dissolve.cpu_bf16` train (worth it with AMX only). Reference
+figures on the
 project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
 1,838 images in 23.8 s.
 """
@@ -123,14 +125,18 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
     torch.manual_seed(0)
     if device.type == "cuda":  # peak_memory_gib is this call's, not the largest so far
         torch.cuda.reset_peak_memory_stats(device)
-    # the encoder's, as training sets it; the dissolver is bf16 on CUDA, as in training
-    encoder = encoder_precision(precision, device)
+    # the encoder's, as training sets it; the dissolver is bf16 on CUDA, as in training, and on
+    # the CPU when the encoder is (amplify.cpu_bf16 and dissolve.cpu_bf16 both set)
+    cpu_bf16 = device.type == "cpu" and precision == "bf16"
+    encoder = encoder_precision(precision, device, cpu_bf16=cpu_bf16)
     unet = build_unet(DiffusionConfig(width=32)).to(device)
-    dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=device.type == "cuda")
+    dissolver = Dissolver(unet, build_scheduler().alphas_cumprod, cuda_bf16=device.type == "cuda",
+                          cpu_bf16=cpu_bf16)
     images = torch.rand(batch, 3, size, size, device=device)
     out = {"device": str(device), "torch_threads": torch.get_num_threads(), "image_size": size,
            "batch": batch, "encoder_precision": precision,
-           "dissolver": "ddpm width 32 (random init)" + (", bf16" if device.type == "cuda" else "")}
+           "dissolver": "ddpm width 32 (random init)"
+           + (", bf16" if device.type == "cuda" or cpu_bf16 else "")}
     variants = (("csi", None, None), ("dia", dissolver, None),
                 ("dia_warm_cache", dissolver, "cache"), ("dia_table", dissolver, "table"))
     for method, diss, lookup in variants:
@@ -194,7 +200,9 @@ def main() -> None:
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--encoder-precision", choices=("fp32", "bf16", "both"), default="both",
-                        help="on CUDA (the CPU is always fp32); bf16 = autocast + channels_last")
+                        help="on CUDA (the CPU: see --cpu-bf16); bf16 = autocast + channels_last")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="on the CPU, also time the encoder and dissolver in bf16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -210,7 +218,8 @@ def main() -> None:
               "malloc": keep_freed_memory(), "results": []}  # as every stage runs (dia.allocator)
     both = ("fp32", "bf16") if args.encoder_precision == "both" else (args.encoder_precision,)
     for device in devices:
-        for precision in both if device.type == "cuda" else ("fp32",):
+        cpu = ("fp32", "bf16") if args.cpu_bf16 else ("fp32",)
+        for precision in both if device.type == "cuda" else cpu:
             result["results"].append(bench(
                 device, iters=args.iters, size=args.size, batch=args.batch,
                 score_images=args.score_images, num_samples=args.num_samples, precision=precision,

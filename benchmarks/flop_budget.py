@@ -10,8 +10,8 @@ dissolving (one U-Net forward per dissolved image), the encoder in training (for
 backward) and in scoring (forward). It multiplies them by the images each stage feeds under the
 profile and the dataset's counts (read from the data root without decoding), times each network
 on `--device` as the stages run it (on the CPU the encoder and the dissolving U-Net channels_last,
-the U-Net in bf16 where the profile sets `diffusion.cpu_bf16` / `dissolve.cpu_bf16`, else fp32;
-on CUDA the U-Net in bf16 where it sets `cuda_bf16`, the encoder as `amplify.precision` says) to
+each network in bf16 where the profile sets `diffusion.cpu_bf16` / `dissolve.cpu_bf16` /
+`amplify.cpu_bf16`, else fp32; on CUDA the U-Net in bf16 where it sets `cuda_bf16`, the encoder as `amplify.precision` says) to
 get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
 sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
 
@@ -36,7 +36,6 @@ costs", compares).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -94,12 +93,13 @@ def ceiling_kinds(cfg, device: torch.device) -> dict[str, str]:
     """The `matmul_ceiling` precision each network of `measure_networks` runs in on `device`."""
     from dia.train_encoder import encoder_precision
 
-    if device.type != "cuda":  # the encoder is fp32 on a CPU whatever `amplify.precision` says
+    full = "tf32" if device.type == "cuda" else "fp32"  # what cuDNN runs fp32 as; the CPU fp32
+    encoder = "bf16" if encoder_precision(cfg.amplify.precision, device, cfg.amplify.cpu_bf16
+                                          ).autocast_dtype == torch.bfloat16 else full
+    if device.type != "cuda":  # on a CPU `amplify.precision` does not apply; `cpu_bf16` does
         return {"ddpm_train": "bf16" if cfg.diffusion.cpu_bf16 else "fp32",
                 "dissolve": "bf16" if cfg.dissolve.cpu_bf16 else "fp32",
-                "encoder_train": "fp32", "encoder_score": "fp32"}
-    encoder = "bf16" if encoder_precision(cfg.amplify.precision, device).autocast_dtype \
-        == torch.bfloat16 else "tf32"
+                "encoder_train": encoder, "encoder_score": encoder}
     return {"ddpm_train": "bf16" if cfg.diffusion.cuda_bf16 else "tf32",
             "dissolve": "bf16" if cfg.dissolve.cuda_bf16 else "tf32",
             "encoder_train": encoder, "encoder_score": encoder}
@@ -117,7 +117,7 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
 
     torch.manual_seed(0)
     size, b = image_size_for(cfg), cfg.amplify.batch_size
-    precision = encoder_precision(cfg.amplify.precision, device)
+    precision = encoder_precision(cfg.amplify.precision, device, cfg.amplify.cpu_bf16)
     layout = torch.channels_last if precision.channels_last else torch.contiguous_format
     unet = build_unet(cfg.diffusion).to(device)
     if device.type == "cuda":  # as dia.diffusion trains it
@@ -133,9 +133,6 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
         memory_format=layout)  # 4 rotations of a test batch
     dissolve_batch = torch.rand(2048 if device.type == "cuda" else 4 * b, 3, size, size,
                                 device=device)
-    autocast = (torch.autocast("cuda", dtype=precision.autocast_dtype)
-                if precision.autocast_dtype else contextlib.nullcontext())
-
     ddpm_dtype = bf16_autocast(device, cuda=cfg.diffusion.cuda_bf16, cpu=cfg.diffusion.cpu_bf16)
 
     def ddpm_step():  # in the precision dia.diffusion trains it (fp32 in every profile)
@@ -149,13 +146,13 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
 
     def encoder_step():
         encoder.train().zero_grad(set_to_none=True)
-        with autocast:
+        with autocast_if(device.type, precision.autocast_dtype):
             out = encoder(train_batch)
         (out.projection.float().square().mean() + out.shift_logits.float().square().mean()
          ).backward()
 
     def encoder_score():
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast_if(device.type, precision.autocast_dtype):
             encoder.eval()(score_batch)
 
     networks = {"ddpm_train": (ddpm_step, ddpm_batch), "dissolve": (dissolve, dissolve_batch),

@@ -174,6 +174,10 @@ class AmplifyConfig:
     shift_weight: float = 1.0  # weight of the shift cross-entropy (reference sim_lambda = 1)
     encoder_width: int = 64  # ResNet-18 first-stage channels; < 64 only for tests
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast + channels_last, CUDA only
+    # bf16 autocast for the encoder on a CPU, in training and scoring, as `precision` on CUDA:
+    # faster only with bf16 units (AMX, docs/MEASUREMENTS.md "bf16 on a CPU with AMX"); off in
+    # every profile
+    cpu_bf16: bool = False
     dissolve_cache_gib: float = 0.0  # memoise dissolved (image, flip, t); 0 = off (reference)
     # The reference's README protocol (--save_step 1) evaluates after every epoch, and its
     # evaluation reseeds every RNG (set_random_seed(j), j = 0..9), so from epoch 2 on each epoch
@@ -415,7 +419,7 @@ def config_hash(cfg: ExperimentConfig, sections: tuple[str, ...] = SECTIONS) -> 
 ADDED_FIELDS = {
     "diffusion": ("focus_fraction", "focus_t_min", "focus_t_max", "architecture", "cpu_bf16"),
     "dissolve": ("keep_gray", "cpu_bf16"),
-    "amplify": ("replay_epoch_draws",),
+    "amplify": ("replay_epoch_draws", "cpu_bf16"),
 }
 
 

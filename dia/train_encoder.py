@@ -31,7 +31,7 @@ from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
 from dia import runtime
-from dia.runtime import seed_everything, stage_device
+from dia.runtime import bf16_autocast, seed_everything, stage_device
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_record
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir, stage_sections
 
@@ -117,7 +117,8 @@ def load_encoder(
     model.load_state_dict(ckpt["model"])
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
     model = model.to(device).eval()
-    if encoder_precision(cfg.amplify.precision, torch.device(device)).channels_last:
+    if encoder_precision(cfg.amplify.precision, torch.device(device),
+                        cfg.amplify.cpu_bf16).channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, meta
 
@@ -127,17 +128,19 @@ class EncoderPrecision(NamedTuple):
     channels_last: bool
 
 
-def encoder_precision(precision: str, device: torch.device) -> EncoderPrecision:
-    """How the encoder computes on `device` for ``amplify.precision`` (fp32 | bf16), in
-    training, scoring and `benchmarks/bench_amplify.py` alike.
+def encoder_precision(precision: str, device: torch.device,
+                      cpu_bf16: bool = False) -> EncoderPrecision:
+    """How the encoder computes on `device` for ``amplify.precision`` (fp32 | bf16) and
+    ``amplify.cpu_bf16``, in training, scoring and `benchmarks/bench_amplify.py` alike.
 
-    bf16 autocast only on CUDA with ``precision="bf16"``. channels_last (NHWC) under bf16,
-    and on the CPU, where oneDNN's convolutions of the ResNet are faster so (2-core CPU, a
-    training step of 384 images of 28²: 914 → 754 ms, `benchmarks/bench_cpu_layout.py`); CUDA
-    fp32 keeps NCHW, as measured on the H200.
+    bf16 autocast on CUDA with ``precision="bf16"``, on a CPU with `cpu_bf16`
+    (`dia.runtime.bf16_autocast`, which warns where the CPU has no bf16 units). channels_last
+    (NHWC) under bf16, and on the CPU, where oneDNN's convolutions of the ResNet are faster so
+    (2-core CPU, a training step of 384 images of 28²: 914 → 754 ms,
+    `benchmarks/bench_cpu_layout.py`); CUDA fp32 keeps NCHW, as measured on the H200.
     """
-    bf16 = precision == "bf16" and device.type == "cuda"
-    return EncoderPrecision(torch.bfloat16 if bf16 else None, bf16 or device.type == "cpu")
+    dtype = bf16_autocast(device, cuda=precision == "bf16", cpu=cpu_bf16)
+    return EncoderPrecision(dtype, dtype is not None or device.type == "cpu")
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -339,7 +342,7 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, upstream, devi
         epochs=a.epochs, loader_len=loader_len, max_iters_per_epoch=a.max_iters_per_epoch,
         base_lr=a.lr, multiplier=a.warmup_multiplier, warmup_epochs=a.warmup_epochs,
     )
-    precision = encoder_precision(a.precision, device)
+    precision = encoder_precision(a.precision, device, a.cpu_bf16)
     model, optimizer, start_epoch = _model_and_optimizer(
         cfg, method, run, device, precision.channels_last, upstream)
     ckpt_path = run.checkpoint_dir / CHECKPOINT

@@ -197,7 +197,8 @@ def test_fields_added_later_enter_the_hash_only_when_changed():
                           sort_keys=True, separators=(",", ":")).encode()
         assert config_hash(cfg, (name,)) == hashlib.sha256(blob).hexdigest()[:8], name
     for key, value in (("diffusion.focus_fraction", 0.5), ("diffusion.cpu_bf16", True),
-                       ("dissolve.cpu_bf16", True), ("amplify.replay_epoch_draws", True)):
+                       ("dissolve.cpu_bf16", True), ("amplify.replay_epoch_draws", True),
+                       ("amplify.cpu_bf16", True)):
         section = (key.split(".")[0],)
         assert config_hash(replace(cfg, {key: value}), section) != config_hash(cfg, section), key
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dia.config import load_config
+from dia.config import load_config, replace
 
 COUNTS = {"train_normal": 100, "test_normal": 20, "test_anomalous": 30, "val_normal": 5,
           "val_anomalous": 7}
@@ -114,6 +114,9 @@ def test_each_network_is_held_to_the_ceiling_of_the_precision_it_runs_in(budget)
                        overrides={"diffusion.cpu_bf16": True, "dissolve.cpu_bf16": True})
     assert budget.ceiling_kinds(both, cpu) == {"ddpm_train": "bf16", "dissolve": "bf16",
                                                "encoder_train": "fp32", "encoder_score": "fp32"}
+    encoder = replace(both, {"amplify.cpu_bf16": True})
+    assert set(budget.ceiling_kinds(encoder, cpu).values()) == {"bf16"}
+    assert budget.ceiling_kinds(encoder, cuda)["encoder_train"] == "tf32"  # a CPU switch only
     gpu = budget.ceiling_kinds(load_config("quick", dataset="pneumonia", overrides={
         "diffusion.cuda_bf16": True, "dissolve.cuda_bf16": False}), cuda)
     assert (gpu["ddpm_train"], gpu["dissolve"]) == ("bf16", "tf32")

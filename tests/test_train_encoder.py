@@ -319,3 +319,40 @@ def test_a_diverged_run_is_neither_checkpointed_nor_done(tmp_path, monkeypatch):
     run_dir = stage_run_dir(_cfg(), "amplify", "csi", tmp_path)
     assert not (run_dir / "DONE").exists()
     assert not (run_dir / "checkpoints" / CHECKPOINT).exists()
+
+
+def test_encoder_precision_per_device_and_switch():
+    from dia.train_encoder import encoder_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert encoder_precision("fp32", cpu) == (None, True)  # every profile: fp32, channels_last
+    assert encoder_precision("bf16", cpu) == (None, True)  # `precision` is CUDA's switch
+    assert encoder_precision("fp32", cpu, cpu_bf16=True) == (torch.bfloat16, True)
+    assert encoder_precision("fp32", cuda) == (None, False)
+    assert encoder_precision("bf16", cuda) == (torch.bfloat16, True)
+    assert encoder_precision("fp32", cuda, cpu_bf16=True) == (None, False)
+
+
+def test_cpu_bf16_trains_and_scores_the_encoder_under_autocast_in_folders_of_their_own(
+        tmp_path, monkeypatch):
+    import dia.evaluate
+
+    fp32, bf16 = _cfg(), _cfg(**{"amplify.cpu_bf16": True})
+    a = train_amplifier(fp32, "csi", results_root=tmp_path, device="cpu")
+    b = train_amplifier(bf16, "csi", results_root=tmp_path, device="cpu")
+    assert b.is_done() and b.path != a.path  # cpu_bf16 enters the hash once set
+    loss_a, loss_b = a.read_log()[0]["loss"], b.read_log()[0]["loss"]
+    assert loss_a != loss_b and loss_b == pytest.approx(loss_a, rel=0.05)  # bf16's rounding
+    dtypes = []
+    real = dia.evaluate.extract_features
+
+    def spy(*args, **kwargs):
+        dtypes.append(kwargs["autocast_dtype"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dia.evaluate, "extract_features", spy)
+    ev_a = evaluate_amplifier(fp32, "csi", results_root=tmp_path, device="cpu")
+    ev_b = evaluate_amplifier(bf16, "csi", results_root=tmp_path, device="cpu")
+    assert ev_b.is_done() and ev_b.path != ev_a.path
+    assert set(dtypes[: len(dtypes) // 2]) == {None}
+    assert set(dtypes[len(dtypes) // 2:]) == {torch.bfloat16}
