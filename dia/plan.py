@@ -273,19 +273,25 @@ def only_to_render(job: Job, req: PlanRequest) -> bool:
 def missing_result(job: Job, req: PlanRequest,
                    folders: list[tuple[str, Path]] | None = None) -> tuple[str, str] | None:
     """(file name, what to do) of the first file of `FINISHED_FILES` that a run folder of the job
-    marked finished lacks; None where nothing is missing. `folders`: `job_run_dirs`, if known."""
+    marked finished lacks; None where nothing is missing. A missing config.yaml, which the next
+    call writes anew, only where no other file is missing: the others need a rerun that trains or
+    scores. `folders`: `job_run_dirs`, if known."""
+    no_config = None
     for stage, run in job_run_dirs(job, req) if folders is None else folders:
         if not (run / DONE).is_file():
             continue
+        if no_config is None and not (run / "config.yaml").is_file():
+            no_config = "config.yaml", (
+                f"{run} is marked finished but has no config.yaml: run the same command again, "
+                "which writes it anew (nothing is trained again)")
         for name in FINISHED_FILES[stage]:
-            if name == "config.yaml" and not (run / name).is_file():
-                return name, (f"{run} is marked finished but has no config.yaml: run the same "
-                              "command again, which writes it anew (nothing is trained again)")
+            if name == "config.yaml":
+                continue
             try:
                 finished_file(run, name)  # its RunError says what to do
             except RunError as err:
                 return name, str(err)
-    return None
+    return no_config
 
 
 def is_job_done(job: Job, req: PlanRequest) -> bool:

@@ -509,6 +509,12 @@ def test_status_states(tmp_path):
     state, detail = job_state(scored, req)
     assert state == "failed" and "has no metrics.csv" in detail, detail
     assert f"delete {scored_run / 'DONE'}" in detail
+    (scored_run / "config.yaml").unlink()  # and its config: the rerun must still score again
+    state, detail = job_state(scored, req)
+    assert state == "failed" and "has no metrics.csv" in detail, detail
+    _rendered(failed_path(tmp_path, ddpm), exception=True)  # the last try of the DDPM failed
+    state, detail = job_state(ddpm, req)
+    assert state == "failed" and "error in " in detail, detail  # not the config's "pending"
 
 
 def test_local_result_of_a_killed_or_crashed_process(tmp_path):
