@@ -15,9 +15,8 @@ U-Net dissolves under bf16 autocast with channels_last, as in training (`dissolv
 the encoder is timed in fp32, as the profiles train it (`amplify.precision`), and in bf16 autocast
 with channels_last (`--encoder-precision`); on the CPU both run channels_last in fp32, as in
 training (`dia.train_encoder.encoder_precision`), and with `--cpu-bf16` also both under bf16
-autocast, as `amplify.cpu_bf16` and `dissolve.cpu_bf16` train (worth it with AMX only). Reference
-figures on the
-project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
+autocast, as `amplify.cpu_bf16` and `dissolve.cpu_bf16` train and dissolve (worth it with AMX
+only). Reference figures on the project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
 1,838 images in 23.8 s.
 """
 
@@ -157,7 +156,8 @@ def bench(device: torch.device, *, iters: int, size: int, batch: int, score_imag
             out[method]["dissolve_share"] = round(s_dissolve / s_per_it, 3)
     model.eval()
     test = (torch.rand(score_images, 3, size, size) * 255).to(torch.uint8)
-    extract_features(model, test[:8], num_samples=1, batch_size=8, device=device)  # warm-up
+    extract_features(model, test[:8], num_samples=1, batch_size=8, device=device,
+                     autocast_dtype=encoder.autocast_dtype)  # warm-up, as timed
     _sync(device)
     tic = time.perf_counter()
     cpu_tic = time.process_time()
@@ -200,9 +200,10 @@ def main() -> None:
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--encoder-precision", choices=("fp32", "bf16", "both"), default="both",
-                        help="on CUDA (the CPU: see --cpu-bf16); bf16 = autocast + channels_last")
+                        help="on CUDA only (the CPU: --cpu-bf16); bf16 = autocast + channels_last")
     parser.add_argument("--cpu-bf16", action="store_true",
-                        help="on the CPU, also time the encoder and dissolver in bf16 autocast")
+                        help="on the CPU, time fp32 and then the encoder and dissolver in bf16 "
+                             "autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,9 +9,9 @@ activations and the optimiser are left out): the DDPM's U-Net in training (forwa
 dissolving (one U-Net forward per dissolved image), the encoder in training (forward +
 backward) and in scoring (forward). It multiplies them by the images each stage feeds under the
 profile and the dataset's counts (read from the data root without decoding), times each network
-on `--device` as the stages run it (on the CPU the encoder and the dissolving U-Net channels_last,
-each network in bf16 where the profile sets `diffusion.cpu_bf16` / `dissolve.cpu_bf16` /
-`amplify.cpu_bf16`, else fp32; on CUDA the U-Net in bf16 where it sets `cuda_bf16`, the encoder as `amplify.precision` says) to
+on `--device` as the stages run it (on the CPU the encoder and the dissolving U-Net
+channels_last, each network in bf16 where the profile sets `diffusion.cpu_bf16` /
+`dissolve.cpu_bf16` / `amplify.cpu_bf16`, else fp32; on CUDA the U-Net in bf16 where it sets `cuda_bf16`, the encoder as `amplify.precision` says) to
 get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
 sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
 
@@ -93,8 +93,9 @@ def ceiling_kinds(cfg, device: torch.device) -> dict[str, str]:
     """The `matmul_ceiling` precision each network of `measure_networks` runs in on `device`."""
     from dia.train_encoder import encoder_precision
 
-    full = "tf32" if device.type == "cuda" else "fp32"  # what cuDNN runs fp32 as; the CPU fp32
-    encoder = "bf16" if encoder_precision(cfg.amplify.precision, device, cfg.amplify.cpu_bf16
+    full = "tf32" if device.type == "cuda" else "fp32"  # fp32's ceiling: TF32 on CUDA (cuDNN's)
+    encoder = "bf16" if encoder_precision(cfg.amplify.precision, device,
+                                          cpu_bf16=cfg.amplify.cpu_bf16
                                           ).autocast_dtype == torch.bfloat16 else full
     if device.type != "cuda":  # on a CPU `amplify.precision` does not apply; `cpu_bf16` does
         return {"ddpm_train": "bf16" if cfg.diffusion.cpu_bf16 else "fp32",
@@ -117,7 +118,7 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
 
     torch.manual_seed(0)
     size, b = image_size_for(cfg), cfg.amplify.batch_size
-    precision = encoder_precision(cfg.amplify.precision, device, cfg.amplify.cpu_bf16)
+    precision = encoder_precision(cfg.amplify.precision, device, cpu_bf16=cfg.amplify.cpu_bf16)
     layout = torch.channels_last if precision.channels_last else torch.contiguous_format
     unet = build_unet(cfg.diffusion).to(device)
     if device.type == "cuda":  # as dia.diffusion trains it
@@ -133,7 +134,8 @@ def measure_networks(cfg, device: torch.device, *, repeats: int) -> dict[str, di
         memory_format=layout)  # 4 rotations of a test batch
     dissolve_batch = torch.rand(2048 if device.type == "cuda" else 4 * b, 3, size, size,
                                 device=device)
-    ddpm_dtype = bf16_autocast(device, cuda=cfg.diffusion.cuda_bf16, cpu=cfg.diffusion.cpu_bf16)
+    ddpm_dtype = bf16_autocast(device, cuda=cfg.diffusion.cuda_bf16, cpu=cfg.diffusion.cpu_bf16,
+                               switch="diffusion.cpu_bf16")
 
     def ddpm_step():  # in the precision dia.diffusion trains it (fp32 in every profile)
         unet.zero_grad(set_to_none=True)

@@ -175,8 +175,8 @@ class AmplifyConfig:
     encoder_width: int = 64  # ResNet-18 first-stage channels; < 64 only for tests
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast + channels_last, CUDA only
     # bf16 autocast for the encoder on a CPU, in training and scoring, as `precision` on CUDA:
-    # faster only with bf16 units (AMX, docs/MEASUREMENTS.md "bf16 on a CPU with AMX"); off in
-    # every profile
+    # faster only with bf16 units (AMX: a CSI iteration 1.4x faster on the 2-core Xeon,
+    # docs/MEASUREMENTS.md "bf16 on a CPU with AMX"); off in every profile
     cpu_bf16: bool = False
     dissolve_cache_gib: float = 0.0  # memoise dissolved (image, flip, t); 0 = off (reference)
     # The reference's README protocol (--save_step 1) evaluates after every epoch, and its

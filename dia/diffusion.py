@@ -383,7 +383,8 @@ def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.
     alphas_cumprod = build_scheduler().alphas_cumprod.to(device, torch.float32)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     batches = _Batches(x_all.shape[0], generator)
-    autocast_dtype = bf16_autocast(device, cuda=dcfg.cuda_bf16, cpu=dcfg.cpu_bf16)
+    autocast_dtype = bf16_autocast(device, cuda=dcfg.cuda_bf16, cpu=dcfg.cpu_bf16,
+                                   switch="diffusion.cpu_bf16")
 
     ckpt_path = run.checkpoint_dir / CHECKPOINT
     step, window = 0, []

@@ -244,7 +244,8 @@ class Dissolver:
         self.value_range = value_range
         self.resolution = resolution
         self.keep_gray = keep_gray
-        self.autocast_dtype = runtime.bf16_autocast(self.device, cuda=cuda_bf16, cpu=cpu_bf16)
+        self.autocast_dtype = runtime.bf16_autocast(self.device, cuda=cuda_bf16, cpu=cpu_bf16,
+                                                     switch="dissolve.cpu_bf16")
         self._values_checked = False
 
     @property

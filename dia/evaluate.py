@@ -110,7 +110,7 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
     """
     s = cfg.score
     autocast = encoder_precision(cfg.amplify.precision, device,
-                                 cfg.amplify.cpu_bf16).autocast_dtype
+                                 cpu_bf16=cfg.amplify.cpu_bf16).autocast_dtype
     common = dict(num_samples=s.num_samples, crop_scale=s.crop_scale, shift=cfg.amplify.shift,
                   device=device, autocast_dtype=autocast, progress=True)
     train_feats = extract_features(model, splits.train, batch_size=s.train_batch_size, **common)

@@ -280,12 +280,12 @@ def missing_result(job: Job, req: PlanRequest,
     for stage, run in job_run_dirs(job, req) if folders is None else folders:
         if not (run / DONE).is_file():
             continue
-        if no_config is None and not (run / "config.yaml").is_file():
-            no_config = "config.yaml", (
-                f"{run} is marked finished but has no config.yaml: run the same command again, "
-                "which writes it anew (nothing is trained again)")
         for name in FINISHED_FILES[stage]:
             if name == "config.yaml":
+                if no_config is None and not (run / name).is_file():
+                    no_config = name, (
+                        f"{run} is marked finished but has no config.yaml: run the same command "
+                        "again, which writes it anew (nothing is trained again)")
                 continue
             try:
                 finished_file(run, name)  # its RunError says what to do

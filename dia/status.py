@@ -14,7 +14,7 @@ Each job of the plan is in one of four states, checked in this order:
    (`dia.plan.missing_result`; its detail says what to do), or the notebook of its last failed
    attempt (``notebooks/.failed/``, removed when the next attempt starts) holds papermill's
    error (``metadata.papermill.exception``). One that lacks only its config.yaml is
-   ``pending``: the next call writes it anew.
+   ``pending`` (the next call writes it anew), unless its last attempt failed.
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
    killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
@@ -153,7 +153,7 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     # a rendered notebook and its stamp are written only when the notebook ran to its end
     if job.always and rendered_path(root, job).is_file() and stamp_path(root, job).is_file():
         return "done", ""
-    return "pending", "" if missing is None else missing[1]  # the next call writes config.yaml
+    return "pending", ("" if missing is None else missing[1])  # the next call writes config.yaml
 
 
 def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str, str]]:

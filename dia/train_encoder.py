@@ -31,7 +31,7 @@ from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
 from dia import runtime
-from dia.runtime import bf16_autocast, seed_everything, stage_device
+from dia.runtime import seed_everything, stage_device
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_record
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir, stage_sections
 
@@ -118,7 +118,7 @@ def load_encoder(
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
     model = model.to(device).eval()
     if encoder_precision(cfg.amplify.precision, torch.device(device),
-                        cfg.amplify.cpu_bf16).channels_last:
+                         cpu_bf16=cfg.amplify.cpu_bf16).channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, meta
 
@@ -128,7 +128,7 @@ class EncoderPrecision(NamedTuple):
     channels_last: bool
 
 
-def encoder_precision(precision: str, device: torch.device,
+def encoder_precision(precision: str, device: torch.device, *,
                       cpu_bf16: bool = False) -> EncoderPrecision:
     """How the encoder computes on `device` for ``amplify.precision`` (fp32 | bf16) and
     ``amplify.cpu_bf16``, in training, scoring and `benchmarks/bench_amplify.py` alike.
@@ -139,7 +139,8 @@ def encoder_precision(precision: str, device: torch.device,
     (2-core CPU, a training step of 384 images of 28²: 914 → 754 ms,
     `benchmarks/bench_cpu_layout.py`); CUDA fp32 keeps NCHW, as measured on the H200.
     """
-    dtype = bf16_autocast(device, cuda=precision == "bf16", cpu=cpu_bf16)
+    dtype = runtime.bf16_autocast(device, cuda=precision == "bf16", cpu=cpu_bf16,
+                                  switch="amplify.cpu_bf16")
     return EncoderPrecision(dtype, dtype is not None or device.type == "cpu")
 
 
@@ -342,7 +343,7 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, upstream, devi
         epochs=a.epochs, loader_len=loader_len, max_iters_per_epoch=a.max_iters_per_epoch,
         base_lr=a.lr, multiplier=a.warmup_multiplier, warmup_epochs=a.warmup_epochs,
     )
-    precision = encoder_precision(a.precision, device, a.cpu_bf16)
+    precision = encoder_precision(a.precision, device, cpu_bf16=a.cpu_bf16)
     model, optimizer, start_epoch = _model_and_optimizer(
         cfg, method, run, device, precision.channels_last, upstream)
     ckpt_path = run.checkpoint_dir / CHECKPOINT

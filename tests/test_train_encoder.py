@@ -16,7 +16,8 @@ from dia.evaluate import evaluate_amplifier
 from dia.results import RunError
 from dia.scoring import csi_normality_score
 from dia.stages import open_stage_run, stage_run_dir
-from dia.train_encoder import CHECKPOINT, load_encoder, require_full_log, train_amplifier
+from dia.train_encoder import (CHECKPOINT, encoder_precision, load_encoder, require_full_log,
+                               train_amplifier)
 
 TINY = {
     "data.max_train": 8, "data.max_test_per_class": 4,
@@ -322,8 +323,6 @@ def test_a_diverged_run_is_neither_checkpointed_nor_done(tmp_path, monkeypatch):
 
 
 def test_encoder_precision_per_device_and_switch():
-    from dia.train_encoder import encoder_precision
-
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert encoder_precision("fp32", cpu) == (None, True)  # every profile: fp32, channels_last
     assert encoder_precision("bf16", cpu) == (None, True)  # `precision` is CUDA's switch
@@ -354,5 +353,6 @@ def test_cpu_bf16_trains_and_scores_the_encoder_under_autocast_in_folders_of_the
     ev_a = evaluate_amplifier(fp32, "csi", results_root=tmp_path, device="cpu")
     ev_b = evaluate_amplifier(bf16, "csi", results_root=tmp_path, device="cpu")
     assert ev_b.is_done() and ev_b.path != ev_a.path
+    assert json.loads((ev_b.path / "DONE").read_text())["amplify_run"] == b.run_id
     assert set(dtypes[: len(dtypes) // 2]) == {None}
     assert set(dtypes[len(dtypes) // 2:]) == {torch.bfloat16}
