@@ -16,8 +16,8 @@ the encoder is timed in fp32, as the profiles train it (`amplify.precision`), an
 with channels_last (`--encoder-precision`); on the CPU both run channels_last in fp32, as in
 training (`dia.train_encoder.encoder_precision`), and with `--cpu-bf16` also both under bf16
 autocast, as `amplify.cpu_bf16` and `dissolve.cpu_bf16` train and dissolve (worth it with AMX
-only). Reference figures on the project's 2-core CPU (`reference/reference-run-cpu.md`): DIA 2.76 s/it, CSI 0.253 s/it, eval
-1,838 images in 23.8 s.
+only). Reference figures on the project's 2-core CPU (`reference/reference-run-cpu.md`): DIA
+2.76 s/it, CSI 0.253 s/it, eval 1,838 images in 23.8 s.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ backward) and in scoring (forward). It multiplies them by the images each stage 
 profile and the dataset's counts (read from the data root without decoding), times each network
 on `--device` as the stages run it (on the CPU the encoder and the dissolving U-Net
 channels_last, each network in bf16 where the profile sets `diffusion.cpu_bf16` /
-`dissolve.cpu_bf16` / `amplify.cpu_bf16`, else fp32; on CUDA the U-Net in bf16 where it sets `cuda_bf16`, the encoder as `amplify.precision` says) to
-get the rate it sustains, and prints one JSON object: per stage the images, TFLOP, the
-sustained GFLOP/s and the seconds the arithmetic alone takes at that rate.
+`dissolve.cpu_bf16` / `amplify.cpu_bf16`, else fp32; on CUDA the U-Net in bf16 where it sets
+`cuda_bf16`, the encoder as `amplify.precision` says) to get the rate it sustains, and prints
+one JSON object: per stage the images, TFLOP, the sustained GFLOP/s and the seconds the
+arithmetic alone takes at that rate.
 
 What the machine can reach at all is measured beside it (`matmul_ceiling`): the best rate of
 large square matrix products (fp32; on CUDA also TF32, which cuDNN's fp32 convolutions use by
