@@ -139,9 +139,9 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     if partial.is_file() and _fresh(partial, now, fresh_s) and lock_held(root / LOCK) is not False:
         return "running", f"{partial} being rendered"
     folders = job_run_dirs(job, req)
-    missing = missing_result(job, req, folders)  # a config.yaml alone: pending, said below
-    if missing is not None and missing[0] != "config.yaml":
-        return "failed", missing[1]
+    name, missing = missing_result(job, req, folders) or ("", "")
+    if name and name != "config.yaml":  # a config.yaml alone: pending, said below
+        return "failed", missing
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
         return "failed", f"error in {failed}"
@@ -153,7 +153,7 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     # a rendered notebook and its stamp are written only when the notebook ran to its end
     if job.always and rendered_path(root, job).is_file() and stamp_path(root, job).is_file():
         return "done", ""
-    return "pending", ("" if missing is None else missing[1])  # the next call writes config.yaml
+    return "pending", missing  # where config.yaml is missing, the next call writes it anew
 
 
 def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str, str]]:
