@@ -11,7 +11,10 @@ from typing import Any
 
 import torch
 
+from dia.config import comparable_sections
 from dia.results import Run, RunError, atomic_write_bytes, first_line, zip_damage
+
+_ABSENT = "(absent)"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -64,6 +67,57 @@ def _check_zip_checksums(path: Path, remedy: str) -> None:
         raise RunError(f"checkpoint {path} is damaged: {damage} (a bad copy or disk?); {remedy}")
 
 
+def require_checkpoint_of(ckpt: Any, path: Path, *, kind: str, fmt: str, needs: tuple[str, ...],
+                          identity: dict[str, Any], sections: dict[str, Any], remedy: str) -> None:
+    """Refuse, with a RunError ending in `remedy`, a checkpoint that is no `kind` checkpoint (a
+    dict of format `fmt` holding the keys `needs`) or that was written for another run.
+
+    `identity` (dataset, seed, ...) and the config `sections` must equal what the checkpoint
+    recorded; sections are compared as `comparable_sections` (a switch added since, at its
+    default, is no difference). The message names every difference, the checkpoint's value
+    beside this run's, e.g. ``config.amplify.lr: 0.5 in the checkpoint, 1.0 here``.
+    """
+    if not isinstance(ckpt, dict):
+        raise RunError(f"{path} is not a {kind} checkpoint (it holds a {type(ckpt).__name__}, "
+                       f"not a dict); {remedy}")
+    if ckpt.get("format") != fmt:
+        raise RunError(f"{path} is not a {kind} checkpoint (format {ckpt.get('format')!r}, "
+                       f"expected {fmt!r}); {remedy}")
+    missing = [key for key in needs if key not in ckpt]
+    if missing:
+        raise RunError(f"{path} is not a whole {kind} checkpoint (no {', '.join(missing)}); "
+                       f"{remedy}")
+    diffs = [_difference(key, ckpt.get(key, _ABSENT), value)
+             for key, value in identity.items() if ckpt.get(key, _ABSENT) != value]
+    recorded = ckpt.get("config")
+    have = comparable_sections(recorded) if isinstance(recorded, dict) else {}
+    want = comparable_sections(sections)
+    for name in [*want, *(n for n in have if n not in want)]:
+        mine, theirs = want.get(name, _ABSENT), have.get(name, _ABSENT)
+        if mine == theirs:
+            continue
+        if not (isinstance(mine, dict) and isinstance(theirs, dict)):
+            diffs.append(_difference(f"config.{name}", theirs, mine))
+            continue
+        diffs += [_difference(f"config.{name}.{key}", theirs.get(key, _ABSENT),
+                              mine.get(key, _ABSENT))
+                  for key in [*mine, *(k for k in theirs if k not in mine)]
+                  if theirs.get(key, _ABSENT) != mine.get(key, _ABSENT)]
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise RunError(f"{kind} checkpoint {path} was written for another run (differs in "
+                       f"{shown}); {remedy}")
+
+
+def _difference(key: str, theirs: Any, mine: Any) -> str:
+    def show(value: Any) -> str:
+        return value if value is _ABSENT else repr(value)
+
+    if isinstance(theirs, dict) or isinstance(mine, dict):  # a whole section: too long to show
+        return f"{key}: {_ABSENT} in the checkpoint" if theirs is _ABSENT else key
+    return f"{key}: {show(theirs)} in the checkpoint, {show(mine)} here"
+
+
 def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None,
                         **expected: Any) -> dict[str, Any] | None:
     """The checkpoint at `path` (None when absent), refused unless it belongs to `run`.
@@ -76,6 +130,9 @@ def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None
     if not path.is_file():
         return None
     state = read_checkpoint(path, weights_only=False, **({"remedy": remedy} if remedy else {}))
+    if not isinstance(state, dict):
+        raise RunError(f"{path} is not a checkpoint of this code (it holds a "
+                       f"{type(state).__name__}); delete it or use another results root")
     expected = {"run_hash": run.hash, **expected}
     wrong = {key: state.get(key) for key, value in expected.items() if state.get(key) != value}
     if wrong:

@@ -309,10 +309,13 @@ def load_config(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed {seed!r}: must be a whole number from 0 to {MAX_SEED}")
     overrides = _expand_dotted(overrides or {})
-    own = sorted(set(overrides) & {"profile", "dataset", "seed"})
-    if own:  # they would be overwritten by the arguments below, silently
-        raise ConfigError(f"{', '.join(own)} cannot be overridden: pass them as load_config's "
-                          "own arguments (--profile, --dataset, --seed)")
+    # these come from the arguments: in the file or an override they would be overwritten below
+    for where, keys in ((str(path), raw), ("overrides", overrides)):
+        own = sorted(set(keys) & {"profile", "dataset", "seed"})
+        if own:
+            raise ConfigError(f"{where}: {', '.join(own)} cannot be set there (it would be "
+                              "ignored): pass them as load_config's own arguments (--profile, "
+                              "--dataset, --seed)")
     merged = _deep_merge(raw, overrides)
     merged.update(profile=profile, dataset=dataset, seed=seed)
     return build_config(merged, source=f"{path} with overrides {overrides}" if overrides

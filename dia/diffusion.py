@@ -30,11 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dia.checkpoints import read_checkpoint, save_checkpoint
-from dia.config import (
-    NUM_TIMESTEPS, UNET_NORM_GROUPS, DiffusionConfig, ExperimentConfig, comparable_sections,
-    to_dict,
-)
+from dia.checkpoints import read_checkpoint, require_checkpoint_of, save_checkpoint
+from dia.config import NUM_TIMESTEPS, UNET_NORM_GROUPS, DiffusionConfig, ExperimentConfig, to_dict
 from dia.results import Run, RunError, parse_run_name
 from dia.runtime import autocast_if
 from dia.stages import stage_sections
@@ -301,21 +298,13 @@ def _config_sections(cfg: ExperimentConfig) -> dict[str, Any]:
     return {name: full[name] for name in SECTIONS}
 
 
-def _check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, path: Path) -> None:
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path} is not a DIA diffusion checkpoint (format {ckpt.get('format')!r})")
-    want = {"dataset": cfg.dataset, "seed": cfg.seed,
-            **comparable_sections(_config_sections(cfg))}
-    have = {"dataset": ckpt.get("dataset"), "seed": ckpt.get("seed"),
-            **comparable_sections(ckpt.get("config", {}))}
-    if have != want:
-        diff = sorted(k for k in want if have.get(k) != want[k])
-        raise RunError(
-            f"checkpoint {path} belongs to dataset {have.get('dataset')!r} with config "
-            f"{ {k: have.get(k) for k in diff} }, but this run is dataset {want['dataset']!r} "
-            f"with config { {k: want[k] for k in diff} }; delete the checkpoint or use another "
-            "results root"
-        )
+def _check_checkpoint(ckpt: Any, cfg: ExperimentConfig, path: Path, run: Run) -> None:
+    require_checkpoint_of(
+        ckpt, path, kind="DIA diffusion", fmt=CHECKPOINT_FORMAT,
+        needs=("unet", "ema", "optimizer", "step", "window", "batches", "generator"),
+        identity={"dataset": cfg.dataset, "seed": cfg.seed}, sections=_config_sections(cfg),
+        remedy=f"delete the run folder {run.path} to train it from its beginning, or use another "
+               "results root")
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -390,7 +379,7 @@ def _fit(run: Run, cfg: ExperimentConfig, x_all: torch.Tensor, *, device: torch.
     step, window = 0, []
     if ckpt_path.is_file():
         ckpt = read_checkpoint(ckpt_path)
-        _check_checkpoint(ckpt, cfg, ckpt_path)
+        _check_checkpoint(ckpt, cfg, ckpt_path, run)
         unet.load_state_dict(ckpt["unet"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -521,8 +510,8 @@ def load_dissolver_model(
     device = torch.device(device) if device is not None else resolve_device("auto")
     remedy = "delete the run folder that holds it to train this DDPM again"
     ckpt = read_checkpoint(path, mmap=True, remedy=remedy)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path} is not a DIA diffusion checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} is not a DIA diffusion checkpoint: {remedy}")
     if run_hash is not None and ckpt.get("run_hash", run_hash) != run_hash:
         raise RunError(f"{path} was written by the DDPM run {ckpt['run_hash']}, not by the run "
                        f"{run_hash} whose folder holds it (copied from another run?): {remedy}")

@@ -27,7 +27,8 @@ import torch
 
 from dia.config import ExperimentConfig
 from dia.metrics import (
-    SPLITS, auc_rows, check_test_labels, labelled_splits, score_split, write_metrics,
+    SPLITS, auc_rows, check_test_labels, labelled_splits, read_metrics_file, score_split,
+    write_metrics,
 )
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
 from dia.results import DONE, Run, RunError, first_line, rerun_advice
@@ -82,6 +83,7 @@ def evaluate_amplifier(
     model, meta = load_encoder(amplify, cfg, method, device)  # errors before anything is written
     upstream = upstream_record(amplify.path, amplify.checkpoint_dir / CHECKPOINT)
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
+    splits.require_training_normals("the CSI score's statistics")  # before any file is written
     check_test_labels(splits, cfg.dataset)  # before the training set's features and any file
     run = open_stage_run(cfg, "evaluate", method, results_root)
     with run.exclusive():  # another process scoring this run: wait, then find it DONE
@@ -94,12 +96,15 @@ def evaluate_amplifier(
 
 
 def _forget_stale_scores(path: Path) -> None:
-    """Scores of an encoder trained again since are scored again: their DONE goes, with a
-    warning (scoring is minutes, and the old scores belong to a checkpoint that is gone)."""
+    """Scores of an encoder trained again since are scored again: their DONE and score files go,
+    with a warning (scoring is minutes, and the old scores belong to a checkpoint that is gone;
+    a validation split that has since lost a class would otherwise keep its old scores)."""
     change = upstream_change(path)
     if change is not None:
         log.warning("evaluate run %s: %s; scoring the new encoder", path, change)
         (path / DONE).unlink(missing_ok=True)
+        for name in (*(split.scores for split in SPLITS.values()), "metrics.csv"):
+            (path / name).unlink(missing_ok=True)  # not left beside the new ones where unwritten
 
 
 def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: torch.device,
@@ -166,9 +171,12 @@ def read_scores(run: Run):
 
 
 def read_metrics(run: Run):
-    import pandas as pd
+    """metrics.csv of a finished evaluate run (`read_metrics_file`: one damaged says what to do).
 
-    return pd.read_csv(run.finished_file("metrics.csv", "evaluate"))
+    Rows: the test AUC (metric ``auc``), the validation AUC (``val_auc``) where scored, and the
+    AUC of each of the score's two terms (a diagnostic)."""
+    run.finished_file("metrics.csv", "evaluate")  # a RunError saying what to do when missing
+    return read_metrics_file(run.path)
 
 
 def plot_roc(runs: Run | list[Run], ax=None):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from dia.results import Run, write_csv
+from dia.results import Run, rerun_advice, write_csv
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["sample_id", "label", "anomaly_score"]
@@ -123,6 +124,30 @@ def auc_rows(
         "image_size": image_size, "metric": metric, "value": round(auc, 6),
         "ci_low": round(low, 6), "ci_high": round(high, 6), "run_id": run.run_id,
     }]
+
+
+def read_metrics_file(path: str | Path) -> "pd.DataFrame":  # noqa: F821
+    """A finished run's metrics.csv; one that cannot be read, or lacks a column the table needs
+    (a file damaged or edited by hand), is a ValueError that names the run and what to do."""
+    import pandas as pd
+
+    path, remedy = Path(path), rerun_advice(path)
+    try:
+        frame = pd.read_csv(path / "metrics.csv")
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise ValueError(f"{path / 'metrics.csv'} cannot be read ({err}): {remedy}") from None
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
+                         f"{remedy}")
+    if not (frame["metric"] == "auc").any():  # left out, the table would look complete without it
+        raise ValueError(f"{path / 'metrics.csv'} has no auc row: {remedy}")
+    try:
+        frame["value"] = pd.to_numeric(frame["value"], errors="raise")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path / 'metrics.csv'} has a value that is no number ({err}): "
+                         f"{remedy}") from None
+    return frame
 
 
 def write_metrics(run: Run, rows: Sequence[dict[str, Any]]) -> None:

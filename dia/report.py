@@ -30,10 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 from dia.lineage import refuse_out_of_date
-from dia.metrics import METRIC_COLUMNS
+from dia.metrics import METRIC_COLUMNS, read_metrics_file
 from dia.results import (
     atomic_write_text, find_runs, finished_file, first_line, parse_run_id, read_run_config,
-    read_run_env, rerun_advice, run_id_of,
+    read_run_env, run_id_of,
 )
 
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
@@ -84,32 +84,10 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
             path, "scored run", "run the same ./run_all.sh command again (or "
             "dia.evaluate.evaluate_amplifier), which scores the new encoder")
         device = read_run_env(path).get("device", "")
-        frames.append(read_run_metrics(path).assign(device=device))
+        frames.append(read_metrics_file(path).assign(device=device))
     if not frames:
         return pd.DataFrame(columns=[*METRIC_COLUMNS, "device"])
     return pd.concat(frames, ignore_index=True)
-
-
-def read_run_metrics(path: Path) -> pd.DataFrame:
-    """A finished run's metrics.csv; one that cannot be read, or lacks a column the table needs
-    (a file damaged or edited by hand), is a ValueError that names the run and what to do."""
-    remedy = rerun_advice(path)
-    try:
-        frame = pd.read_csv(path / "metrics.csv")
-    except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise ValueError(f"{path / 'metrics.csv'} cannot be read ({err}): {remedy}") from None
-    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
-                         f"{remedy}")
-    if not (frame["metric"] == "auc").any():  # left out, the table would look complete without it
-        raise ValueError(f"{path / 'metrics.csv'} has no auc row: {remedy}")
-    try:
-        frame["value"] = pd.to_numeric(frame["value"], errors="raise")
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path / 'metrics.csv'} has a value that is no number ({err}): "
-                         f"{remedy}") from None
-    return frame
 
 
 def is_profile_run(path: Path) -> bool:

@@ -266,6 +266,9 @@ def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     at = f" cell {cell}" if cell is not None else ""
     last_line = str(evalue).strip().splitlines()[-1] if evalue else ""
+    for root in (req.results_root, req.data_root):  # the notebook's repo-relative `../../x`,
+        if root.startswith(".."):  # named as the rest of the line names it
+            last_line = last_line.replace(root, _shown(root))
     see = f" (see {_shown(failed)})" if failed.is_file() else ""
     hint = ""
     if ename == "DeadKernelError":  # nbclient's: the kernel process ended mid-notebook

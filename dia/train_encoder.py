@@ -25,8 +25,8 @@ import torch
 
 from dia.amplify import DissolveCache, DissolveTable, amplify_forward
 from dia.augment import AugmentParams, make_generator, num_shifts
-from dia.checkpoints import ensure_finite, read_checkpoint, save_checkpoint
-from dia.config import ExperimentConfig, comparable_sections, to_dict
+from dia.checkpoints import ensure_finite, read_checkpoint, require_checkpoint_of, save_checkpoint
+from dia.config import ExperimentConfig, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
 from dia.results import Run, RunError
@@ -82,25 +82,15 @@ def _identity(cfg: ExperimentConfig, method: str) -> dict[str, Any]:
     }
 
 
-def check_checkpoint(ckpt: dict[str, Any], cfg: ExperimentConfig, method: str, path: Path) -> None:
-    """Refuse an encoder checkpoint written for another dataset, method, seed or config."""
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(
-            f"{path} is not a DIA/CSI encoder checkpoint (format {ckpt.get('format')!r})"
-        )
-    want = _identity(cfg, method)
-    have = {key: ckpt.get(key) for key in want}
-    want["config"] = comparable_sections(want["config"])
-    have["config"] = comparable_sections(have["config"] or {})
-    if have != want:
-        diff = [k for k in ("dataset", "method", "seed") if have[k] != want[k]]
-        have_config = have["config"] or {}
-        diff += [f"config.{s}" for s in want["config"] if have_config.get(s) != want["config"][s]]
-        raise RunError(
-            f"encoder checkpoint {path} was written for another run (differs in {', '.join(diff)}: "
-            f"dataset {have['dataset']!r}, method {have['method']!r}); delete it or use another "
-            "results root"
-        )
+def check_checkpoint(ckpt: Any, cfg: ExperimentConfig, method: str, path: Path, *,
+                     remedy: str) -> None:
+    """Refuse an encoder checkpoint written for another dataset, method, seed or config (or no
+    encoder checkpoint at all), naming each difference; `remedy` says what to do."""
+    identity = _identity(cfg, method)
+    sections = identity.pop("config")
+    require_checkpoint_of(ckpt, path, kind="DIA/CSI encoder", fmt=CHECKPOINT_FORMAT,
+                          needs=("model", "optimizer", "epoch"), identity=identity,
+                          sections=sections, remedy=remedy)
 
 
 def load_encoder(
@@ -111,8 +101,9 @@ def load_encoder(
     if not path.is_file():
         raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT} (a run folder "
                        f"copied without its checkpoints?): delete the run folder to train it again")
-    ckpt = read_checkpoint(path, remedy=f"delete the run folder {run.path} to train it again")
-    check_checkpoint(ckpt, cfg, method, path)
+    remedy = f"delete the run folder {run.path} to train it again"
+    ckpt = read_checkpoint(path, remedy=remedy)
+    check_checkpoint(ckpt, cfg, method, path, remedy=remedy)
     model = build_encoder(cfg)
     model.load_state_dict(ckpt["model"])
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}
@@ -268,8 +259,7 @@ def train_amplifier(
     from dia.metrics import check_test_labels
 
     splits = load_for_config(cfg, data_root=data_root, results_root=results_root)
-    if splits.train.shape[0] == 0:
-        raise RunError(f"dataset {cfg.dataset!r} has no training images")
+    splits.require_training_normals("training the encoder")
     check_test_labels(splits, cfg.dataset)  # its evaluation would refuse it: before the hours
     dissolver, upstream = None, None
     if method == "dia":
@@ -298,7 +288,8 @@ def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool,
     if not path.is_file():
         return model, optimizer, 1
     ckpt = read_checkpoint(path)
-    check_checkpoint(ckpt, cfg, method, path)
+    check_checkpoint(ckpt, cfg, method, path, remedy=f"delete the run folder {run.path} to train "
+                     "it from its beginning, or use another results root")
     recorded = ckpt.get(UPSTREAM)
     if upstream is not None and recorded is not None and recorded != upstream:
         raise RunError(f"{path} was trained on the dissolving of {recorded['run']} as it was "

@@ -241,7 +241,8 @@ def test_corrupt_image_names_the_file_and_writes_nothing(tmp_path, results_root)
         _png(tmp_path / "sars_cov2" / "non-COVID" / f"{i}.png", i)
         _png(tmp_path / "sars_cov2" / "COVID" / f"{i}.png", i)
     (tmp_path / "sars_cov2" / "COVID" / "3.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match=r"cannot decode image .*COVID/3.png"):
+    with pytest.raises(DataError, match=r"cannot decode image .*COVID/3.png: .*replace it from "
+                                        r"the dataset.s archive"):
         load_dataset("sars_cov2", data_root=tmp_path, results_root=results_root, image_size=8)
     assert not (results_root / "splits").exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 
 import pytest
@@ -199,7 +200,9 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     assert other.path != first.path
     other.checkpoint_dir.mkdir()
     shutil.copy(first.checkpoint_dir / CHECKPOINT, other.checkpoint_dir / CHECKPOINT)
-    with pytest.raises(RunError, match=r"belongs to dataset 'synthetic'.*0\.005.*0\.001"):
+    with pytest.raises(RunError, match=r"written for another run \(differs in config.diffusion.lr: "
+                                       r"0\.005 in the checkpoint, 0\.001 here\); delete the run "
+                                       rf"folder {re.escape(str(other.path))}"):
         train_diffusion(other_cfg, results_root=tmp_path, device="cpu")
 
 

@@ -68,7 +68,8 @@ def test_each_run_records_the_checkpoint_it_read(scored):
     assert lineage.is_current(amplify) and lineage.is_current(evaluate)
 
 
-def test_a_retrained_encoder_is_scored_again_and_stops_the_table_until_then(scored, caplog):
+def test_a_retrained_encoder_is_scored_again_and_stops_the_table_until_then(scored, caplog,
+                                                                           monkeypatch):
     root, cfg = scored
     evaluate = stage_run_dir(cfg, "evaluate", "dia", root)
     encoder = stage_run_dir(cfg, "amplify", "dia", root) / "checkpoints" / CHECKPOINT
@@ -82,8 +83,14 @@ def test_a_retrained_encoder_is_scored_again_and_stops_the_table_until_then(scor
     assert not is_job_done(job, req)  # the suite runs the job again
     with pytest.raises(RunError, match="trained again since"):
         collect_metrics(root)
+    assert (evaluate / "val_scores.csv").is_file()
+    from dia import evaluate as evaluate_module  # the validation split has lost a class since:
+    only_test = evaluate_module.labelled_splits  # the rescoring writes no val_scores.csv
+    monkeypatch.setattr(evaluate_module, "labelled_splits",
+                        lambda *a: [next(iter(only_test(*a)))])
     evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
     assert "scoring the new encoder" in caplog.text
+    assert not (evaluate / "val_scores.csv").exists()  # the old encoder's scores are gone too
     record = json.loads((evaluate / DONE).read_text())[lineage.UPSTREAM]
     assert record["sha256"] == lineage.file_sha256(encoder)
     assert is_stage_done(cfg, "evaluate", "dia", root) and is_job_done(job, req)

@@ -69,6 +69,8 @@ def test_table_from_runs(results_root):
     ("NO NUMBER", "has a value that is no number"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
+    from dia.evaluate import read_metrics
+
     run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
     lines = (run.path / "metrics.csv").read_text().splitlines(keepends=True)
     if damage == "HEADER":  # every row gone, e.g. a grep that kept too little
@@ -80,6 +82,8 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
     where, done = re.escape(str(run.path / "metrics.csv")), re.escape(str(run.path / "DONE"))
     with pytest.raises(ValueError, match=rf"{where} {re.escape(says)}.*delete {done}"):
         report.write_tables(results_root)
+    with pytest.raises(ValueError, match=rf"{where} {re.escape(says)}.*delete {done}"):
+        read_metrics(run)  # the evaluate notebook's reading: the same refusal, not a KeyError
 
 
 def test_a_finished_scoring_run_without_its_metrics_file_is_an_error_not_a_gap(results_root):

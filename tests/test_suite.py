@@ -134,14 +134,17 @@ def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
 
 
 def test_failing_notebook_names_notebook_and_cell(fake_notebooks, tmp_path, capsys):
-    _notebook(fake_notebooks / "20_train_amplifier.ipynb", "raise ValueError('boom')")
+    _notebook(fake_notebooks / "20_train_amplifier.ipynb",
+              "raise ValueError(f'boom in {results_root}/runs')")
     root = tmp_path / "results"
     code = suite.main(["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
                        "--results-root", str(root), "--data-root", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1
     assert "FAILED amplify/synthetic/csi/s0: 20_train_amplifier.ipynb cell" in out
-    assert "ValueError: boom" in out
+    # the notebook gets the root relative to the repository (../../tmp/...); the line names it
+    # as the user gave it, as its "(see ...)" part does
+    assert f"ValueError: boom in {root}/runs (see {root}/" in out
     assert "evaluate/synthetic/csi/s0: not run" in out  # its dependent is not run
 
 

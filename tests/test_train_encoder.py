@@ -185,11 +185,32 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
         ckpt = copy.deepcopy(original)
         change(ckpt)
         torch.save(ckpt, ckpt_path)
-        refusal = rf"written for another run \(differs in {differs}\b"
+        refusal = rf"written for another run \(differs in {differs}\b.*delete the run folder"
         with pytest.raises(RunError, match=refusal):  # resuming
             train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
         with pytest.raises(RunError, match=refusal):  # scoring
             load_encoder(run, cfg, "csi")
+    # each difference with the checkpoint's value beside this run's
+    ckpt = copy.deepcopy(original)
+    ckpt.update(seed=1)
+    ckpt["config"]["amplify"].update(lr=0.5)
+    torch.save(ckpt, ckpt_path)
+    says = (r"differs in seed: 1 in the checkpoint, 0 here; config.amplify.lr: 0.5 in the "
+            rf"checkpoint, {cfg.amplify.lr} here\)")
+    with pytest.raises(RunError, match=says):
+        load_encoder(run, cfg, "csi")
+    # files that are no encoder checkpoint of this code: refused by name, not a deep traceback
+    without_model = {k: v for k, v in original.items() if k != "model"}
+    for other, says in ((torch.zeros(3), "holds a Tensor, not a dict"),
+                        ({**original, "format": "x"}, "format 'x', expected"),
+                        (without_model, "not a whole DIA/CSI encoder checkpoint \\(no model\\)"),
+                        ({**original, "config": [1]},
+                         "differs in config.data: \\(absent\\) in the checkpoint; config.amplify")):
+        torch.save(other, ckpt_path)
+        for call in (lambda: train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu"),
+                     lambda: load_encoder(run, cfg, "csi")):
+            with pytest.raises(RunError, match=f"{says}.*delete the run folder"):
+                call()
     # a finished run folder copied without its checkpoints: scoring says what to do
     ckpt_path.unlink()
     run.mark_done()
@@ -208,6 +229,27 @@ def test_a_one_class_test_set_is_refused_before_training_or_scoring(
         evaluate_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
     assert not (tmp_path / "runs" / "evaluate").exists()  # no half-written run folder
     with pytest.raises(ValueError, match=one_class):  # nor hours of training first
+        train_amplifier(cfg, "dia", results_root=tmp_path, device="cpu")
+    assert not (tmp_path / "runs" / "amplify" / "synthetic" / "dia").exists()
+
+
+def test_a_training_split_without_normals_is_refused_before_training_or_scoring(
+        tmp_path, monkeypatch):
+    import dataclasses
+
+    import dia.data
+    from dia.data import DataError
+
+    cfg = _cfg()
+    train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    load = dia.data.load_for_config
+    monkeypatch.setattr(dia.data, "load_for_config", lambda *a, **k: dataclasses.replace(
+        load(*a, **k), train=torch.empty(0, 3, 32, 32, dtype=torch.uint8), train_ids=[]))
+    says = r"training split of synthetic has no normal images, needed for {}; .*dia data check"
+    with pytest.raises(DataError, match=says.format("the CSI score's statistics")):
+        evaluate_amplifier(cfg, "csi", results_root=tmp_path, device="cpu")
+    assert not (tmp_path / "runs" / "evaluate").exists()  # no half-written run folder
+    with pytest.raises(DataError, match=says.format("training the encoder")):
         train_amplifier(cfg, "dia", results_root=tmp_path, device="cpu")
     assert not (tmp_path / "runs" / "amplify" / "synthetic" / "dia").exists()
 

@@ -436,9 +436,10 @@ def _read_json(path: Path) -> Any:
 def read_metrics(run: Run):
     """metrics.csv of a finished run as a DataFrame: method, metric (auc = test, val_auc =
     validation split), AUC and its 95 % interval."""
-    import pandas as pd
+    from dia.metrics import read_metrics_file
 
-    frame = pd.read_csv(run.finished_file("metrics.csv", "DDAD-ASR"))
+    run.finished_file("metrics.csv", "DDAD-ASR")  # a RunError saying what to do when missing
+    frame = read_metrics_file(run.path)
     columns = ["dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low",
                "ci_high"]
     return frame[columns]

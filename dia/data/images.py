@@ -57,7 +57,9 @@ def read_image(path: Path, size: int) -> np.ndarray:
     except FileNotFoundError as err:
         raise DataError(f"image {path} does not exist") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {err}; expected a PNG or JPEG file") from err
+        raise DataError(f"cannot decode image {path}: {err}; expected a whole PNG or JPEG file: "
+                        "replace it from the dataset's archive, then run "
+                        "`dia data check`") from err
     return array.transpose(2, 0, 1)
 
 

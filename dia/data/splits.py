@@ -54,6 +54,16 @@ class DatasetSplits:
     val_labels: torch.Tensor = field(default_factory=_no_labels)
     val_ids: list[str] = field(default_factory=list)
 
+    def require_training_normals(self, what: str) -> None:
+        """A DataError, before `what` (training or scoring) starts, when the training split
+        holds no normal image: CSI scoring takes its statistics from them as DIA trains on them."""
+        if self.train.shape[0] == 0:
+            from dia.data.registry import DataError
+
+            raise DataError(f"the training split of {self.key} has no normal images, needed for "
+                            f"{what}; check the data with `dia data check --data-root <the data "
+                            "root you used>`")
+
     def counts(self) -> dict[str, int]:
         """Counts per split and class, for `dia data check` and the notebooks."""
         return {
