@@ -5,8 +5,9 @@
 #                [--methods dia,csi,ddad] [--results-root DIR] [--data-root DIR] [--ablations]
 #                [--plan-only]
 set -euo pipefail
-cd "$(dirname "$0")"
-source tools/bootstrap.sh
+repo=$(cd "$(dirname "$0")" && pwd)
+# no cd: a relative --results-root, --data-root or $DIA_DATA_ROOT is read from where this is called
+source "$repo/tools/bootstrap.sh"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DIFFUSERS_VERBOSITY=error MPLBACKEND=Agg
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} PYTHONUNBUFFERED=1
-exec .venv/bin/python -m dia.suite "$@"
+exec "$repo/.venv/bin/python" -m dia.suite "$@"

@@ -89,9 +89,21 @@ def require_checkpoint_of(ckpt: Any, path: Path, *, kind: str, fmt: str, needs: 
                        f"{remedy}")
     diffs = [_difference(key, ckpt.get(key, _ABSENT), value)
              for key, value in identity.items() if ckpt.get(key, _ABSENT) != value]
-    recorded = ckpt.get("config")
-    have = comparable_sections(recorded) if isinstance(recorded, dict) else {}
-    want = comparable_sections(sections)
+    recorded = ckpt.get("config", _ABSENT)
+    if isinstance(recorded, dict):
+        diffs += _section_differences(comparable_sections(recorded), comparable_sections(sections))
+    else:
+        diffs.append(_difference("config", recorded, sections))
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise RunError(f"{kind} checkpoint {path} was written for another run (differs in "
+                       f"{shown}); {remedy}")
+
+
+def _section_differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """`_difference` of each config key (``config.amplify.lr``) the checkpoint's sections `have`
+    and this run's `want` do not share; of a whole section where one side lacks it."""
+    diffs = []
     for name in [*want, *(n for n in have if n not in want)]:
         mine, theirs = want.get(name, _ABSENT), have.get(name, _ABSENT)
         if mine == theirs:
@@ -103,18 +115,19 @@ def require_checkpoint_of(ckpt: Any, path: Path, *, kind: str, fmt: str, needs: 
                               mine.get(key, _ABSENT))
                   for key in [*mine, *(k for k in theirs if k not in mine)]
                   if theirs.get(key, _ABSENT) != mine.get(key, _ABSENT)]
-    if diffs:
-        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
-        raise RunError(f"{kind} checkpoint {path} was written for another run (differs in "
-                       f"{shown}); {remedy}")
+    return diffs
 
 
 def _difference(key: str, theirs: Any, mine: Any) -> str:
     def show(value: Any) -> str:
         return value if value is _ABSENT else repr(value)
 
-    if isinstance(theirs, dict) or isinstance(mine, dict):  # a whole section: too long to show
-        return f"{key}: {_ABSENT} in the checkpoint" if theirs is _ABSENT else key
+    if isinstance(theirs, dict) or isinstance(mine, dict):  # whole sections: too long to show
+        if theirs is _ABSENT or mine is _ABSENT:
+            return f"{key}: {_ABSENT} {'in the checkpoint' if theirs is _ABSENT else 'here'}"
+        if not isinstance(theirs, dict):
+            return f"{key}: a {type(theirs).__name__} in the checkpoint, not a mapping"
+        return key
     return f"{key}: {show(theirs)} in the checkpoint, {show(mine)} here"
 
 
@@ -124,18 +137,18 @@ def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None
 
     A checkpoint carries `run_hash` (and optionally other keys, e.g. the network's `name`);
     every key in `expected`, plus `run_hash == run.hash`, must match. `remedy`: what to do when
-    the file is damaged (`read_checkpoint`'s default: delete it, for a run that resumes).
+    the file is damaged or not this run's (default: delete it, for a run that resumes).
     """
     path = Path(path)
     if not path.is_file():
         return None
     state = read_checkpoint(path, weights_only=False, **({"remedy": remedy} if remedy else {}))
+    remedy = remedy or "delete it or use another results root"
     if not isinstance(state, dict):
         raise RunError(f"{path} is not a checkpoint of this code (it holds a "
-                       f"{type(state).__name__}); delete it or use another results root")
+                       f"{type(state).__name__}); {remedy}")
     expected = {"run_hash": run.hash, **expected}
     wrong = {key: state.get(key) for key, value in expected.items() if state.get(key) != value}
     if wrong:
-        raise RunError(f"{path} belongs to another run ({wrong} != {expected}); delete it or "
-                       "use another results root")
+        raise RunError(f"{path} belongs to another run ({wrong} != {expected}); {remedy}")
     return state

@@ -313,9 +313,9 @@ def load_config(
     for where, keys in ((str(path), raw), ("overrides", overrides)):
         own = sorted(set(keys) & {"profile", "dataset", "seed"})
         if own:
-            raise ConfigError(f"{where}: {', '.join(own)} cannot be set there (it would be "
-                              "ignored): pass them as load_config's own arguments (--profile, "
-                              "--dataset, --seed)")
+            raise ConfigError(f"{where}: {', '.join(own)} would be ignored there; "
+                              f"{'it is' if len(own) == 1 else 'they are'} load_config's own "
+                              "arguments (--profile, --dataset, --seed)")
     merged = _deep_merge(raw, overrides)
     merged.update(profile=profile, dataset=dataset, seed=seed)
     return build_config(merged, source=f"{path} with overrides {overrides}" if overrides

@@ -293,6 +293,14 @@ def open_diffusion_run(cfg: ExperimentConfig, results_root: str | Path = "result
     return open_stage_run(cfg, STAGE, METHOD, results_root)
 
 
+def diffusion_run_dir(cfg: ExperimentConfig, results_root: str | Path = "results") -> Path:
+    """Where the diffusion run of `cfg` is (or would be), creating nothing: for readers of a
+    finished run (`load_dissolver_model` says what to do when it is not there)."""
+    from dia.stages import stage_run_dir
+
+    return stage_run_dir(cfg, STAGE, METHOD, results_root)
+
+
 def _config_sections(cfg: ExperimentConfig) -> dict[str, Any]:
     full = to_dict(cfg)
     return {name: full[name] for name in SECTIONS}
@@ -472,10 +480,9 @@ def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None
             return path, None
         run_path, run_hash = path, _folder_hash(path)
     if not (run_path / "DONE").is_file():
-        raise RunError(
-            f"diffusion run {run_path} is not finished (no DONE marker): "
-            "run notebooks/10_train_diffusion first"
-        )
+        state = "is not finished (no DONE marker)" if run_path.is_dir() else "does not exist"
+        raise RunError(f"diffusion run {run_path} {state}: run notebooks/10_train_diffusion "
+                       "first")
     ckpt = run_path / "checkpoints" / CHECKPOINT
     if not ckpt.is_file():
         raise RunError(f"diffusion run {run_path} is DONE but has no {ckpt.relative_to(run_path)} "

@@ -27,11 +27,11 @@ import torch
 
 from dia.config import ExperimentConfig
 from dia.metrics import (
-    SPLITS, auc_rows, check_test_labels, labelled_splits, read_metrics_file, score_split,
-    write_metrics,
+    SPLITS, auc_rows, check_test_labels, labelled_splits, read_metrics_file, read_scores_file,
+    score_split, write_metrics,
 )
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
-from dia.results import DONE, Run, RunError, first_line, rerun_advice
+from dia.results import DONE, Run, RunError
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
@@ -143,31 +143,9 @@ def _score(run: Run, cfg: ExperimentConfig, method: str, model, splits, device: 
 
 
 def read_scores(run: Run):
-    """scores.csv of an evaluate run as a DataFrame (sample_id, label, anomaly_score); one that
-    cannot be read, or holds a label besides 0 and 1 or a score that is no finite number (a file
-    cut short or edited), is a RunError naming it and what to do."""
-    import pandas as pd
-
-    path = run.finished_file(SCORES, "evaluate")
-    problem = ""
-    try:
-        frame = pd.read_csv(path, dtype={"sample_id": str})
-    except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
-        problem = f"cannot be read ({first_line(err)})"
-    else:
-        missing = [c for c in ("sample_id", "label", "anomaly_score") if c not in frame.columns]
-        if missing:
-            problem = f"lacks the column(s) {', '.join(missing)}"
-        elif frame.empty:
-            problem = "holds no image"
-        elif not frame["label"].isin((0, 1)).all():
-            problem = "holds a label besides 0 (normal) and 1 (anomalous)"
-        elif not np.isfinite(pd.to_numeric(frame["anomaly_score"], errors="coerce")
-                             .to_numpy(dtype=float)).all():
-            problem = "holds an anomaly_score that is no finite number (a file cut short?)"
-    if problem:
-        raise RunError(f"{path} {problem}: {rerun_advice(run.path)}")
-    return frame
+    """scores.csv of a finished evaluate run as a DataFrame (sample_id, label, anomaly_score);
+    one damaged is a RunError naming it and what to do (`read_scores_file`)."""
+    return read_scores_file(run.finished_file(SCORES, "evaluate"))
 
 
 def read_metrics(run: Run):

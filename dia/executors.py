@@ -83,9 +83,15 @@ def _job_entry(job: Job, req: PlanRequest, notebook_dir: str,
     the environment changes `env` (a None value unsets the variable). Returns {"ok": bool,
     "error": str}; notebook errors are returned, not raised (papermill's exceptions do not
     always pickle)."""
+    import signal
+
     import dia.suite as suite
+    from dia.interrupt import sigterm_as_interrupt
     from dia.status import running_marker
 
+    # A driver started in the background by a script (`./run_all.sh --jobs 2 &`) passes on
+    # SIGINT ignored, and cancelling a job sends SIGINT: without this the job would run on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     suite.NOTEBOOK_DIR = Path(notebook_dir)
     for name, value in env.items():
         if value is None:
@@ -94,7 +100,7 @@ def _job_entry(job: Job, req: PlanRequest, notebook_dir: str,
             os.environ[name] = value
     if is_job_done(job, req):  # a requeued or duplicate submission
         return {"ok": True, "error": "", "skipped": True}
-    with running_marker(job, req):
+    with running_marker(job, req), sigterm_as_interrupt():
         try:
             suite.run_job(job, req)
         except Exception as err:  # noqa: BLE001 - reported to the driver
@@ -222,7 +228,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                 running[job.key] = (job, handle, gpu, time.monotonic())
                 on = f", GPU {gpu}" if gpu is not None else ""
                 log(f"[{number[job.key]}/{total}] {job.key}: running {job.notebook} "
-                    f"(pid {handle.job_id}{on}, log {handle.paths.stdout}) ...")
+                    f"(pid {handle.job_id}{on}, log {os.path.normpath(handle.paths.stdout)}) ...")
             if not running:
                 if waiting:  # only when a dependency can never finish (not expected)
                     for job in waiting:
@@ -249,8 +255,24 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
     except BaseException:
         for _, handle, _, _ in running.values():  # Ctrl-C: stop the children too
             handle.cancel(check=False)
+        _wait_for(running, log)
         raise
     return outcome
+
+
+def _wait_for(running: dict[str, tuple[Job, Any, str | None, float]], log,
+              timeout_s: float = 60.0) -> None:
+    """Wait (at most `timeout_s`) for cancelled jobs to end, each keeping its notebook so far,
+    before the caller releases the results root's lock."""
+    if not running:
+        return
+    log(f"stopping {len(running)} running job(s) ...")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not all(h.done() for _, h, _, _ in running.values()):
+        time.sleep(0.2)
+    left = [key for key, (_, h, _, _) in running.items() if not h.done()]
+    if left:
+        log(f"still running after {timeout_s:.0f}s, left to end on their own: {', '.join(left)}")
 
 
 def _local_result(handle, grace_s: float = 5.0) -> tuple[bool, str]:
@@ -259,14 +281,15 @@ def _local_result(handle, grace_s: float = 5.0) -> tuple[bool, str]:
     while not handle.paths.result_pickle.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     if not handle.paths.result_pickle.exists():
-        return False, f"its process ended without a result (killed?); see {handle.paths.stderr}"
+        return False, ("its process ended without a result (killed?); see "
+                       f"{os.path.normpath(handle.paths.stderr)}")
     try:
         result = handle.result()
     except Exception as err:  # noqa: BLE001 - the wrapper itself failed (not a notebook error)
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         error = re.compile(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b")
         what = next((line for line in reversed(lines) if error.match(line)), type(err).__name__)
-        return False, f"{what} (see {handle.paths.stderr})"
+        return False, f"{what} (see {os.path.normpath(handle.paths.stderr)})"
     return bool(result.get("ok")), str(result.get("error", ""))
 
 

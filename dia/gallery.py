@@ -56,11 +56,10 @@ def dissolving_gallery(
         ``<results_root>/figures/dissolving_<dataset>_<profile>.png``.
     """
     from dia.data import load_for_config
-    from dia.diffusion import load_dissolver_model, open_diffusion_run
+    from dia.diffusion import diffusion_run_dir, load_dissolver_model
     from dia.dissolve import dissolve
 
-    run = open_diffusion_run(cfg, results_root)
-    unet, alphas_cumprod = load_dissolver_model(run, device)
+    unet, alphas_cumprod = load_dissolver_model(diffusion_run_dir(cfg, results_root), device)
     splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
     rows = [(i, "normal") for i in _pick(splits.test_labels, 0, num_images, cfg.seed).tolist()]
     rows += [(i, "anomalous") for i in _pick(splits.test_labels, 1, num_images, cfg.seed).tolist()]

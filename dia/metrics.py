@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from dia.results import Run, rerun_advice, write_csv
+from dia.results import Run, RunError, first_line, rerun_advice, write_csv
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 SCORE_COLUMNS = ["sample_id", "label", "anomaly_score"]
@@ -126,9 +129,37 @@ def auc_rows(
     }]
 
 
-def read_metrics_file(path: str | Path) -> "pd.DataFrame":  # noqa: F821
-    """A finished run's metrics.csv; one that cannot be read, or lacks a column the table needs
-    (a file damaged or edited by hand), is a ValueError that names the run and what to do."""
+def read_scores_file(path: str | Path) -> pd.DataFrame:
+    """A per-image scores file (sample_id, label, anomaly_score) of a finished run; one that
+    cannot be read, or holds a label besides 0 and 1 or a score that is no finite number (a file
+    cut short or edited), is a RunError naming it and what to do."""
+    import pandas as pd
+
+    path, problem = Path(path), ""
+    try:
+        frame = pd.read_csv(path, dtype={"sample_id": str})
+    except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
+        problem = f"cannot be read ({first_line(err)})"
+    else:
+        missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
+        if missing:
+            problem = f"lacks the column(s) {', '.join(missing)}"
+        elif frame.empty:
+            problem = "holds no image"
+        elif not frame["label"].isin((0, 1)).all():
+            problem = "holds a label besides 0 (normal) and 1 (anomalous)"
+        elif not np.isfinite(pd.to_numeric(frame["anomaly_score"], errors="coerce")
+                             .to_numpy(dtype=float)).all():
+            problem = "holds an anomaly_score that is no finite number (a file cut short?)"
+    if problem:
+        raise RunError(f"{path} {problem}: {rerun_advice(path.parent)}")
+    return frame
+
+
+def read_metrics_file(path: str | Path) -> pd.DataFrame:
+    """The metrics.csv in the finished run folder `path`; one that cannot be read, lacks a column
+    or the auc row the table needs, or repeats a row (a file damaged or edited by hand), is a
+    ValueError that names the run and what to do."""
     import pandas as pd
 
     path, remedy = Path(path), rerun_advice(path)
@@ -142,6 +173,11 @@ def read_metrics_file(path: str | Path) -> "pd.DataFrame":  # noqa: F821
                          f"{remedy}")
     if not (frame["metric"] == "auc").any():  # left out, the table would look complete without it
         raise ValueError(f"{path / 'metrics.csv'} has no auc row: {remedy}")
+    repeated = frame[frame.duplicated(["method", "metric"])]
+    if not repeated.empty:  # which one would count?
+        first = repeated.iloc[0]
+        raise ValueError(f"{path / 'metrics.csv'} has more than one {first['metric']} row of "
+                         f"{first['method']}: {remedy}")
     try:
         frame["value"] = pd.to_numeric(frame["value"], errors="raise")
     except (TypeError, ValueError) as err:

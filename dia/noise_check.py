@@ -82,11 +82,11 @@ def check_ddpm(
         training set rather than learnt to denoise the kind of image it will dissolve.
     """
     from dia.data import load_for_config
-    from dia.diffusion import load_dissolver_model, open_diffusion_run, prepare_images
+    from dia.diffusion import diffusion_run_dir, load_dissolver_model, prepare_images
     from dia.stages import stage_config
 
     cfg = stage_config(cfg, "diffusion")
-    unet, alphas_cumprod = load_dissolver_model(open_diffusion_run(cfg, results_root), device)
+    unet, alphas_cumprod = load_dissolver_model(diffusion_run_dir(cfg, results_root), device)
     splits = load_for_config(cfg, data_root=data_root or None, results_root=results_root)
     samples = {"train": splits.train, "val": splits.val[splits.val_labels == 0]}
     g = torch.Generator().manual_seed(cfg.seed)

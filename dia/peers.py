@@ -91,16 +91,19 @@ def train_peer(cfg, method: str, *, results_root: str | Path = "results", data_r
 
 
 def load_scores(run: Run):
-    """The run's scores.csv as a DataFrame (sample_id, label, anomaly_score)."""
-    import pandas as pd
+    """The run's scores.csv as a DataFrame (sample_id, label, anomaly_score); one missing or
+    damaged is a RunError saying what to do (`dia.metrics.read_scores_file`)."""
+    from dia.metrics import read_scores_file
 
-    return pd.read_csv(run.finished_file("scores.csv", f"peer {run.method}"))
+    return read_scores_file(run.finished_file("scores.csv", f"peer {run.method}"))
 
 
 def load_metrics(run: Run):
-    import pandas as pd
+    """The run's metrics.csv; one missing or damaged says what to do (`read_metrics_file`)."""
+    from dia.metrics import read_metrics_file
 
-    return pd.read_csv(run.finished_file("metrics.csv", f"peer {run.method}"))
+    run.finished_file("metrics.csv", f"peer {run.method}")
+    return read_metrics_file(run.path)
 
 
 def plot_scores(run: Run, ax=None):
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({"run": str(run.path), "seconds": round(time.perf_counter() - t0, 1),
-                      **json.loads((run.path / "DONE").read_text() or "{}")}))
+                      **run.done_info()}))
     return 0
 
 

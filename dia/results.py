@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
@@ -44,11 +45,16 @@ class RunError(RuntimeError):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: readers see all or nothing."""
+    """Write `data` to `path` through a temporary file and a rename: readers see all or nothing.
+
+    The file gets the mode a plain `open` would give it (the umask's; a file replaced keeps its
+    own), not mkstemp's owner-only 0600: results are often shared, e.g. on a cluster."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -57,6 +63,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_file_mode() -> int:
+    """0o666 less the process's umask (which can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def first_line(err: BaseException) -> str:
@@ -134,6 +147,15 @@ class Run:
 
     def is_done(self) -> bool:
         return (self.path / DONE).is_file()
+
+    def done_info(self) -> dict[str, Any]:
+        """The summary in this run's DONE marker; {} when there is none, or it is no JSON
+        mapping (an older marker, or one edited by hand: the marker, not its text, says done)."""
+        try:
+            info = json.loads((self.path / DONE).read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def require_done(self, what: str = "") -> None:
         """Raise a clear error when this run has not finished."""
@@ -385,6 +407,10 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         what = "nothing" if record is None else type(record).__name__
         raise RunError(f"{file} holds {what}, not a run's config: {_remake(path)}")
+    for key in ("run", "config"):  # readers take their .get: each a mapping where present
+        if key in record and not isinstance(record[key], dict):
+            raise RunError(f"{file} has a {key!r} that is a {type(record[key]).__name__}, not "
+                           f"a mapping: {_remake(path)}")
     return record
 
 

@@ -13,8 +13,9 @@ Each job of the plan is in one of four states, checked in this order:
 3. ``failed``: a run folder of it is marked finished but lacks its metrics.csv or scores.csv
    (`dia.plan.missing_result`; its detail says what to do), or the notebook of its last failed
    attempt (``notebooks/.failed/``, removed when the next attempt starts) holds papermill's
-   error (``metadata.papermill.exception``). One that lacks only its config.yaml is
-   ``pending`` (the next call writes it anew), unless its last attempt failed.
+   error (``metadata.papermill.exception``), unless that error is the KeyboardInterrupt of a
+   Ctrl-C or SIGTERM (then ``pending``: stopped, not failed). One that lacks only its
+   config.yaml is ``pending`` (the next call writes it anew), unless its last attempt failed.
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
    killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
@@ -122,6 +123,9 @@ def _papermill_meta(path: Path) -> dict | None:
             (cell.get("metadata", {}).get("papermill") or {}).get("exception") is True
             for cell in nb.get("cells", [])
         )
+    meta["ename"] = next((out.get("ename") for cell in nb.get("cells", [])
+                          for out in cell.get("outputs", []) if out.get("output_type") == "error"),
+                         None)
     return meta
 
 
@@ -143,8 +147,11 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     if name and name != "config.yaml":  # a config.yaml alone: pending, said below
         return "failed", missing
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
-    if failed.is_file() and (_papermill_meta(failed) or {}).get("exception"):
+    meta = (_papermill_meta(failed) or {}) if failed.is_file() else {}
+    if meta.get("exception") and meta.get("ename") != "KeyboardInterrupt":
         return "failed", f"error in {failed}"
+    if meta.get("exception"):  # Ctrl-C or SIGTERM (the kernel's cell ends in KeyboardInterrupt)
+        return "pending", f"stopped (interrupted); the next call resumes it; so far: {failed}"
     for _, run in folders:
         log = run / "train_log.jsonl"
         if (not (run / DONE).is_file() and _fresh(log, now, fresh_s)

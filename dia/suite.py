@@ -50,7 +50,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              "instead of those of 0..N-1 (the DDPM, table and --ablations over "
                              "--seeds as usual)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list of dia, csi, ddad, ganomaly, patchcore")
-    parser.add_argument("--results-root", default="results")
+    parser.add_argument("--results-root", default="",
+                        help="default: results/ in the repository; a relative path is taken from "
+                             "the current folder, as --data-root and $DIA_DATA_ROOT are")
     parser.add_argument("--data-root", default="", help="default: $DIA_DATA_ROOT, else data/")
     parser.add_argument("--ablations", action="store_true", help="also run the ablation notebook")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and stop")
@@ -151,6 +153,15 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
         log(f"not found under the data root, so not run: {', '.join(absent)} "
             f"(see `{_check_command(data_root)}`)")
     return present, unusable, ddad
+
+
+def _report_without_ddad(present: list[str], ddad: set[str], methods: tuple[str, ...],
+                         log) -> None:
+    """Datasets DDAD-ASR does not apply to, said once rather than left out silently."""
+    without = [k for k in present if k not in ddad]
+    if "ddad" in methods and without:
+        log(f"DDAD-ASR not run on {', '.join(without)}: the training split holds no anomalous "
+            "images to draw its unlabeled set from (`dia data check`: train anomalous/pool)")
 
 
 def _report_unusable(unusable: dict[str, tuple[str, str]], data_root: str, log) -> None:
@@ -260,15 +271,22 @@ def run_job(job: Job, req: PlanRequest) -> None:
     atomic_write_text(stamp, json.dumps(stamp_record(job, req)))
 
 
+def _roots_as_shown(text: str, req: PlanRequest) -> str:
+    """`text` (a notebook's error, the status) with a root outside the repository, which the
+    notebooks and the status get repository-relative (``../../x``), named absolute as the
+    driver's own lines name it; links kept, as `_repo_relative` keeps them."""
+    for root in (req.results_root, req.data_root):
+        if root.startswith(".."):
+            text = text.replace(root, os.path.normpath(REPO / root))
+    return text
+
+
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
     failed = failed_path(req.results_root, job)
     cell = getattr(err, "cell_index", None)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     at = f" cell {cell}" if cell is not None else ""
-    last_line = str(evalue).strip().splitlines()[-1] if evalue else ""
-    for root in (req.results_root, req.data_root):  # the notebook's repo-relative `../../x`,
-        if root.startswith(".."):  # named as the rest of the line names it
-            last_line = last_line.replace(root, _shown(root))
+    last_line = _roots_as_shown(str(evalue).strip().splitlines()[-1] if evalue else "", req)
     see = f" (see {_shown(failed)})" if failed.is_file() else ""
     hint = ""
     if ename == "DeadKernelError":  # nbclient's: the kernel process ended mid-notebook
@@ -333,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root = _repo_relative(Path(args.results_root))
+    results_root = _repo_relative(Path(args.results_root or REPO / "results"))
     if args.data_root:
         args.data_root = str(_repo_relative(Path(args.data_root)))
     elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
@@ -357,8 +375,9 @@ def _drive(args: argparse.Namespace, requested: list[str], methods: tuple[str, .
         present, unusable, ddad = _available(requested, args.data_root, str(results_root),
                                              fetch=False, log=log)
         req = _request(args, present, methods, results_root, ddad)
-        print(format_status(plan_status(build_plan(req), req)))
+        print(_roots_as_shown(format_status(plan_status(build_plan(req), req)), req))
         _report_unusable(unusable, args.data_root, log)
+        _report_without_ddad(present, ddad, methods, log)
         return 0
     executor = args.executor or ("local-parallel" if args.jobs > 1 else "sequential")
     if args.plan_only:  # prints only: no lock (a running driver's folder can be planned)
@@ -400,6 +419,7 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
         f"datasets {','.join(present) or '(none)'}; {len(jobs)} jobs, {len(todo)} to run{render}, "
         f"rough estimate {describe(low, high)} ({basis})")
     _report_unusable(unusable, args.data_root, log)
+    _report_without_ddad(present, ddad, methods, log)
     if args.plan_only:
         for job in jobs:
             log(f"  {job.key} -> {_shown(rendered_path(results_root, job))}"

@@ -51,7 +51,7 @@ def test_dotted_and_nested_overrides():
         ({"amplify.epochs": 0}, "AmplifyConfig.epochs = 0; must be >= 1"),
         ({"peers.ganomaly_epochs": -1}, "must be >= 1"),
         ({"data.max_train": 0}, "must be >= 1"),
-        ({"seed": 3}, "overrides: seed cannot be set there"),
+        ({"seed": 3}, "overrides: seed would be ignored there; it is load_config's own"),
         ({"dataset": "pneumonia"}, "--dataset"),
         ({"amplify.exclude_own_dissolved": 1}, "true or false"),
         ({"dissolve.value_range": "other"}, "'reference'"),
@@ -110,8 +110,8 @@ def test_a_profile_file_with_a_repeated_key_or_bad_yaml_is_refused_by_name(tmp_p
         load_config("smoke", configs_dir=tmp_path)
     for line in ("seed: 5", "dataset: breast", "profile: paper"):  # the arguments' to set
         path.write_text(good + line + "\n")
-        with pytest.raises(ConfigError, match=rf"smoke.yaml: {line.split(':')[0]} cannot be set "
-                                              r"there \(it would be ignored\).*--seed"):
+        with pytest.raises(ConfigError, match=rf"smoke.yaml: {line.split(':')[0]} would be "
+                                              r"ignored there; it is load_config's own .*--seed"):
             load_config("smoke", configs_dir=tmp_path)
 
 

@@ -262,6 +262,7 @@ def test_corrupt_npz_and_wrong_keys(tmp_path, results_root):
                        "train_images: expected uint8"),
                       ({"train_images": np.zeros((4, 28, 28, 2), np.uint8)}, r"28, 28, 2\)"),
                       ({"test_images": np.zeros((4, 32, 28), np.uint8)}, "expected square"),
+                      ({"test_images": np.zeros((4, 0, 0), np.uint8)}, "at least 1×1 pixels"),
                       ({"test_labels": np.array([[0], [1], [5], [6]], np.uint8)},
                        "test_labels hold 5, 6, besides 0 and 1")):
         np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", **{**good, **bad})
@@ -278,6 +279,14 @@ def test_a_folder_where_the_npz_goes_is_broken_not_missing(tmp_path, results_roo
         load_dataset("pneumonia", data_root=tmp_path, results_root=results_root)
     row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "pneumonia")
     assert state(row) == "BROKEN" and "is not a file" in row["problem"]
+
+
+def test_a_file_where_a_dataset_folder_goes_is_broken_not_missing(tmp_path, results_root):
+    (tmp_path / "kvasir").write_text("")
+    with pytest.raises(DataError, match="kvasir is a file, where the folder of kvasir belongs"):
+        load_dataset("kvasir", data_root=tmp_path, results_root=results_root)
+    row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "kvasir")
+    assert state(row) == "BROKEN" and "is a file" in row["problem"]
 
 
 def test_an_npz_whose_compressed_bytes_are_damaged_is_broken_not_a_crash(tmp_path, results_root):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,7 @@ from dia.baselines.ddad_models import (
 from dia.config import load_config
 from dia.data.splits import DatasetSplits
 from dia.metrics import compute_auc
+from dia.results import RunError
 
 # -- score maps -----------------------------------------------------------------------------------
 
@@ -162,8 +165,6 @@ def test_unlabeled_set_with_pool_normals_and_short_classes():
 
 def test_a_validation_image_in_the_unlabeled_pool_is_refused():
     from dataclasses import replace
-
-    from dia.results import RunError
 
     splits = _splits()
     build_ddad_data(splits, _cfg())  # fine while the validation split is apart
@@ -314,6 +315,20 @@ def test_smoke_run_resumes_after_a_kill(tmp_path, monkeypatch, fast_bootstrap):
     assert len(ddad.plot_score_histograms(run).axes) == 5
     shown = ddad.read_metrics(run)
     assert shown[shown["metric"] == "auc"]["method"].tolist() == methods
+
+    # a finished run damaged or copied without its checkpoints: each says to train it again
+    retrain = f"delete the run folder {re.escape(str(run.path))} to train it again"
+    (run.path / "scores_rec.csv").write_text("")
+    with pytest.raises(RunError, match="scores_rec.csv cannot be read .*delete .*DONE"):
+        ddad.plot_score_histograms(run)
+    ensemble = run.path / "ensemble.json"
+    ensemble.write_text(ensemble.read_text()[:10])
+    with pytest.raises(RunError, match=f"ensemble.json cannot be read .*{retrain}"):
+        ddad.load_ensemble(run, cfg)
+    shutil.rmtree(run.checkpoint_dir)
+    ensemble.write_text(json.dumps(ddad.ensemble_plan(cfg)))
+    with pytest.raises(RunError, match=f"udm_0.pt is missing from the finished run .*{retrain}"):
+        ddad.load_ensemble(run, cfg)
 
 
 def test_not_applicable_writes_nothing(tmp_path, monkeypatch):

@@ -322,3 +322,14 @@ def test_trains_and_resumes_on_cuda(tmp_path):
     assert run.is_done() and [r["step"] for r in run.read_log()] == [2, 4, 6]
     unet, ac = load_dissolver_model(run, "cuda")
     assert next(unet.parameters()).device.type == "cuda" and ac.device.type == "cuda"
+
+
+def test_the_gallery_before_the_ddpm_is_trained_says_so_and_creates_nothing(tmp_path):
+    from dia.gallery import dissolving_gallery
+    from dia.noise_check import check_ddpm
+
+    for call in (lambda: dissolving_gallery(tiny_cfg(), results_root=tmp_path, device="cpu"),
+                 lambda: check_ddpm(tiny_cfg(), results_root=tmp_path, device="cpu")):
+        with pytest.raises(RunError, match="diffusion run .* does not exist|is not finished"):
+            call()
+    assert not (tmp_path / "runs").exists()  # no folder of a run that never ran

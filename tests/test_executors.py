@@ -408,10 +408,13 @@ def test_submit_slurm_writes_the_right_sbatch_files(tmp_path, fake_notebooks):
 # status
 
 
-def _rendered(path: Path, *, exception: bool, end: bool = True) -> None:
+def _rendered(path: Path, *, exception: bool, end: bool = True,
+              ename: str = "ZeroDivisionError") -> None:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("1/0" if exception else "1")
     cell.metadata["papermill"] = {"exception": exception}
+    if exception:  # as papermill keeps the cell's error
+        cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue="", traceback=[])]
     nb.cells = [cell]
     nb.metadata["papermill"] = {"exception": exception or None, "start_time": "2024-01-01T00:00:00",
                                 "end_time": "2024-01-01T00:01:00" if end else None}
@@ -515,6 +518,10 @@ def test_status_states(tmp_path):
     _rendered(failed_path(tmp_path, ddpm), exception=True)  # the last try of the DDPM failed
     state, detail = job_state(ddpm, req)
     assert state == "failed" and "error in " in detail, detail  # not the config's "pending"
+    # stopped by Ctrl-C or SIGTERM (the cell's KeyboardInterrupt, as tried by hand): pending
+    _rendered(failed_path(tmp_path, ddpm), exception=True, ename="KeyboardInterrupt")
+    state, detail = job_state(ddpm, req)
+    assert state == "pending" and "stopped (interrupted); the next call resumes it" in detail
 
 
 def test_local_result_of_a_killed_or_crashed_process(tmp_path):
@@ -535,3 +542,39 @@ def test_local_result_of_a_killed_or_crashed_process(tmp_path):
                                                     stderr=tmp_path / "e.err"), result=crash)
     ok, why = ex._local_result(crashed)
     assert not ok and why.startswith("ModuleNotFoundError: No module named 'dia'")
+
+
+_CHILD = """
+import sys, time
+import dia.executors as ex, dia.suite as suite
+from dia.plan import PlanRequest, build_plan
+
+def run_job(job, req):
+    print("running", flush=True)
+    time.sleep(60)
+
+suite.run_job = run_job
+req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",),
+                  results_root=sys.argv[1])
+ex._job_entry(build_plan(req)[0], req, ".", {})
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_job_process_stops_on_its_cancel_even_with_sigint_ignored(tmp_path, signum):
+    """A driver started with `&` from a script hands its job processes SIGINT ignored; the
+    cancel (submitit sends SIGINT) and a kill (SIGTERM) must still end the job."""
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert child.stdout.readline().strip() == "running"
+        child.send_signal(getattr(signal, signum))
+        assert child.wait(timeout=20) != 0  # ended by the signal, well before its 60 s
+    finally:
+        child.kill()
+    assert not list((tmp_path / "notebooks" / ".running").glob("*.json"))  # its marker went

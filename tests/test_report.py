@@ -67,6 +67,7 @@ def test_table_from_runs(results_root):
     ("auc,0.9\n", "lacks the column(s) dataset, method"),
     ("HEADER", "has no auc row"),
     ("NO NUMBER", "has a value that is no number"),
+    ("TWICE", "has more than one auc row of dia"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
     from dia.evaluate import read_metrics
@@ -75,6 +76,8 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
     lines = (run.path / "metrics.csv").read_text().splitlines(keepends=True)
     if damage == "HEADER":  # every row gone, e.g. a grep that kept too little
         damage = lines[0]
+    elif damage == "TWICE":  # e.g. two runs' files pasted together
+        damage = "".join(lines) + "".join(lines[1:])
     elif damage == "NO NUMBER":
         damage = lines[0] + "".join(line.replace(",auc,", ",auc,abc", 1) if ",auc," in line
                                     else line for line in lines[1:])

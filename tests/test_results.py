@@ -40,7 +40,8 @@ def test_a_damaged_config_or_env_record_names_its_file_and_what_to_do(results_ro
     config_file, env_file = run.path / "config.yaml", run.path / "env.json"
     good = config_file.read_text()
     for text, says in (("run: [unclosed\n  : :", "cannot be read"), ("- a\n- list\n", "holds list"),
-                       (b"\xff\xfe\x00\x01", "cannot be read")):
+                       (b"\xff\xfe\x00\x01", "cannot be read"),
+                       ("run: {}\nconfig: edited\n", "has a 'config' that is a str, not a mapping")):
         if isinstance(text, bytes):  # bytes that are no text
             config_file.write_bytes(text)
         else:
@@ -268,6 +269,22 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+def test_atomic_write_gives_the_mode_of_a_plain_open_not_owner_only(tmp_path):
+    import stat
+
+    before = os.umask(0o027)  # a group-readable umask, as on a shared cluster
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        atomic_write_text(tmp_path / "a.txt", "new")
+    finally:
+        os.umask(before)
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("a.txt") == mode("plain.txt") == 0o640  # mkstemp alone gives 0o600
+    (tmp_path / "a.txt").chmod(0o604)  # a file replaced keeps its own mode (e.g. a README)
+    atomic_write_text(tmp_path / "a.txt", "newer")
+    assert mode("a.txt") == 0o604
+
+
 def test_exclusive_lets_one_process_at_a_time_work_on_a_run(results_root, capfd, hold_lock,
                                                            locked_elsewhere):
     import threading
@@ -401,3 +418,30 @@ def test_a_whole_checkpoint_that_does_not_load_is_not_called_damaged(tmp_path):
     with pytest.raises(RunError, match="cannot be loaded .* the file is whole") as err:
         read_checkpoint(path)
     assert "delete" not in str(err.value)  # a long run's good file is not to be thrown away
+
+
+def test_a_run_checkpoint_of_another_run_or_no_dict_is_refused_with_the_callers_remedy(
+        results_root):
+    import re
+
+    import torch
+
+    from dia.checkpoints import load_run_checkpoint, save_checkpoint
+
+    cfg = load_config("smoke", dataset="synthetic")
+    run = open_run(cfg, stage="peers", method="ganomaly", results_root=results_root,
+                   sections=("data", "peers"))
+    path = run.checkpoint_dir / "last.pt"
+    path.parent.mkdir()
+    assert load_run_checkpoint(path, run) is None  # none yet: a fresh start
+    save_checkpoint(path, {"run_hash": run.hash, "name": "g"})
+    assert load_run_checkpoint(path, run, name="g")["name"] == "g"
+    finished = f"delete the run folder {run.path} to train it again"  # e.g. a finished run's
+    for state, says in (({"run_hash": run.hash, "name": "d"}, "belongs to another run"),
+                        ({"run_hash": "other", "name": "g"}, "belongs to another run"),
+                        (torch.zeros(3), "not a checkpoint of this code .it holds a Tensor")):
+        save_checkpoint(path, state)
+        with pytest.raises(RunError, match=f"{says}.*delete it or use another results root"):
+            load_run_checkpoint(path, run, name="g")
+        with pytest.raises(RunError, match=f"{says}.*{re.escape(finished)}"):
+            load_run_checkpoint(path, run, remedy=finished, name="g")

@@ -54,3 +54,16 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     assert f"finished: 1 ran, {len(rendered) - 1} skipped" in second.stdout
     assert second.stdout.count("done already, skipped") == len(rendered) - 1
     assert second_s < 0.5 * first_s
+
+
+def test_relative_roots_are_read_from_where_run_all_is_called(tmp_path, monkeypatch):
+    (tmp_path / "data1").mkdir()
+    monkeypatch.delenv("DIA_DATA_ROOT", raising=False)
+    out = subprocess.run(
+        [str(REPO / "run_all.sh"), "--plan-only", "--profile", "smoke", "--datasets", "synthetic",
+         "--results-root", "res", "--data-root", "data1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]  # data1 is a folder here
+    assert f"-> {tmp_path / 'res' / 'notebooks'}/" in out.stdout  # not res/ in the repository
+    assert not (REPO / "res").exists()

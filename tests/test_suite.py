@@ -145,6 +145,10 @@ def test_failing_notebook_names_notebook_and_cell(fake_notebooks, tmp_path, caps
     # the notebook gets the root relative to the repository (../../tmp/...); the line names it
     # as the user gave it, as its "(see ...)" part does
     assert f"ValueError: boom in {root}/runs (see {root}/" in out
+    assert suite.main(["--status", "--profile", "smoke", "--datasets", "synthetic", "--methods",
+                       "csi", "--results-root", str(root), "--data-root", str(tmp_path)]) == 0
+    status = capsys.readouterr().out
+    assert f"error in {root}/notebooks/.failed/" in status and "../" not in status
     assert "evaluate/synthetic/csi/s0: not run" in out  # its dependent is not run
 
 
@@ -350,3 +354,25 @@ def test_a_signal_stops_the_running_notebook_and_its_kernel(fake_notebooks, tmp_
     assert not list(notebooks.glob("10_train_diffusion-*.ipynb"))  # not rendered
     assert not list(notebooks.glob(".partial/*")) and not list(notebooks.rglob("*.json"))
     suite._lock(root).close()  # not held any more
+
+
+def test_datasets_ddad_does_not_apply_to_are_named_not_dropped_silently(tmp_path, monkeypatch,
+                                                                         capsys):
+    real = suite._available
+
+    def no_pool_anomalies(*args, **kwargs):  # as kvasir, sars_cov2 and aptos are
+        present, unusable, _ = real(*args, **kwargs)
+        return present, unusable, set()
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["--datasets", "synthetic", "--results-root", str(tmp_path)]
+    assert suite.main(["--plan-only", *argv]) == 0
+    assert "DDAD-ASR not run" not in capsys.readouterr().out  # synthetic has pool anomalies
+    monkeypatch.setattr(suite, "_available", no_pool_anomalies)
+    for flag in ("--plan-only", "--status"):
+        assert suite.main([flag, *argv]) == 0
+        out = capsys.readouterr().out
+        assert "DDAD-ASR not run on synthetic: the training split holds no anomalous" in out
+        assert "ddad/synthetic" not in out
+    assert suite.main(["--plan-only", *argv, "--methods", "dia"]) == 0
+    assert "DDAD-ASR" not in capsys.readouterr().out  # not asked for: not mentioned

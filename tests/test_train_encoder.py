@@ -205,7 +205,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
                         ({**original, "format": "x"}, "format 'x', expected"),
                         (without_model, "not a whole DIA/CSI encoder checkpoint \\(no model\\)"),
                         ({**original, "config": [1]},
-                         "differs in config.data: \\(absent\\) in the checkpoint; config.amplify")):
+                         "differs in config: a list in the checkpoint, not a mapping\\)")):
         torch.save(other, ckpt_path)
         for call in (lambda: train_amplifier(cfg, "csi", results_root=tmp_path, device="cpu"),
                      lambda: load_encoder(run, cfg, "csi")):

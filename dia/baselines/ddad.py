@@ -53,7 +53,7 @@ from dia.baselines.ddad_models import (
     to_ddad_gray,
 )
 from dia.checkpoints import ensure_finite, load_run_checkpoint, save_checkpoint
-from dia.results import Run, RunError
+from dia.results import Run, RunError, first_line
 
 STAGE = "ddad"
 SCORE_KINDS = ("rec", "intra", "inter", "asr", "asr_intra")
@@ -406,15 +406,16 @@ def _train_and_score(run: Run, cfg, data: DDADData, device: torch.device) -> Non
 def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str, Any]:
     """The networks of a run, from the files listed in its ensemble.json only (eval mode)."""
     plan = ensemble_plan(cfg)
-    recorded = _read_json(run.path / "ensemble.json")
+    recorded = _read_json(run, "ensemble.json")
     if recorded != plan:
-        raise RunError(f"{run.path}/ensemble.json does not list the networks this config expects")
+        raise RunError(f"{run.path}/ensemble.json does not list the networks this config expects: "
+                       f"{_retrain_advice(run)}")
 
     def load(rel: str, model: nn.Module) -> nn.Module:
         state = load_run_checkpoint(run.path / rel, run, name=Path(rel).stem,
-                                    remedy=f"delete the run folder {run.path} to train it again")
+                                    remedy=_retrain_advice(run))
         if state is None:
-            raise RunError(f"{run.path / rel} is missing; train the run first (train_ddad)")
+            raise _missing(run, rel)
         model.load_state_dict(state["model"])
         return model.to(device).eval().requires_grad_(False)
 
@@ -425,12 +426,30 @@ def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str
     }
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(run: Run, name: str) -> Any:
     import json
 
+    path = run.path / name
     if not path.is_file():
-        raise RunError(f"{path} is missing; train the run first (train_ddad)")
-    return json.loads(path.read_text())
+        raise _missing(run, name)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # cut short, or not UTF-8
+        raise RunError(f"{path} cannot be read ({first_line(err)}): "
+                       f"{_retrain_advice(run)}") from None
+
+
+def _retrain_advice(run: Run) -> str:
+    return f"delete the run folder {run.path} to train it again"
+
+
+def _missing(run: Run, name: str) -> RunError:
+    """A file of the run that is not there: a finished run (copied without its checkpoints?)
+    is trained again, an unfinished one first finishes."""
+    if run.is_done():
+        return RunError(f"{run.path / name} is missing from the finished run (a folder copied "
+                        f"without its checkpoints?): {_retrain_advice(run)}")
+    return RunError(f"{run.path / name} is missing; train the run first (train_ddad)")
 
 
 def read_metrics(run: Run):
@@ -505,15 +524,14 @@ def plot_examples(run: Run, cfg, *, data_root=None, results_root="results", per_
 def plot_score_histograms(run: Run):
     """Normal vs anomalous histograms of every score kind (min-max normalised, as the reference)."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    from dia.metrics import scores_file
+    from dia.metrics import read_scores_file, scores_file
 
     run.require_done("DDAD-ASR")
     kinds = [k for k in SCORE_KINDS if (run.path / scores_file("test", k)).is_file()]
     fig, axes = plt.subplots(1, len(kinds), figsize=(3 * len(kinds), 2.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        frame = pd.read_csv(run.path / scores_file("test", kind))
+        frame = read_scores_file(run.path / scores_file("test", kind))
         s = frame["anomaly_score"].to_numpy()
         s = (s - s.min()) / (s.max() - s.min() + 1e-12)
         for label, name in ((0, "normal"), (1, "anomalous")):

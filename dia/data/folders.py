@@ -32,6 +32,9 @@ MAX_MISSING_FRACTION = 0.01  # DDAD's data.json may name a few absent files; mor
 
 def dataset_dir(key: str, root: Path) -> Path:
     path = root / DIRS[key]
+    if path.exists() and not path.is_dir():  # not missing: something else is in its place
+        raise DataError(f"{path} is a file, where the folder of {key} belongs: move it away "
+                        f"and put the dataset there ({get_spec(key).layout})")
     if not path.is_dir():
         spec = get_spec(key)
         raise DataMissing(

@@ -57,9 +57,9 @@ def read_image(path: Path, size: int) -> np.ndarray:
     except FileNotFoundError as err:
         raise DataError(f"image {path} does not exist") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {err}; expected a whole PNG or JPEG file: "
-                        "replace it from the dataset's archive, then run "
-                        "`dia data check`") from err
+        raise DataError(f"cannot decode image {path}: {err}; expected a whole PNG, JPEG, BMP or "
+                        "TIFF file: replace it from the dataset's archive and run the same "
+                        "command again (`dia data check` reads only the files' headers)") from err
     return array.transpose(2, 0, 1)
 
 
@@ -82,6 +82,9 @@ def check_uint8_images(images: np.ndarray, source: str) -> None:
     if images.shape[1] != images.shape[2]:
         raise DataError(f"{source}: expected square images (MedMNIST's are), got "
                         f"{images.shape[1]}×{images.shape[2]} in shape {images.shape}")
+    if images.shape[1] == 0:
+        raise DataError(f"{source}: expected images of at least 1×1 pixels, got shape "
+                        f"{images.shape}")
 
 
 def to_rgb_uint8(images: np.ndarray, size: int, source: str) -> torch.Tensor:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dia.data.registry import DataError
+
 
 def _no_images() -> torch.Tensor:
     return torch.empty(0, 3, 0, 0, dtype=torch.uint8)
@@ -58,8 +60,6 @@ class DatasetSplits:
         """A DataError, before `what` (training or scoring) starts, when the training split
         holds no normal image: CSI scoring takes its statistics from them as DIA trains on them."""
         if self.train.shape[0] == 0:
-            from dia.data.registry import DataError
-
             raise DataError(f"the training split of {self.key} has no normal images, needed for "
                             f"{what}; check the data with `dia data check --data-root <the data "
                             "root you used>`")
