@@ -28,8 +28,10 @@ run through submitit writes a running marker read by `dia.status`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dia.plan import Job, Outcome, PlanRequest, is_job_done
+from dia.status import marker_path
 
 EXECUTORS = ("sequential", "local-parallel", "slurm")
 LOCAL_TIMEOUT_MIN = 14 * 24 * 60  # submitit's LocalExecutor kills jobs after 2 min by default
@@ -83,15 +86,10 @@ def _job_entry(job: Job, req: PlanRequest, notebook_dir: str,
     the environment changes `env` (a None value unsets the variable). Returns {"ok": bool,
     "error": str}; notebook errors are returned, not raised (papermill's exceptions do not
     always pickle)."""
-    import signal
-
     import dia.suite as suite
     from dia.interrupt import sigterm_as_interrupt
     from dia.status import running_marker
 
-    # A driver started in the background by a script (`./run_all.sh --jobs 2 &`) passes on
-    # SIGINT ignored, and cancelling a job sends SIGINT: without this the job would run on.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     suite.NOTEBOOK_DIR = Path(notebook_dir)
     for name, value in env.items():
         if value is None:
@@ -100,7 +98,8 @@ def _job_entry(job: Job, req: PlanRequest, notebook_dir: str,
             os.environ[name] = value
     if is_job_done(job, req):  # a requeued or duplicate submission
         return {"ok": True, "error": "", "skipped": True}
-    with running_marker(job, req), sigterm_as_interrupt():
+    # the interrupt first: once the marker is there, the driver may stop the job (`_stop_all`)
+    with sigterm_as_interrupt(), running_marker(job, req):
         try:
             suite.run_job(job, req)
         except Exception as err:  # noqa: BLE001 - reported to the driver
@@ -253,26 +252,51 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                     fail(job, why)
                     log(f"{prefix}: FAILED after {took:.0f}s: {why}")
     except BaseException:
-        for _, handle, _, _ in running.values():  # Ctrl-C: stop the children too
-            handle.cancel(check=False)
-        _wait_for(running, log)
+        _stop_all(running, req, log)  # Ctrl-C or SIGTERM: stop the children too
         raise
     return outcome
 
 
-def _wait_for(running: dict[str, tuple[Job, Any, str | None, float]], log,
+def _stop_all(running: dict[str, tuple[Job, Any, str | None, float]], req: PlanRequest, log,
               timeout_s: float = 60.0) -> None:
-    """Wait (at most `timeout_s`) for cancelled jobs to end, each keeping its notebook so far,
-    before the caller releases the results root's lock."""
+    """Stop the running jobs and wait (at most `timeout_s`) for them to end, each keeping its
+    notebook so far in ``.failed/``, before the caller releases the results root's lock.
+
+    Each job's submitit controller gets a SIGTERM, which it passes on to the job process, where
+    `_job_entry` makes it an interrupt; sent only once the job has written its running marker,
+    as `_job_entry` does after it has set that up (before, submitit's own handler ignores it).
+    Not submitit's `cancel`: its SIGINT is ignored by a driver started with `&` from a script (a
+    shell without job control) and by every process it starts, so the jobs ran on; and where it
+    is not ignored, the controller kills the job a second later, in the middle of its cleanup."""
     if not running:
         return
     log(f"stopping {len(running)} running job(s) ...")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not all(h.done() for _, h, _, _ in running.values()):
+    now_wall, now = time.time(), time.monotonic()
+    stopped: set[str] = set()
+    deadline = now + timeout_s
+    while time.monotonic() < deadline:
+        left = {key: entry for key, entry in running.items() if not entry[1].done()}
+        if not left:
+            return
+        for key, (job, handle, _, start) in left.items():
+            marker = marker_path(req.results_root, job)
+            submitted = now_wall - (now - start)
+            if key not in stopped and marker.is_file() and marker.stat().st_mtime >= submitted - 1:
+                _stop(handle)
+                stopped.add(key)
         time.sleep(0.2)
-    left = [key for key, (_, h, _, _) in running.items() if not h.done()]
-    if left:
-        log(f"still running after {timeout_s:.0f}s, left to end on their own: {', '.join(left)}")
+    log(f"still running after {timeout_s:.0f}s, left to end on their own: "
+        f"{', '.join(k for k, e in running.items() if not e[1].done())}")
+
+
+def _stop(handle) -> None:
+    """SIGTERM to the job's submitit controller (`_stop_all`); submitit's cancel elsewhere."""
+    process = getattr(handle, "_process", None)  # submitit 1.5's LocalJob (pinned)
+    if process is None:
+        handle.cancel(check=False)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
 
 
 def _local_result(handle, grace_s: float = 5.0) -> tuple[bool, str]:

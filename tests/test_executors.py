@@ -560,21 +560,29 @@ ex._job_entry(build_plan(req)[0], req, ".", {})
 """
 
 
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_a_job_process_stops_on_its_cancel_even_with_sigint_ignored(tmp_path, signum):
-    """A driver started with `&` from a script hands its job processes SIGINT ignored; the
-    cancel (submitit sends SIGINT) and a kill (SIGTERM) must still end the job."""
+def test_stopping_the_jobs_reaches_a_job_whose_driver_ignores_sigint(tmp_path):
+    """A driver started with `&` from a script hands its jobs SIGINT ignored, so submitit's
+    cancel (SIGINT) left them running. `_stop_all` sends SIGTERM once the job's marker shows
+    that `_job_entry` turns it into an interrupt, and waits for the job to end."""
     import signal
     import subprocess
     import sys
 
-    child = subprocess.Popen(
+    req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",),
+                      results_root=str(tmp_path))
+    job = build_plan(req)[0]
+    child = subprocess.Popen(  # stands for submitit's controller and the job process in one
         [sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    handle = SimpleNamespace(_process=child, done=lambda: child.poll() is not None)
+    lines: list[str] = []
     try:
-        assert child.stdout.readline().strip() == "running"
-        child.send_signal(getattr(signal, signum))
-        assert child.wait(timeout=20) != 0  # ended by the signal, well before its 60 s
+        start = time.monotonic()
+        ex._stop_all({job.key: (job, handle, None, start)}, req, lines.append, timeout_s=30)
+        assert child.poll() is not None and child.returncode != 0  # ended by the interrupt
+        assert time.monotonic() - start < 30  # well before the job's 60 s
     finally:
         child.kill()
-    assert not list((tmp_path / "notebooks" / ".running").glob("*.json"))  # its marker went
+    assert child.stdout.read().strip() == "running"  # it had started its notebook
+    assert lines == ["stopping 1 running job(s) ..."]
+    assert not marker_path(tmp_path, job).exists()  # its marker went with it
