@@ -10,4 +10,5 @@ repo=$(cd "$(dirname "$0")" && pwd)
 source "$repo/tools/bootstrap.sh"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 DIFFUSERS_VERBOSITY=error MPLBACKEND=Agg
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} PYTHONUNBUFFERED=1
-exec "$repo/.venv/bin/python" -m dia.suite "$@"
+# -P: the caller's folder is not put on sys.path (a dia/ or yaml.py there would shadow ours)
+exec "$repo/.venv/bin/python" -P -m dia.suite "$@"

@@ -29,6 +29,7 @@ run through submitit writes a running marker read by `dia.status`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -263,30 +264,46 @@ def _stop_all(running: dict[str, tuple[Job, Any, str | None, float]], req: PlanR
     notebook so far in ``.failed/``, before the caller releases the results root's lock.
 
     Each job's submitit controller gets a SIGTERM, which it passes on to the job process, where
-    `_job_entry` makes it an interrupt; sent only once the job has written its running marker,
-    as `_job_entry` does after it has set that up (before, submitit's own handler ignores it).
-    Not submitit's `cancel`: its SIGINT is ignored by a driver started with `&` from a script (a
-    shell without job control) and by every process it starts, so the jobs ran on; and where it
-    is not ignored, the controller kills the job a second later, in the middle of its cleanup."""
+    `_job_entry` makes it an interrupt; sent once the job has written its running marker (which
+    names the controller, so an older job's marker does not count), as `_job_entry` does after
+    it has set that up: before, submitit's own handler ignores it. Not submitit's `cancel`: its
+    SIGINT is ignored by a driver started with `&` from a script (a shell without job control)
+    and by every process it starts, so the jobs ran on; and where it is not ignored, the
+    controller kills the job a second later, in the middle of its cleanup. A second interrupt
+    while waiting signals every job at once and stops waiting, naming those still running."""
     if not running:
         return
     log(f"stopping {len(running)} running job(s) ...")
-    now_wall, now = time.time(), time.monotonic()
     stopped: set[str] = set()
-    deadline = now + timeout_s
-    while time.monotonic() < deadline:
-        left = {key: entry for key, entry in running.items() if not entry[1].done()}
-        if not left:
-            return
-        for key, (job, handle, _, start) in left.items():
-            marker = marker_path(req.results_root, job)
-            submitted = now_wall - (now - start)
-            if key not in stopped and marker.is_file() and marker.stat().st_mtime >= submitted - 1:
+
+    def still_running() -> dict[str, tuple[Job, Any, str | None, float]]:
+        return {key: entry for key, entry in running.items() if not entry[1].done()}
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        while still_running() and time.monotonic() < deadline:
+            for key, (job, handle, _, _) in still_running().items():
+                if key not in stopped and _marker_names(marker_path(req.results_root, job),
+                                                        handle):
+                    _stop(handle)
+                    stopped.add(key)
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # asked again: no more waiting
+        for key, (_, handle, _, _) in still_running().items():
+            if key not in stopped:
                 _stop(handle)
-                stopped.add(key)
-        time.sleep(0.2)
-    log(f"still running after {timeout_s:.0f}s, left to end on their own: "
-        f"{', '.join(k for k, e in running.items() if not e[1].done())}")
+    left = still_running()
+    if left:
+        log(f"still running, left to end on their own: {', '.join(left)} (see `--status`)")
+
+
+def _marker_names(marker: Path, handle) -> bool:
+    """Whether the running marker at `marker` was written by the job of `handle` (the marker
+    records its submitit controller's pid, submitit's job id for a local job)."""
+    try:
+        return json.loads(marker.read_text()).get("controller") == str(handle.job_id)
+    except (OSError, ValueError, AttributeError):  # not there (yet, or any more), being written
+        return False
 
 
 def _stop(handle) -> None:

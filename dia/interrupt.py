@@ -21,8 +21,10 @@ gets another `KILLED_WAIT_S` to notice before the interrupt is raised again in t
 that the worker thread is left behind (a daemon) and may still be writing its notebook.
 
 This is what the ``sequential`` executor gets. Under ``local-parallel`` each job runs this in a
-submitit process, whose controller SIGKILLs it about a second after passing the SIGINT on, so
-there the notebook so far stays in ``.partial/`` and the kernel exits with its parent.
+submitit process. The driver stops it with a SIGTERM (`dia.executors._stop_all`), which it
+takes as this interrupt; but a Ctrl-C in the terminal also reaches the job's submitit
+controller, which SIGKILLs the job about a second after passing the SIGINT on, so there the
+notebook so far may stay in ``.partial/`` and the kernel exits with its parent.
 """
 
 from __future__ import annotations

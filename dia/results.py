@@ -54,7 +54,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, mode)
+        with contextlib.suppress(OSError):  # a file system without modes (some CIFS, FUSE)
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

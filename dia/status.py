@@ -65,6 +65,8 @@ def running_marker(job: Job, req: PlanRequest, *,
     atomic_write_text(path, json.dumps({
         "key": job.key, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        # submitit's local controller (its pid): which `dia.executors._stop_all` signals
+        "controller": os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
     }) + "\n")
     stop = threading.Event()
 
@@ -123,7 +125,9 @@ def _papermill_meta(path: Path) -> dict | None:
             (cell.get("metadata", {}).get("papermill") or {}).get("exception") is True
             for cell in nb.get("cells", [])
         )
-    meta["ename"] = next((out.get("ename") for cell in nb.get("cells", [])
+    failed = [cell for cell in nb.get("cells", [])  # the cell papermill marked as failed
+              if (cell.get("metadata", {}).get("papermill") or {}).get("exception") is True]
+    meta["ename"] = next((out.get("ename") for cell in failed[:1]
                           for out in cell.get("outputs", []) if out.get("output_type") == "error"),
                          None)
     return meta
@@ -151,7 +155,8 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     if meta.get("exception") and meta.get("ename") != "KeyboardInterrupt":
         return "failed", f"error in {failed}"
     if meta.get("exception"):  # Ctrl-C or SIGTERM (the kernel's cell ends in KeyboardInterrupt)
-        return "pending", f"stopped (interrupted); the next call resumes it; so far: {failed}"
+        return "pending", (f"stopped by a signal (Ctrl-C, kill, or a scheduler's time limit); "
+                           f"the next call resumes it; so far: {failed}")
     for _, run in folders:
         log = run / "train_log.jsonl"
         if (not (run / DONE).is_file() and _fresh(log, now, fresh_s)

@@ -171,15 +171,19 @@ def _report_unusable(unusable: dict[str, tuple[str, str]], data_root: str, log) 
 
 
 def _check_command(data_root: str) -> str:
-    return ".venv/bin/dia data check" + (f" --data-root {_shown(data_root)}" if data_root else "")
+    command = f"{_shown(REPO / '.venv' / 'bin' / 'dia')} data check"
+    return command + (f" --data-root {_shown(data_root)}" if data_root else "")
+
+
+_caller_dir = REPO  # where the driver was called from (`main` sets it before it moves to REPO)
 
 
 def _shown(path: str | Path) -> str:
-    """A path for the terminal: relative to the repository (where run_all.sh runs) when inside
+    """A path for the terminal: relative to the folder the driver was called from when inside
     it, else absolute. The driver itself works with repository-relative paths (`_repo_relative`),
     which read oddly (`../../tmp/x`) for a folder elsewhere."""
-    absolute = (REPO / path).resolve()
-    return str(absolute.relative_to(REPO)) if absolute.is_relative_to(REPO) else str(absolute)
+    absolute, caller = (REPO / path).resolve(), _caller_dir.resolve()
+    return str(absolute.relative_to(caller)) if absolute.is_relative_to(caller) else str(absolute)
 
 
 def _repo_relative(path: Path) -> Path:
@@ -343,6 +347,7 @@ def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, .
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _caller_dir
     args = _parse(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
@@ -357,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
         env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
         os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
+    _caller_dir = Path.cwd()
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     if results_root.exists() and not results_root.is_dir():
         print(f"error: --results-root {_shown(results_root)} is not a folder", file=sys.stderr)

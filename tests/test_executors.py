@@ -521,7 +521,8 @@ def test_status_states(tmp_path):
     # stopped by Ctrl-C or SIGTERM (the cell's KeyboardInterrupt, as tried by hand): pending
     _rendered(failed_path(tmp_path, ddpm), exception=True, ename="KeyboardInterrupt")
     state, detail = job_state(ddpm, req)
-    assert state == "pending" and "stopped (interrupted); the next call resumes it" in detail
+    assert state == "pending" and "stopped by a signal" in detail
+    assert "the next call resumes it" in detail
 
 
 def test_local_result_of_a_killed_or_crashed_process(tmp_path):
@@ -571,10 +572,18 @@ def test_stopping_the_jobs_reaches_a_job_whose_driver_ignores_sigint(tmp_path):
     req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",),
                       results_root=str(tmp_path))
     job = build_plan(req)[0]
+    stale = marker_path(tmp_path, job)  # an earlier job's, still touched: not this one's
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"controller": "1"}))
     child = subprocess.Popen(  # stands for submitit's controller and the job process in one
         [sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "SUBMITIT_LOCAL_JOB_ID": "4242"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    handle = SimpleNamespace(_process=child, done=lambda: child.poll() is not None)
+    sent = []
+    handle = SimpleNamespace(job_id="4242", done=lambda: child.poll() is not None,
+                             _process=SimpleNamespace(send_signal=lambda sig: (
+                                 sent.append(stale.is_file() and json.loads(stale.read_text())),
+                                 child.send_signal(sig))))
     lines: list[str] = []
     try:
         start = time.monotonic()
@@ -585,4 +594,5 @@ def test_stopping_the_jobs_reaches_a_job_whose_driver_ignores_sigint(tmp_path):
         child.kill()
     assert child.stdout.read().strip() == "running"  # it had started its notebook
     assert lines == ["stopping 1 running job(s) ..."]
+    assert [m["controller"] for m in sent] == ["4242"]  # signalled once, when its marker was there
     assert not marker_path(tmp_path, job).exists()  # its marker went with it

@@ -65,5 +65,10 @@ def test_relative_roots_are_read_from_where_run_all_is_called(tmp_path, monkeypa
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]  # data1 is a folder here
-    assert f"-> {tmp_path / 'res' / 'notebooks'}/" in out.stdout  # not res/ in the repository
-    assert not (REPO / "res").exists()
+    assert "-> res/notebooks/" in out.stdout  # shown from where it was called
+    assert not (REPO / "res").exists()  # not res/ in the repository
+    shadow = tmp_path / "dia"  # a dia/ (or yaml.py) of the caller's folder shadows nothing
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the caller folder shadowed dia')")
+    again = subprocess.run(out.args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
