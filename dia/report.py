@@ -24,6 +24,7 @@ This module does not import torch.
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from dia.results import (
     read_run_env, run_id_of,
 )
 
+log = logging.getLogger(__name__)
 PAPER_CSV = Path(__file__).resolve().parent / "reference_data" / "paper_auc.csv"
 PAPER_DATASETS = ("pneumonia", "breast", "sars_cov2", "kvasir", "oct", "aptos")
 TABLE_DATASETS = PAPER_DATASETS + ("braintumor", "synthetic")
@@ -97,7 +99,13 @@ def is_profile_run(path: Path) -> bool:
     folders, but only the profile's current config enters the main table. Its config.yaml must
     be there (`collect_metrics` requires it, naming the run).
     """
+    from dia.config import PROFILES
+
     profile = read_run_config(path).get("config", {}).get("profile")
+    if profile is not None and profile not in PROFILES:  # a profile renamed or removed since
+        log.warning("finished run %s is of the profile %r, which is none of %s: left out of the "
+                    "table", path, profile, ", ".join(PROFILES))
+        return False
     return profile is not None and _is_profile_run_id(run_id_of(path), profile)
 
 

@@ -251,3 +251,17 @@ def test_a_foreign_auc_csv_is_refused(results_root):
     (results_root / "tables" / "auc.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an AUC table"):
         report.tidy_auc(results_root)
+
+
+def test_a_finished_run_of_a_profile_gone_since_is_left_out_with_a_warning(results_root, caplog):
+    import yaml
+
+    run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
+    assert len(report.collect_metrics(results_root)) == 1
+    record = yaml.safe_load((run.path / "config.yaml").read_text())
+    record["config"]["profile"] = "fast"  # a profile renamed since
+    (run.path / "config.yaml").write_text(yaml.safe_dump(record))
+    with caplog.at_level("WARNING", logger="dia.report"):
+        assert report.collect_metrics(results_root).empty
+    assert f"finished run {run.path} is of the profile 'fast'" in caplog.text
+    assert "left out of the table" in caplog.text
