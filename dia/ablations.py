@@ -28,7 +28,7 @@ import pandas as pd
 
 from dia.config import ConfigError, load_config
 from dia.diffusion import describe_focus
-from dia.results import finished_file
+from dia.results import atomic_savefig, finished_file
 
 # name -> list of (variant label, overrides, method)
 ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
@@ -393,9 +393,7 @@ def plot_ddpm_steps(frame: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_ylabel("DIA AUC")
     ax.set_title(f"{data['dataset'].iloc[0]}, profile {data['profile'].iloc[0]}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    path = atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -31,7 +31,7 @@ from dia.metrics import (
     score_split, write_metrics,
 )
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
-from dia.results import DONE, Run, RunError
+from dia.results import DONE, Run, RunError, atomic_savefig
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
 from dia.stages import is_stage_done, open_stage_run, stage_run_dir
@@ -221,10 +221,8 @@ def plot_extreme_images(run: Run, splits, num: int = 8):
 
 def save_figure(fig, results_root: str | Path, name: str) -> Path:
     """Save `fig` as <results_root>/figures/<name>.png (150 dpi) and return the path."""
-    path = Path(results_root) / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
+    return atomic_savefig(fig, Path(results_root) / "figures" / f"{name}.png", dpi=150,
+                          bbox_inches="tight")
 
 
 def figure_name(run: Run, kind: str) -> str:

@@ -12,7 +12,7 @@ import torch
 
 from dia.config import ExperimentConfig
 from dia.diffusion import describe_focus
-from dia.results import Run
+from dia.results import Run, atomic_savefig
 
 VALUE_RANGES = ("reference", "normalized")
 
@@ -103,9 +103,9 @@ def dissolving_gallery(
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    path = Path(results_root) / "figures" / f"dissolving_{cfg.dataset}_{cfg.profile}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = atomic_savefig(
+        fig, Path(results_root) / "figures" / f"dissolving_{cfg.dataset}_{cfg.profile}.png",
+        dpi=100)
     plt.close(fig)
     return path
 
@@ -135,9 +135,8 @@ def plot_loss_curve(run: Run, *, results_root: str | Path | None = None) -> Path
     ax2.set_title("throughput", fontsize=10)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    path = root / "figures" / f"ddpm_loss_{run.dataset}_{run.profile}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = atomic_savefig(fig, root / "figures" / f"ddpm_loss_{run.dataset}_{run.profile}.png",
+                          dpi=100)
     plt.close(fig)
     return path
 
@@ -177,9 +176,9 @@ def plot_noise_error(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(results_root) / "figures" / f"ddpm_noise_error_{cfg.dataset}_{cfg.profile}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = atomic_savefig(
+        fig, Path(results_root) / "figures" / f"ddpm_noise_error_{cfg.dataset}_{cfg.profile}.png",
+        dpi=100)
     plt.close(fig)
     return path
 

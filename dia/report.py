@@ -33,8 +33,8 @@ import pandas as pd
 from dia.lineage import refuse_out_of_date
 from dia.metrics import METRIC_COLUMNS, read_metrics_file
 from dia.results import (
-    atomic_write_text, find_runs, finished_file, first_line, parse_run_id, read_run_config,
-    read_run_env, run_id_of,
+    atomic_savefig, atomic_write_text, find_runs, finished_file, first_line, parse_run_id,
+    read_run_config, read_run_env, run_id_of,
 )
 
 log = logging.getLogger(__name__)
@@ -358,8 +358,7 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
                  f"profile(s) {profiles}, per cell the most complete one, as in the table; "
                  "built by notebooks/90_auc_table")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    atomic_savefig(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

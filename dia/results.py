@@ -66,6 +66,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_savefig(fig, path: str | Path, **savefig_kwargs: Any) -> Path:
+    """`fig.savefig` (format from the suffix) through `atomic_write_bytes`: a run killed in the
+    middle of a save leaves the last whole figure, never a cut one. Returns `path`."""
+    path, buffer = Path(path), io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
 def _new_file_mode() -> int:
     """0o666 less the process's umask (which can only be read by setting it)."""
     mask = os.umask(0o022)

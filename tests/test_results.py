@@ -445,3 +445,30 @@ def test_a_run_checkpoint_of_another_run_or_no_dict_is_refused_with_the_callers_
             load_run_checkpoint(path, run, name="g")
         with pytest.raises(RunError, match=f"{says}.*{re.escape(finished)}"):
             load_run_checkpoint(path, run, remedy=finished, name="g")
+
+
+def test_atomic_savefig_replaces_a_figure_whole_or_not_at_all(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dia import results
+    from dia.results import atomic_savefig
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = atomic_savefig(fig, tmp_path / "figures" / "roc.png", dpi=50)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG") and [p.name for p in path.parent.iterdir()] == ["roc.png"]
+
+    def killed(*args, **kwargs):  # the process ends while the bytes are being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results.os, "replace", killed)
+    ax.plot([0, 1], [0, 1])
+    with pytest.raises(KeyboardInterrupt):
+        atomic_savefig(fig, path, dpi=50)
+    assert path.read_bytes() == before  # the last whole figure, not a cut one
+    assert [p.name for p in path.parent.iterdir()] == ["roc.png"]  # no temporary file left
+    plt.close(fig)
