@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dia.checkpoints import read_checkpoint, require_checkpoint_of, save_checkpoint
 from dia.config import NUM_TIMESTEPS, UNET_NORM_GROUPS, DiffusionConfig, ExperimentConfig, to_dict
-from dia.results import Run, RunError, parse_run_name
+from dia.results import Run, RunError, parse_run_name, restart_advice
 from dia.runtime import autocast_if
 from dia.stages import stage_sections
 
@@ -311,8 +311,7 @@ def _check_checkpoint(ckpt: Any, cfg: ExperimentConfig, path: Path, run: Run) ->
         ckpt, path, kind="DIA diffusion", fmt=CHECKPOINT_FORMAT,
         needs=("unet", "ema", "optimizer", "step", "window", "batches", "generator"),
         identity={"dataset": cfg.dataset, "seed": cfg.seed}, sections=_config_sections(cfg),
-        remedy=f"delete the run folder {run.path} to train it from its beginning, or use another "
-               "results root")
+        remedy=restart_advice(run.path))
 
 
 # -- training ----------------------------------------------------------------------------------

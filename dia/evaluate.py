@@ -153,8 +153,7 @@ def read_metrics(run: Run):
 
     Rows: the test AUC (metric ``auc``), the validation AUC (``val_auc``) where scored, and the
     AUC of each of the score's two terms (a diagnostic)."""
-    run.finished_file("metrics.csv", "evaluate")  # a RunError saying what to do when missing
-    return read_metrics_file(run.path)
+    return read_metrics_file(run.finished_file("metrics.csv", "evaluate"))
 
 
 def plot_roc(runs: Run | list[Run], ax=None):

@@ -281,8 +281,8 @@ def _stop_all(running: dict[str, tuple[Job, Any, str | None, float]], req: PlanR
 
     deadline = time.monotonic() + timeout_s
     try:
-        while still_running() and time.monotonic() < deadline:
-            for key, (job, handle, _, _) in still_running().items():
+        while (left := still_running()) and time.monotonic() < deadline:
+            for key, (job, handle, _, _) in left.items():
                 if key not in stopped and _marker_names(marker_path(req.results_root, job),
                                                         handle):
                     _stop(handle)

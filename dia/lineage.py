@@ -16,11 +16,10 @@ be compared, and neither is evidence of a retraining.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from dia.results import DONE, RunError, run_id_of, run_path, zip_damage
+from dia.results import DONE, RunError, read_done, run_id_of, run_path, zip_damage
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
@@ -79,11 +78,7 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
 
 def recorded_upstream(run_folder: str | Path) -> dict[str, str] | None:
     """The upstream record in a run's DONE; None without DONE, record or readable JSON."""
-    try:
-        done = json.loads((Path(run_folder) / DONE).read_text())
-    except (OSError, ValueError):  # no DONE, or one written before it held JSON
-        return None
-    record = done.get(UPSTREAM) if isinstance(done, dict) else None
+    record = read_done(run_folder).get(UPSTREAM)
     return record if _valid(record) else None
 
 

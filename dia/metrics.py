@@ -157,32 +157,31 @@ def read_scores_file(path: str | Path) -> pd.DataFrame:
 
 
 def read_metrics_file(path: str | Path) -> pd.DataFrame:
-    """The metrics.csv in the finished run folder `path`; one that cannot be read, lacks a column
-    or the auc row the table needs, or repeats a row (a file damaged or edited by hand), is a
-    ValueError that names the run and what to do."""
+    """A finished run's metrics.csv at `path`; one that cannot be read, lacks a column or the auc
+    row the table needs, or repeats a row (a file damaged or edited by hand), is a ValueError
+    that names it and what to do."""
     import pandas as pd
 
-    path, remedy = Path(path), rerun_advice(path)
+    path = Path(path)
+    remedy = rerun_advice(path.parent)
     try:
-        frame = pd.read_csv(path / "metrics.csv")
+        frame = pd.read_csv(path)
     except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise ValueError(f"{path / 'metrics.csv'} cannot be read ({err}): {remedy}") from None
+        raise ValueError(f"{path} cannot be read ({err}): {remedy}") from None
     missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path / 'metrics.csv'} lacks the column(s) {', '.join(missing)}: "
-                         f"{remedy}")
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}: {remedy}")
     if not (frame["metric"] == "auc").any():  # left out, the table would look complete without it
-        raise ValueError(f"{path / 'metrics.csv'} has no auc row: {remedy}")
+        raise ValueError(f"{path} has no auc row: {remedy}")
     repeated = frame[frame.duplicated(["method", "metric"])]
     if not repeated.empty:  # which one would count?
         first = repeated.iloc[0]
-        raise ValueError(f"{path / 'metrics.csv'} has more than one {first['metric']} row of "
-                         f"{first['method']}: {remedy}")
+        raise ValueError(f"{path} has more than one {first['metric']} row of {first['method']}: "
+                         f"{remedy}")
     try:
         frame["value"] = pd.to_numeric(frame["value"], errors="raise")
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path / 'metrics.csv'} has a value that is no number ({err}): "
-                         f"{remedy}") from None
+        raise ValueError(f"{path} has a value that is no number ({err}): {remedy}") from None
     return frame
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dia.results import Run
+from dia.results import Run, read_done
 
 STAGE = "peers"
 METHODS = ("ganomaly", "patchcore")
@@ -102,8 +102,7 @@ def load_metrics(run: Run):
     """The run's metrics.csv; one missing or damaged says what to do (`read_metrics_file`)."""
     from dia.metrics import read_metrics_file
 
-    run.finished_file("metrics.csv", f"peer {run.method}")
-    return read_metrics_file(run.path)
+    return read_metrics_file(run.finished_file("metrics.csv", f"peer {run.method}"))
 
 
 def plot_scores(run: Run, ax=None):
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({"run": str(run.path), "seconds": round(time.perf_counter() - t0, 1),
-                      **run.done_info()}))
+                      **read_done(run.path)}))
     return 0
 
 

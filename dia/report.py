@@ -81,12 +81,12 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         finished_file(path, "config.yaml")  # without it the run's profile is unknown: not skipped
         if not is_profile_run(path):
             continue
-        finished_file(path, "metrics.csv")  # raises, saying what to do, when it is missing
+        metrics = finished_file(path, "metrics.csv")  # raises, saying what to do, when missing
         refuse_out_of_date(  # scores of an encoder replaced since, or of its DDPM
             path, "scored run", "run the same ./run_all.sh command again (or "
             "dia.evaluate.evaluate_amplifier), which scores the new encoder")
         device = read_run_env(path).get("device", "")
-        frames.append(read_metrics_file(path).assign(device=device))
+        frames.append(read_metrics_file(metrics).assign(device=device))
     if not frames:
         return pd.DataFrame(columns=[*METRIC_COLUMNS, "device"])
     return pd.concat(frames, ignore_index=True)

@@ -82,6 +82,17 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def read_done(path: str | Path) -> dict[str, Any]:
+    """The summary in the DONE marker of the run folder `path`; {} when there is none, or it is
+    no JSON mapping (an older marker, or one edited by hand: the marker, not its text, says
+    done)."""
+    try:
+        info = json.loads((Path(path) / DONE).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def first_line(err: BaseException) -> str:
     """An exception's message cut to its first line (its type when it has none), for an error
     that names a file and says what to do."""
@@ -157,15 +168,6 @@ class Run:
 
     def is_done(self) -> bool:
         return (self.path / DONE).is_file()
-
-    def done_info(self) -> dict[str, Any]:
-        """The summary in this run's DONE marker; {} when there is none, or it is no JSON
-        mapping (an older marker, or one edited by hand: the marker, not its text, says done)."""
-        try:
-            info = json.loads((self.path / DONE).read_text() or "{}")
-        except (OSError, ValueError):
-            return {}
-        return info if isinstance(info, dict) else {}
 
     def require_done(self, what: str = "") -> None:
         """Raise a clear error when this run has not finished."""
@@ -454,6 +456,18 @@ def finished_file(path: str | Path, name: str) -> Path:
 def rerun_advice(path: str | Path) -> str:
     """What to do about a finished run whose results are damaged or missing."""
     return f"delete {Path(path) / DONE} and run the same command again to make them anew"
+
+
+def retrain_advice(path: str | Path) -> str:
+    """What to do about a finished run whose checkpoints or log are damaged, missing or another
+    run's: only training it again makes them."""
+    return f"delete the run folder {path} to train it again"
+
+
+def restart_advice(path: str | Path) -> str:
+    """What to do about a run that would resume from a checkpoint written for another run."""
+    return (f"delete the run folder {path} to train it from its beginning, or use another "
+            "results root")
 
 
 def _remake(path: str | Path) -> str:

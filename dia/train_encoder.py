@@ -29,7 +29,7 @@ from dia.checkpoints import ensure_finite, read_checkpoint, require_checkpoint_o
 from dia.config import ExperimentConfig, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
-from dia.results import Run, RunError
+from dia.results import Run, RunError, restart_advice, retrain_advice
 from dia import runtime
 from dia.runtime import seed_everything, stage_device
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_record
@@ -101,7 +101,7 @@ def load_encoder(
     if not path.is_file():
         raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT} (a run folder "
                        f"copied without its checkpoints?): delete the run folder to train it again")
-    remedy = f"delete the run folder {run.path} to train it again"
+    remedy = retrain_advice(run.path)
     ckpt = read_checkpoint(path, remedy=remedy)
     check_checkpoint(ckpt, cfg, method, path, remedy=remedy)
     model = build_encoder(cfg)
@@ -205,7 +205,7 @@ def require_full_log(run: Run, cfg: ExperimentConfig) -> list[dict[str, Any]]:
         raise RunError(f"{path} should hold one record with a finite loss for each of the "
                        f"{epochs} epochs, and holds epochs {_spans(got) or 'none'}"
                        f"{'' if finite else ' (a loss not a number among them)'}: it was edited or "
-                       f"damaged; delete the run folder {run.path} to train it again")
+                       f"damaged; {retrain_advice(run.path)}")
     return log
 
 
@@ -288,8 +288,7 @@ def _model_and_optimizer(cfg, method, run: Run, device, channels_last: bool,
     if not path.is_file():
         return model, optimizer, 1
     ckpt = read_checkpoint(path)
-    check_checkpoint(ckpt, cfg, method, path, remedy=f"delete the run folder {run.path} to train "
-                     "it from its beginning, or use another results root")
+    check_checkpoint(ckpt, cfg, method, path, remedy=restart_advice(run.path))
     recorded = ckpt.get(UPSTREAM)
     if upstream is not None and recorded is not None and recorded != upstream:
         raise RunError(f"{path} was trained on the dissolving of {recorded['run']} as it was "

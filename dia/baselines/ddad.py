@@ -53,7 +53,7 @@ from dia.baselines.ddad_models import (
     to_ddad_gray,
 )
 from dia.checkpoints import ensure_finite, load_run_checkpoint, save_checkpoint
-from dia.results import Run, RunError, first_line
+from dia.results import Run, RunError, first_line, retrain_advice
 
 STAGE = "ddad"
 SCORE_KINDS = ("rec", "intra", "inter", "asr", "asr_intra")
@@ -409,11 +409,11 @@ def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str
     recorded = _read_json(run, "ensemble.json")
     if recorded != plan:
         raise RunError(f"{run.path}/ensemble.json does not list the networks this config expects: "
-                       f"{_retrain_advice(run)}")
+                       f"{retrain_advice(run.path)}")
 
     def load(rel: str, model: nn.Module) -> nn.Module:
         state = load_run_checkpoint(run.path / rel, run, name=Path(rel).stem,
-                                    remedy=_retrain_advice(run))
+                                    remedy=retrain_advice(run.path))
         if state is None:
             raise _missing(run, rel)
         model.load_state_dict(state["model"])
@@ -436,11 +436,7 @@ def _read_json(run: Run, name: str) -> Any:
         return json.loads(path.read_text())
     except ValueError as err:  # cut short, or not UTF-8
         raise RunError(f"{path} cannot be read ({first_line(err)}): "
-                       f"{_retrain_advice(run)}") from None
-
-
-def _retrain_advice(run: Run) -> str:
-    return f"delete the run folder {run.path} to train it again"
+                       f"{retrain_advice(run.path)}") from None
 
 
 def _missing(run: Run, name: str) -> RunError:
@@ -448,7 +444,7 @@ def _missing(run: Run, name: str) -> RunError:
     is trained again, an unfinished one first finishes."""
     if run.is_done():
         return RunError(f"{run.path / name} is missing from the finished run (a folder copied "
-                        f"without its checkpoints?): {_retrain_advice(run)}")
+                        f"without its checkpoints?): {retrain_advice(run.path)}")
     return RunError(f"{run.path / name} is missing; train the run first (train_ddad)")
 
 
@@ -457,8 +453,7 @@ def read_metrics(run: Run):
     validation split), AUC and its 95 % interval."""
     from dia.metrics import read_metrics_file
 
-    run.finished_file("metrics.csv", "DDAD-ASR")  # a RunError saying what to do when missing
-    frame = read_metrics_file(run.path)
+    frame = read_metrics_file(run.finished_file("metrics.csv", "DDAD-ASR"))
     columns = ["dataset", "method", "seed", "profile", "image_size", "metric", "value", "ci_low",
                "ci_high"]
     return frame[columns]
