@@ -151,20 +151,26 @@ def cpu_has_bf16_units() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+_warned_emulated: set[str] = set()  # the switches `bf16_autocast` warned about in this process
+
+
 def bf16_autocast(device: "torch.device | str", *, cuda: bool,  # noqa: F821
-                  cpu: bool, switch: str = "cpu_bf16") -> "torch.dtype | None":  # noqa: F821
+                  cpu: bool, switch: str) -> "torch.dtype | None":  # noqa: F821
     """``torch.bfloat16`` if a stage runs its network under bf16 autocast on `device` (`cuda` on
     a GPU, `cpu` on the CPU: the config's ``cuda_bf16`` / ``cpu_bf16``), else None (fp32).
 
     Asking for it on a CPU without bf16 units (`cpu_has_bf16_units`) gives a warning naming
-    `switch` (the config key, e.g. ``amplify.cpu_bf16``): it still runs, emulated, slower than
-    fp32 and rounded as coarsely.
+    `switch` (the config key, e.g. ``amplify.cpu_bf16``), once per switch and process (scoring
+    asks twice: to lay out the encoder and to run it): it still runs, emulated, slower than fp32
+    and rounded as coarsely.
     """
     import torch
 
     device = torch.device(device)
     wanted = {"cuda": cuda, "cpu": cpu}.get(device.type, False)
-    if wanted and device.type == "cpu" and not cpu_has_bf16_units():
+    if (wanted and device.type == "cpu" and switch not in _warned_emulated
+            and not cpu_has_bf16_units()):
+        _warned_emulated.add(switch)
         log.warning("%s is set but this CPU has no bf16 units (AVX512-BF16 or AMX): bf16 is "
                     "emulated, slower than fp32; set %s to false on this machine", switch, switch)
     return torch.bfloat16 if wanted else None

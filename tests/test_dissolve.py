@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -271,18 +272,24 @@ def test_cpu_bf16_dissolver_autocasts_and_stays_close_to_fp32(alphas_cumprod, ti
     torch.testing.assert_close(outer, out)
 
 
-def test_bf16_is_chosen_per_device_and_warned_about_without_bf16_units(monkeypatch, caplog):
-    assert runtime.bf16_autocast("cuda", cuda=True, cpu=False) == torch.bfloat16
-    assert runtime.bf16_autocast("cuda", cuda=False, cpu=True) is None
-    assert runtime.bf16_autocast("cpu", cuda=True, cpu=False) is None
+def test_bf16_is_chosen_per_device_and_warned_about_once_without_bf16_units(monkeypatch, caplog):
+    monkeypatch.setattr(runtime, "_warned_emulated", set())  # as in a fresh process
+    on = functools.partial(runtime.bf16_autocast, switch="dissolve.cpu_bf16")
+    assert on("cuda", cuda=True, cpu=False) == torch.bfloat16
+    assert on("cuda", cuda=False, cpu=True) is None
+    assert on("cpu", cuda=True, cpu=False) is None
     monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: True)
     with caplog.at_level("WARNING", logger="dia.runtime"):
-        assert runtime.bf16_autocast("cpu", cuda=False, cpu=True) == torch.bfloat16
+        assert on("cpu", cuda=False, cpu=True) == torch.bfloat16
     assert not caplog.records
     monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: False)
     with caplog.at_level("WARNING", logger="dia.runtime"):
-        assert runtime.bf16_autocast("cpu", cuda=False, cpu=True) == torch.bfloat16
-    assert "no bf16 units" in caplog.text and "cpu_bf16 to false" in caplog.text
+        assert on("cpu", cuda=False, cpu=True) == torch.bfloat16
+        assert on("cpu", cuda=False, cpu=True) == torch.bfloat16
+        runtime.bf16_autocast("cpu", cuda=False, cpu=True, switch="amplify.cpu_bf16")
+    assert "no bf16 units" in caplog.text and "set dissolve.cpu_bf16 to false" in caplog.text
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["dissolve.cpu_bf16",
+                                                                  "amplify.cpu_bf16"]
 
 
 @pytest.mark.gpu
