@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dia.data.registry import SPECS
 from dia.lineage import refuse_out_of_date
 from dia.metrics import METRIC_COLUMNS, read_metrics_file
 from dia.results import (
@@ -60,6 +61,9 @@ EXTRA_DATA = {
 }
 PROFILE_ORDER = {"paper": 0, "quick": 1, "smoke": 2}
 NO_DATA = "no data (see `dia data check`)"
+# DDAD-ASR runs on datasets whose training split holds anomalous images (SPEC §8); a seeded split
+# puts every anomalous image in the test set, so it has none whatever is on disk
+NOT_FOR_DDAD = "n/a (seeded split: no anomalous training images)"
 # Stages whose finished runs hold a metrics.csv (evaluate, dia.peers.STAGE, dia.baselines.ddad.STAGE)
 SCORING_STAGES = ("evaluate", "peers", "ddad")
 
@@ -263,6 +267,10 @@ def keep_best_profile(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[rank == best]
 
 
+def _seeded_split(dataset: str) -> bool:
+    return dataset in SPECS and SPECS[dataset].split == "seeded"
+
+
 def _ours_cell(rows: pd.DataFrame, dataset: str) -> str:
     best = keep_best_profile(rows).iloc[0]
     size = int(best["image_size"]) if pd.notna(best["image_size"]) else None
@@ -293,6 +301,8 @@ def build_table(tidy: pd.DataFrame) -> pd.DataFrame:
                 row[dataset] = f"{text}; paper {paper_text}" if paper_text else text
             elif method in paper_methods and not len(mine) and paper_text:
                 row[dataset] = paper_text
+            elif method.startswith("DDAD") and _seeded_split(dataset):
+                row[dataset] = NOT_FOR_DDAD
             elif dataset not in datasets_with_runs and (len(mine) or method in ("DIA", "CSI")):
                 row[dataset] = NO_DATA + (f"; paper {paper_text}" if paper_text else "")
             else:

@@ -15,6 +15,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -180,9 +181,11 @@ _caller_dir = REPO  # where the driver was called from (`main` sets it before it
 
 def _shown(path: str | Path) -> str:
     """A path for the terminal: relative to the folder the driver was called from when inside
-    it, else absolute. The driver itself works with repository-relative paths (`_repo_relative`),
-    which read oddly (`../../tmp/x`) for a folder elsewhere."""
-    absolute, caller = (REPO / path).resolve(), _caller_dir.resolve()
+    it, else absolute; links kept as named, as `_repo_relative` keeps them. The driver itself
+    works with repository-relative paths, which read oddly (`../../tmp/x`) for a folder
+    elsewhere."""
+    absolute = Path(os.path.normpath(REPO / path))
+    caller = Path(os.path.normpath(_caller_dir))
     return str(absolute.relative_to(caller)) if absolute.is_relative_to(caller) else str(absolute)
 
 
@@ -277,12 +280,16 @@ def run_job(job: Job, req: PlanRequest) -> None:
 
 def _roots_as_shown(text: str, req: PlanRequest) -> str:
     """`text` (a notebook's error, the status) with a root outside the repository, which the
-    notebooks and the status get repository-relative (``../../x``), named absolute as the
-    driver's own lines name it; links kept, as `_repo_relative` keeps them."""
-    for root in (req.results_root, req.data_root):
-        if root.startswith(".."):
-            text = text.replace(root, os.path.normpath(REPO / root))
-    return text
+    notebooks and the status get repository-relative (``../../x``), named as the driver's own
+    lines name it (`_shown`). Only whole path names are replaced: a root ``..`` leaves the
+    ``...`` of a message alone."""
+    roots = sorted({r for r in (req.results_root, req.data_root) if r.startswith("..")},
+                   key=len, reverse=True)  # ../../x before .. where both are roots
+    if not roots:
+        return text
+    names = "|".join(map(re.escape, roots))
+    as_path = re.compile(rf"(?<![\w./-])({names})(?=/|$|[\s),;:'\"])")
+    return as_path.sub(lambda match: _shown(match.group(1)), text)
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:

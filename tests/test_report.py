@@ -62,6 +62,19 @@ def test_table_from_runs(results_root):
     assert paths["figure"].is_file()
 
 
+def test_ddad_cells_of_a_seeded_split_say_it_never_runs_there(results_root):
+    run = open_stage_run(load_config("smoke", dataset="synthetic"), "ddad", "ddad-ae", results_root)
+    write_metrics(run, auc_rows(run, anomaly_score=[0.1, 0.9], labels=[0, 1], method="ddad-asr",
+                                profile="smoke", image_size=32))
+    run.mark_done()
+    table = report.build_table(report.tidy_auc(results_root)).set_index("method")
+    assert table.loc["DDAD-ASR", "Synthetic"].startswith("1.000 ± 0.000 (n=1, smoke")
+    for seeded in ("SARS-COV-2", "Kvasir", "APTOS 2019"):  # every anomalous image is a test image
+        assert table.loc["DDAD-ASR", seeded] == report.NOT_FOR_DDAD
+    assert table.loc["DDAD-ASR", "Retinal OCT"].startswith("no data")  # runs once OCT is there
+    assert "n/a" not in table.loc["DIA", "Kvasir"]  # DIA needs no anomalous training images
+
+
 @pytest.mark.parametrize("damage, says", [
     ("", "cannot be read (No columns to parse"),
     ("auc,0.9\n", "lacks the column(s) dataset, method"),

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from dia import suite
+from dia.plan import PlanRequest
 
 STAGES = {"10_train_diffusion": ("diffusion", "ddpm"), "20_train_amplifier": ("amplify", None),
           "30_evaluate": ("evaluate", None), "40_ddad": ("ddad", "ddad-aeu"),
@@ -113,6 +114,17 @@ def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path,
     # link/.. is the parent of the link's target, not the repository: passed resolved
     assert suite._repo_relative(Path("link/../shared")) == Path("../elsewhere")
     assert suite._repo_relative(Path("link/..")) == Path("..")
+    # shown to the user from where the driver was called, links as named here too
+    monkeypatch.setattr(suite, "_caller_dir", tmp_path)
+    assert suite._shown("../shared/data") == "shared/data"  # not elsewhere/data
+    assert suite._shown("sub") == "repo/sub"
+    monkeypatch.setattr(suite, "_caller_dir", repo / "sub")
+    assert suite._shown("../shared/data") == str(tmp_path / "shared" / "data")
+    req = PlanRequest(profile="smoke", results_root="..", data_root="../shared/data")
+    text = "stopped ... see ../notebooks/x.ipynb; data ../shared/data/medmnist ('../shared/data')"
+    shared = tmp_path / "shared" / "data"
+    assert suite._roots_as_shown(text, req) == (  # whole paths only, the longer root first
+        f"stopped ... see {tmp_path}/notebooks/x.ipynb; data {shared}/medmnist ('{shared}')")
 
 
 def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
