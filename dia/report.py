@@ -333,6 +333,7 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     import seaborn as sns
 
     ours = counted(tidy)
@@ -345,23 +346,28 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets) + 1, 3.6),
                              squeeze=False, sharey=True)
     paper = tidy[tidy["source"] == "paper"]
-    for ax, dataset in zip(axes[0], datasets):
-        data = ours[ours["dataset"] == dataset]
-        sns.stripplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
-                      size=6, jitter=0.1)
-        sns.pointplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
-                      linestyle="none", marker="_", markersize=18, errorbar=None)
-        for i, method in enumerate(methods):
-            cell = paper[(paper["dataset"] == dataset) & (paper["method"] == method)]
-            if len(cell):
-                ax.errorbar(i + 0.25, cell["auc"].iloc[0], yerr=cell["auc_std"].iloc[0],
-                            fmt="s", color="tab:red", capsize=3,
-                            label="paper" if i == 0 else None)
-        ax.set_title(DATASET_TITLES[dataset])
-        ax.set_xlabel("")
-        ax.set_ylim(low, 1.02)
-        ax.axhline(0.5, color="grey", lw=0.5, ls=":")
-        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    rng_state = np.random.get_state()  # seaborn jitters with numpy's global generator:
+    np.random.seed(0)  # seeded, the same rows draw the same figure; the caller's state is kept
+    try:
+        for ax, dataset in zip(axes[0], datasets):
+            data = ours[ours["dataset"] == dataset]
+            sns.stripplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
+                          size=6, jitter=0.1)
+            sns.pointplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
+                          linestyle="none", marker="_", markersize=18, errorbar=None)
+            for i, method in enumerate(methods):
+                cell = paper[(paper["dataset"] == dataset) & (paper["method"] == method)]
+                if len(cell):
+                    ax.errorbar(i + 0.25, cell["auc"].iloc[0], yerr=cell["auc_std"].iloc[0],
+                                fmt="s", color="tab:red", capsize=3,
+                                label="paper" if i == 0 else None)
+            ax.set_title(DATASET_TITLES[dataset])
+            ax.set_xlabel("")
+            ax.set_ylim(low, 1.02)
+            ax.axhline(0.5, color="grey", lw=0.5, ls=":")
+            plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    finally:
+        np.random.set_state(rng_state)
     axes[0][0].set_ylabel("AUC")
     profiles = ", ".join(sorted(set(ours["profile"])))
     fig.suptitle(f"Ours (blue: one dot per seed, bar = mean) vs the paper (red: mean ± std)\n"

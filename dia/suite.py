@@ -142,12 +142,12 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
                 break
             except DataError as err:  # this file only: a folder in its place, a bad MD5, ...
                 log(f"[fetch] {key}: {err}")
-    # the problems name files under the root: as the user gave it, not repository-relative
-    rows = {r["dataset"]: r for r in check_datasets(_shown(root), results_root)}
+    rows = {r["dataset"]: r for r in check_datasets(root, results_root)}
     keys = requested or [k for k, r in rows.items() if r["found"]]
     present = [k for k in keys if rows[k]["present"]]
-    unusable = {k: (state(rows[k]), str(rows[k]["problem"])) for k in keys
-                if not rows[k]["present"]}
+    # the problems name files under the root: shown as the user gave it, not repository-relative
+    unusable = {k: (state(rows[k]), _paths_as_shown(str(rows[k]["problem"]), [root]))
+                for k in keys if not rows[k]["present"]}
     ddad = {k for k in present if int(rows[k]["pool_anomalous"] or 0) > 0}
     absent = [k for k, r in rows.items() if not r["found"] and not requested]
     if absent:  # with no --datasets, what is not there: said once, not an error
@@ -278,18 +278,32 @@ def run_job(job: Job, req: PlanRequest) -> None:
     atomic_write_text(stamp, json.dumps(stamp_record(job, req)))
 
 
-def _roots_as_shown(text: str, req: PlanRequest) -> str:
-    """`text` (a notebook's error, the status) with a root outside the repository, which the
-    notebooks and the status get repository-relative (``../../x``), named as the driver's own
-    lines name it (`_shown`). Only whole path names are replaced: a root ``..`` leaves the
-    ``...`` of a message alone."""
-    roots = sorted({r for r in (req.results_root, req.data_root) if r.startswith("..")},
-                   key=len, reverse=True)  # ../../x before .. where both are roots
-    if not roots:
+# the end of a path name in a message: a space, a quote or closing mark, or a full stop ending the
+# sentence (not the third dot of "...")
+_PATH_END = r"""(?=$|[\s'"`),;:\]>!?]|(?<!\.)\.(?:\s|$))"""
+
+
+def _paths_as_shown(text: str, roots) -> str:
+    """`text` with each path name under one of `roots` (as the driver and the notebooks name
+    them: repository-relative, ``../x``, or absolute) written as `_shown` writes it. Only whole
+    path names: a root ``..`` leaves the ``...`` of a message alone, and a root inside the
+    repository is replaced only where a path goes on under it (``results/x``, not the word)."""
+    names = sorted({str(r) for r in roots if str(r) not in ("", ".")}, key=len, reverse=True)
+    if not names:
         return text
-    names = "|".join(map(re.escape, roots))
-    as_path = re.compile(rf"(?<![\w./-])({names})(?=/|$|[\s),;:'\"])")
-    return as_path.sub(lambda match: _shown(match.group(1)), text)
+    below = r"""/[^\s'"`),;:\]>!?]*"""
+    patterns = [re.escape(n) + (f"(?:{below})?" if n.startswith(("..", "/")) else below)
+                for n in names]
+    as_path = re.compile(rf"(?<![\w./-])(?:{'|'.join(patterns)}){_PATH_END}")
+    return as_path.sub(lambda m: _shown(m.group(0)) + "/" * m.group(0).endswith("/"), text)
+
+
+def _roots_as_shown(text: str, req: PlanRequest) -> str:
+    """`text` (a notebook's error, the status), which names paths as the notebooks see them
+    (relative to the repository), with those under the results or data root as the driver's
+    own lines name them (`_shown`)."""
+    data_root = req.data_root or os.environ.get("DIA_DATA_ROOT", "")  # made repository-relative
+    return _paths_as_shown(text, [req.results_root, data_root])
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:

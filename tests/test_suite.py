@@ -121,10 +121,35 @@ def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path,
     monkeypatch.setattr(suite, "_caller_dir", repo / "sub")
     assert suite._shown("../shared/data") == str(tmp_path / "shared" / "data")
     req = PlanRequest(profile="smoke", results_root="..", data_root="../shared/data")
-    text = "stopped ... see ../notebooks/x.ipynb; data ../shared/data/medmnist ('../shared/data')"
+    text = ("stopped ... see ../notebooks/x.ipynb; data ../shared/data/medmnist "
+            "('../shared/data'), `../shared/data`, ../../x/ and ../notebooks/.failed.")
     shared = tmp_path / "shared" / "data"
-    assert suite._roots_as_shown(text, req) == (  # whole paths only, the longer root first
-        f"stopped ... see {tmp_path}/notebooks/x.ipynb; data {shared}/medmnist ('{shared}')")
+    assert suite._roots_as_shown(text, req) == (  # whole path names only, normalised
+        f"stopped ... see {tmp_path}/notebooks/x.ipynb; data {shared}/medmnist ('{shared}'), "
+        f"`{shared}`, {tmp_path.parent}/x/ and {tmp_path}/notebooks/.failed.")
+    monkeypatch.setattr(suite, "_caller_dir", tmp_path)
+    req = PlanRequest(profile="smoke", results_root="results", data_root="")
+    monkeypatch.setenv("DIA_DATA_ROOT", "../shared/data")  # as main() rewrites it
+    assert suite._roots_as_shown("results/runs/x, the results; ../shared/data/y", req) == (
+        "repo/results/runs/x, the results; shared/data/y")  # the word is no path
+
+
+def test_a_relative_data_root_is_checked_where_the_driver_was_called(tmp_path, monkeypatch,
+                                                                     shared_data, capsys):
+    medmnist = tmp_path / "data" / "medmnist"
+    medmnist.mkdir(parents=True)
+    (medmnist / "pneumoniamnist.npz").symlink_to(shared_data / "medmnist" / "pneumoniamnist.npz")
+    monkeypatch.chdir(tmp_path)  # not the repository
+    argv = ["--profile", "smoke", "--datasets", "pneumonia", "--methods", "csi",
+            "--results-root", "res", "--data-root", "data"]
+    assert suite.main(["--plan-only", *argv]) == 0
+    assert "amplify/pneumonia/csi/s0" in capsys.readouterr().out  # found, not MISSING
+    (medmnist / "pneumoniamnist.npz").unlink()
+    (medmnist / "pneumoniamnist.npz").write_bytes(b"not an npz")
+    monkeypatch.chdir(tmp_path)
+    assert suite.main(["--plan-only", *argv]) == 0
+    out = capsys.readouterr().out  # the problem names the file as given from here
+    assert "broken dataset pneumonia: cannot read data/medmnist/pneumoniamnist.npz" in out
 
 
 def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
