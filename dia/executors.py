@@ -81,17 +81,18 @@ def run_plan(jobs: list[Job], req: PlanRequest, *, executor: str = "sequential",
 # What runs inside each submitted process
 
 
-def _job_entry(job: Job, req: PlanRequest, notebook_dir: str,
+def _job_entry(job: Job, req: PlanRequest, driver: dict[str, str],
                env: dict[str, str | None]) -> dict[str, Any]:
-    """One job in a submitit process: `dia.suite.run_job` with the parent's notebook folder and
-    the environment changes `env` (a None value unsets the variable). Returns {"ok": bool,
-    "error": str}; notebook errors are returned, not raised (papermill's exceptions do not
-    always pickle)."""
+    """One job in a submitit process: `dia.suite.run_job` with the driver's folders `driver`
+    (`_driver_folders`) and the environment changes `env` (a None value unsets the variable).
+    Returns {"ok": bool, "error": str}; notebook errors are returned, not raised (papermill's
+    exceptions do not always pickle)."""
     import dia.suite as suite
     from dia.interrupt import sigterm_as_interrupt
     from dia.status import running_marker
 
-    suite.NOTEBOOK_DIR = Path(notebook_dir)
+    suite.NOTEBOOK_DIR = Path(driver["notebook_dir"])
+    suite._caller_dir = Path(driver.get("caller_dir", suite.REPO))  # for paths in its error
     for name, value in env.items():
         if value is None:
             os.environ.pop(name, None)
@@ -128,10 +129,11 @@ def visible_gpus() -> list[str]:
 # local-parallel
 
 
-def _notebook_dir() -> str:
+def _driver_folders() -> dict[str, str]:
+    """The driver's notebook folder and the folder it was called from, for `_job_entry`."""
     import dia.suite as suite
 
-    return str(suite.NOTEBOOK_DIR)
+    return {"notebook_dir": str(suite.NOTEBOOK_DIR), "caller_dir": str(suite._caller_dir)}
 
 
 def _default_local_executor(folder: Path):
@@ -180,7 +182,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
         gpus = []
     gpu_load = {gpu: 0 for gpu in gpus}
     parent_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
-    notebook_dir = _notebook_dir()
+    driver = _driver_folders()
     factory = executor_factory or _default_local_executor
     executor = factory(Path(req.results_root) / "submitit" / "%j")
     running: dict[str, tuple[Job, Any, str | None, float]] = {}
@@ -223,7 +225,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                        # a CPU job over 10x slower (measured here: a DDPM step 0.6 s -> 9.5 s)
                        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")
                        or str(max(1, (os.cpu_count() or 1) // jobs_at_once))}
-                handle = executor.submit(_job_entry, job, req, notebook_dir, env)
+                handle = executor.submit(_job_entry, job, req, driver, env)
                 waiting.remove(job)
                 running[job.key] = (job, handle, gpu, time.monotonic())
                 on = f", GPU {gpu}" if gpu is not None else ""
@@ -435,7 +437,7 @@ def submit_slurm(jobs: list[Job], req: PlanRequest, opts: SlurmOptions, *, log=p
         log("nothing to submit")
         return outcome
     by_key = {job.key: job for job in jobs}
-    notebook_dir = _notebook_dir()
+    driver = _driver_folders()
     folder = slurm_folder(req)
     array_ids: list[str] = []
     for array in arrays:
@@ -446,7 +448,7 @@ def submit_slurm(jobs: list[Job], req: PlanRequest, opts: SlurmOptions, *, log=p
             params["dependency"] = dependency
         executor.update_parameters(**params)
         with executor.batch():
-            handles = [executor.submit(_job_entry, by_key[key], req, notebook_dir, {})
+            handles = [executor.submit(_job_entry, by_key[key], req, driver, {})
                        for key in array.keys]
         array_id = str(handles[0].job_id).split("_")[0]
         array_ids.append(array_id)

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -172,8 +173,8 @@ def _report_unusable(unusable: dict[str, tuple[str, str]], data_root: str, log) 
 
 
 def _check_command(data_root: str) -> str:
-    command = f"{_shown(REPO / '.venv' / 'bin' / 'dia')} data check"
-    return command + (f" --data-root {_shown(data_root)}" if data_root else "")
+    command = f"{shlex.quote(_shown(REPO / '.venv' / 'bin' / 'dia'))} data check"
+    return command + (f" --data-root {shlex.quote(_shown(data_root))}" if data_root else "")
 
 
 _caller_dir = REPO  # where the driver was called from (`main` sets it before it moves to REPO)
@@ -377,16 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root = _repo_relative(Path(args.results_root or REPO / "results"))
+    # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space)
+    results_root = _repo_relative(Path(args.results_root or REPO / "results").expanduser())
     if args.data_root:
-        args.data_root = str(_repo_relative(Path(args.data_root)))
+        args.data_root = str(_repo_relative(Path(args.data_root).expanduser()))
     elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
         env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
         os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
     _caller_dir = Path.cwd()
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
-    if results_root.exists() and not results_root.is_dir():
-        print(f"error: --results-root {_shown(results_root)} is not a folder", file=sys.stderr)
+    blocking = next((p for p in (results_root, *results_root.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():  # refused before --status says "pending"
+        why = ("is not a folder" if blocking == results_root else
+               f"cannot be made: {_shown(blocking)} is not a folder")
+        print(f"error: --results-root {_shown(results_root)} {why}", file=sys.stderr)
         return 2
     try:
         return _drive(args, requested, methods, results_root, log)
@@ -470,5 +475,9 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     return 1 if outcome.failed or unusable else 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `python -m dia.suite` (run_all.sh): this module is __main__, and
+    # dia.executors imports a second copy as dia.suite; main runs in that copy, so the state it
+    # sets (_caller_dir) is the one every job's messages are shown with
+    from dia.suite import main as _main
+
+    raise SystemExit(_main())

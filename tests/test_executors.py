@@ -212,8 +212,9 @@ class _FakeExecutor:
         assert folder.name == "%j" and folder.parent.name == "submitit"
         return self
 
-    def submit(self, fn, job, req, notebook_dir, env):
-        assert fn is ex._job_entry and notebook_dir == str(suite.NOTEBOOK_DIR)
+    def submit(self, fn, job, req, driver, env):
+        assert fn is ex._job_entry and driver == {"notebook_dir": str(suite.NOTEBOOK_DIR),
+                                                  "caller_dir": str(suite._caller_dir)}
         gpu = env["CUDA_VISIBLE_DEVICES"] if env["CUDA_VISIBLE_DEVICES"] in ("3", "5") else None
         self.submitted.append((job.key, gpu))
         self.events.append(("start", str(len(self.submitted))))
@@ -286,10 +287,10 @@ def test_a_done_dependent_is_decided_after_what_it_depends_on_has_run(tmp_path):
     _mark_done(evaluate, req)
 
     class Retraining(_FakeExecutor):
-        def submit(self, fn, job, req_, notebook_dir, env):
+        def submit(self, fn, job, req_, driver, env):
             if job.key.startswith("diffusion/"):  # its new checkpoint makes the encoder stale
                 stamp_path(req.results_root, amplify).unlink()
-            return super().submit(fn, job, req_, notebook_dir, env)
+            return super().submit(fn, job, req_, driver, env)
 
     fake = Retraining(tmp_path, fail=set())
     out = ex.run_local_parallel(jobs, req, jobs_at_once=2, log=lambda m: None, poll_s=0.01,
@@ -400,7 +401,7 @@ def test_submit_slurm_writes_the_right_sbatch_files(tmp_path, fake_notebooks):
     for key, jid in out.submitted.items():
         delayed = DelayedSubmission.load(slurm_dir / jid / f"{jid}_submitted.pkl")
         assert delayed.function is ex._job_entry and delayed.args[0].key == key
-        assert delayed.args[2] == str(fake_notebooks)
+        assert delayed.args[2]["notebook_dir"] == str(fake_notebooks)
         assert delayed.args[3] == {}  # Slurm sets the GPUs
 
 
@@ -545,6 +546,23 @@ def test_local_result_of_a_killed_or_crashed_process(tmp_path):
     assert not ok and why.startswith("ModuleNotFoundError: No module named 'dia'")
 
 
+def test_a_job_process_names_its_paths_from_the_folder_the_driver_was_called_from(
+        tmp_path, monkeypatch):
+    from dia.results import RunError
+
+    def failing(job, req):  # a notebook's error names paths as the notebook sees them
+        raise RunError(f"checkpoint {req.results_root}/runs/x.pt cannot be read")
+
+    monkeypatch.setattr(suite, "run_job", failing)
+    monkeypatch.setattr(suite, "_caller_dir", suite.REPO)  # _job_entry sets it, as a job does
+    monkeypatch.chdir(suite.REPO)
+    root = os.path.relpath(tmp_path / "results", suite.REPO)  # as the driver passes it: ../..
+    req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",), results_root=root)
+    out = ex._job_entry(build_plan(req)[0], req, {"notebook_dir": str(suite.NOTEBOOK_DIR),
+                                                   "caller_dir": str(tmp_path)}, {})
+    assert not out["ok"] and "checkpoint results/runs/x.pt cannot be read" in out["error"]
+
+
 _CHILD = """
 import sys, time
 import dia.executors as ex, dia.suite as suite
@@ -557,7 +575,7 @@ def run_job(job, req):
 suite.run_job = run_job
 req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",),
                   results_root=sys.argv[1])
-ex._job_entry(build_plan(req)[0], req, ".", {})
+ex._job_entry(build_plan(req)[0], req, {"notebook_dir": "."}, {})
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -54,6 +55,21 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     assert f"finished: 1 ran, {len(rendered) - 1} skipped" in second.stdout
     assert second.stdout.count("done already, skipped") == len(rendered) - 1
     assert second_s < 0.5 * first_s
+
+    # called from another folder, a failing job's line names its paths from there: run_all.sh
+    # runs dia.suite as __main__, and the executor's copy of the module must know that folder too
+    csi = root / "runs" / "amplify" / "synthetic" / "csi"
+    next(csi.glob("s0-*/checkpoints/*.pt")).write_bytes(b"not a checkpoint")
+    shutil.rmtree(next((root / "runs" / "evaluate" / "synthetic" / "csi").glob("s0-*")))
+    third = subprocess.run(
+        [str(REPO / "run_all.sh"), "--profile", "smoke", "--datasets", "synthetic", "--methods",
+         "csi", "--results-root", "results"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600)
+    assert third.returncode == 1, third.stdout[-3000:] + third.stderr[-3000:]
+    failed = next(line for line in third.stdout.splitlines() if "FAILED after" in line)
+    assert "delete the run folder results/runs/amplify/synthetic/csi/s0-" in failed
+    assert "(see results/notebooks/.failed/30_evaluate-synthetic-csi-smoke-s0.ipynb)" in failed
+    assert str(tmp_path) not in third.stdout
 
 
 def test_relative_roots_are_read_from_where_run_all_is_called(tmp_path, monkeypatch):

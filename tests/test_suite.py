@@ -152,6 +152,21 @@ def test_a_relative_data_root_is_checked_where_the_driver_was_called(tmp_path, m
     assert "broken dataset pneumonia: cannot read data/medmnist/pneumoniamnist.npz" in out
 
 
+def test_a_tilde_after_an_equals_sign_is_the_home_folder(tmp_path, monkeypatch, shared_data,
+                                                          capsys):
+    medmnist = tmp_path / "home" / "my data" / "medmnist"  # the shell leaves --x=~/y alone
+    medmnist.mkdir(parents=True)
+    (medmnist / "pneumoniamnist.npz").symlink_to(shared_data / "medmnist" / "pneumoniamnist.npz")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert suite.main(["--plan-only", "--profile", "smoke", "--datasets", "pneumonia,breast",
+                       "--methods", "csi", "--results-root=~/res", "--data-root=~/my data"]) == 0
+    out = capsys.readouterr().out
+    assert "amplify/pneumonia/csi/s0" in out and "-> home/res/notebooks/" in out
+    assert not (tmp_path / "~").exists()
+    assert "data check --data-root 'home/my data'`" in out  # breast is missing: a command to paste
+
+
 def test_runs_skips_and_reruns_one_stage(fake_notebooks, tmp_path):
     root = tmp_path / "results"
     argv = ["--profile", "smoke", "--datasets", "synthetic", "--results-root", str(root),
@@ -343,9 +358,10 @@ def test_an_unwritable_results_root_is_refused(tmp_path, capsys):
     assert suite.main(argv + [str(not_a_folder)]) == 2
     # named as the user gave it, not as the driver's repository-relative ../../ path
     assert f"--results-root {not_a_folder.resolve()} is not a folder" in capsys.readouterr().err
-    assert suite.main(argv + [str(not_a_folder / "runs")]) == 2  # cannot be made
-    assert f"cannot write to the results root {not_a_folder.resolve() / 'runs'} " in (
-        capsys.readouterr().err)
+    for flag in ([], ["--status"]):  # cannot be made: refused before --status calls it pending
+        assert suite.main(argv + [str(not_a_folder / "runs"), *flag]) == 2
+        assert (f"--results-root {not_a_folder.resolve() / 'runs'} cannot be made: "
+                f"{not_a_folder.resolve()} is not a folder") in capsys.readouterr().err
 
 
 def test_an_interrupted_run_says_how_to_go_on_and_lets_go_of_the_lock(tmp_path, capsys,
