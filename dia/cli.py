@@ -92,6 +92,10 @@ def _check_table_args(results_root: Path, readme: str | None) -> None:
                          "the one that holds runs/ (default results/)")
     if readme and not Path(readme).is_file():
         raise ValueError(f"--readme {readme} is not a file: give the README to copy the table into")
+    if readme:
+        from dia.report import readme_parts
+
+        readme_parts(readme)  # its markers, checked before the tables are rewritten
     if not (results_root / "runs").is_dir():
         print(f"note: no runs under {results_root / 'runs'}: the table holds the paper's rows and "
               "those recorded in tables/auc.csv", file=sys.stderr)

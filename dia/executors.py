@@ -91,6 +91,8 @@ def _job_entry(job: Job, req: PlanRequest, driver: dict[str, str],
     from dia.interrupt import sigterm_as_interrupt
     from dia.status import running_marker
 
+    if isinstance(driver, str):  # submitted (e.g. queued on Slurm) before the driver dict
+        driver = {"notebook_dir": driver}
     suite.NOTEBOOK_DIR = Path(driver["notebook_dir"])
     suite._caller_dir = Path(driver.get("caller_dir", suite.REPO))  # for paths in its error
     for name, value in env.items():
@@ -127,6 +129,14 @@ def visible_gpus() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # local-parallel
+
+
+def _shown(path: str | Path) -> str:
+    """`path` as the driver names paths to the user (`dia.suite._shown`: from its caller's
+    folder)."""
+    import dia.suite as suite
+
+    return suite._shown(path)
 
 
 def _driver_folders() -> dict[str, str]:
@@ -230,7 +240,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                 running[job.key] = (job, handle, gpu, time.monotonic())
                 on = f", GPU {gpu}" if gpu is not None else ""
                 log(f"[{number[job.key]}/{total}] {job.key}: running {job.notebook} "
-                    f"(pid {handle.job_id}{on}, log {os.path.normpath(handle.paths.stdout)}) ...")
+                    f"(pid {handle.job_id}{on}, log {_shown(handle.paths.stdout)}) ...")
             if not running:
                 if waiting:  # only when a dependency can never finish (not expected)
                     for job in waiting:
@@ -325,14 +335,14 @@ def _local_result(handle, grace_s: float = 5.0) -> tuple[bool, str]:
         time.sleep(0.1)
     if not handle.paths.result_pickle.exists():
         return False, ("its process ended without a result (killed?); see "
-                       f"{os.path.normpath(handle.paths.stderr)}")
+                       f"{_shown(handle.paths.stderr)}")
     try:
         result = handle.result()
     except Exception as err:  # noqa: BLE001 - the wrapper itself failed (not a notebook error)
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         error = re.compile(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b")
         what = next((line for line in reversed(lines) if error.match(line)), type(err).__name__)
-        return False, f"{what} (see {os.path.normpath(handle.paths.stderr)})"
+        return False, f"{what} (see {_shown(handle.paths.stderr)})"
     return bool(result.get("ok")), str(result.get("error", ""))
 
 
@@ -460,6 +470,6 @@ def submit_slurm(jobs: list[Job], req: PlanRequest, opts: SlurmOptions, *, log=p
             log(f"    {handle.job_id}  {key}")
     logs = Path(req.results_root) / "slurm"
     log(f"{len(outcome.submitted)} job(s) in {len(arrays)} submission(s); "
-        f"logs under {logs}/<jobid>/; follow with `squeue --me` or "
+        f"logs under {_shown(logs)}/<jobid>/; follow with `squeue --me` or "
         "`run_all.sh --status` (same arguments)")
     return outcome

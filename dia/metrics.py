@@ -6,6 +6,8 @@ Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and
 
 from __future__ import annotations
 
+import io
+
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -165,9 +167,12 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     remedy = rerun_advice(path.parent)
     try:
-        frame = pd.read_csv(path)
+        raw = path.read_bytes()
+        frame = pd.read_csv(io.BytesIO(raw))
     except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
         raise ValueError(f"{path} cannot be read ({err}): {remedy}") from None
+    if not raw.endswith(b"\n"):  # written whole, it ends its last row; pandas reads a cut one
+        raise ValueError(f"{path} ends in the middle of a row (cut short?): {remedy}")
     missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}: {remedy}")
@@ -182,6 +187,9 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
         frame["value"] = pd.to_numeric(frame["value"], errors="raise")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path} has a value that is no number ({err}): {remedy}") from None
+    if not frame["value"].between(0, 1).all():  # every metric is an AUC (NaN is outside too)
+        bad = frame[~frame["value"].between(0, 1)].iloc[0]
+        raise ValueError(f"{path} has a {bad['metric']} of {bad['value']}, no AUC: {remedy}")
     return frame
 
 

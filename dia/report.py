@@ -146,6 +146,8 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
         raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side of "
                          "each conflict (or both rows, when they are different runs), then "
                          "rebuild the table")
+    if text and not text.endswith("\n"):  # written whole, it ends its last row
+        raise ValueError(f"{path} ends in the middle of a row (cut short?): {remedy}")
     try:
         old = pd.read_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -167,6 +169,9 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path} has a damaged seed, image_size or auc column ({err}): "
                          f"{remedy}") from None
+    if not old["auc"].between(0, 1).all():  # no AUC (NaN: a row cut short, a value edited)
+        bad = old[~old["auc"].between(0, 1)].iloc[0]
+        raise ValueError(f"{path} gives run {bad['run_id']} an auc of {bad['auc']}: {remedy}")
     keep = [_is_profile_run_id(str(r), p)
             and (r not in present or other_kind(device, present[r]))
             for r, p, device in zip(old["run_id"], old["profile"], old["device"])]
@@ -407,12 +412,26 @@ README_START = "<!-- auc-table:start (written by `dia table --readme README.md`;
 README_END = "<!-- auc-table:end -->"
 
 
-def splice_into_readme(readme: str | Path, table_md: str | Path) -> None:
-    """Copy `auc.md` into the README between the two markers (never by hand)."""
-    readme, text = Path(readme), Path(table_md).read_text()
-    content = readme.read_text()
-    if README_START not in content or README_END not in content:
-        raise ValueError(f"{readme} lacks the markers {README_START!r} and {README_END!r}")
+def readme_parts(readme: str | Path) -> tuple[str, str]:
+    """The README's text before its table's start marker and from its end marker on; a README
+    that cannot be read, or lacks the two markers once each in that order, is a ValueError."""
+    readme = Path(readme)
+    try:
+        content = readme.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{readme} cannot be read ({first_line(err)})") from None
+    counts = (content.count(README_START), content.count(README_END))
+    if counts != (1, 1) or content.index(README_START) > content.index(README_END):
+        raise ValueError(f"{readme} must hold the markers {README_START!r} and {README_END!r} "
+                         f"once each, in that order (it has {counts[0]} and {counts[1]})")
     head, rest = content.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, f"{head}{README_START}\n{text.strip()}\n{README_END}{tail}")
+    return head, rest[rest.index(README_END):]
+
+
+def splice_into_readme(readme: str | Path, table_md: str | Path) -> None:
+    """Copy `auc.md` into the README between the two markers (never by hand); a README that is
+    a link is written through it."""
+    readme = Path(readme).resolve()
+    head, tail = readme_parts(readme)
+    text = Path(table_md).read_text()
+    atomic_write_text(readme, f"{head}{README_START}\n{text.strip()}\n{tail}")

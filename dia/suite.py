@@ -368,6 +368,25 @@ def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, .
     )
 
 
+def _expanded(path: str | Path) -> Path:
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as err:  # ~name of no user
+        raise ConfigError(f"--results-root {path}: {err} (no such user?)") from None
+
+
+def _unusable_results_root(root: Path) -> str:
+    """Why `root` cannot be the results root ("" if it can): it, or the first of its parents
+    that is there, is no folder (a file, a link to nothing) or cannot be looked at."""
+    try:
+        there = next((p for p in (root, *root.parents) if os.path.lexists(p)), None)
+        if there is None or there.is_dir():
+            return ""
+    except OSError as err:  # a parent without permission to look inside
+        return f"cannot be looked at ({err.strerror})"
+    return "is not a folder" if there == root else f"cannot be made: {_shown(there)} is not a folder"
+
+
 def main(argv: list[str] | None = None) -> int:
     global _caller_dir
     args = _parse(argv)
@@ -375,22 +394,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         requested, methods = _validate(args)
         check_given_data_root(args.data_root or None)
+        # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space)
+        results_root = _repo_relative(_expanded(args.results_root or REPO / "results"))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space)
-    results_root = _repo_relative(Path(args.results_root or REPO / "results").expanduser())
-    if args.data_root:
+    if args.data_root:  # expandable: check_given_data_root expanded it
         args.data_root = str(_repo_relative(Path(args.data_root).expanduser()))
     elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
         env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
         os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
     _caller_dir = Path.cwd()
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
-    blocking = next((p for p in (results_root, *results_root.parents) if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():  # refused before --status says "pending"
-        why = ("is not a folder" if blocking == results_root else
-               f"cannot be made: {_shown(blocking)} is not a folder")
+    why = _unusable_results_root(results_root)  # refused before --status says "pending"
+    if why:
         print(f"error: --results-root {_shown(results_root)} {why}", file=sys.stderr)
         return 2
     try:

@@ -25,8 +25,24 @@ def test_table_refuses_a_results_root_or_readme_that_is_not_there(tmp_path, caps
     root.mkdir()
     assert main(["table", "--results-root", str(root), "--readme", str(tmp_path / "no.md")]) == 2
     assert "--readme" in capsys.readouterr().err and not (root / "tables").exists()
+    from dia.report import README_END, README_START
+
+    readme = tmp_path / "README.md"
+    for text, says in ((f"{README_END}\n{README_START}\n", "in that order (it has 1 and 1)"),
+                       (f"{README_START}{README_END}\n" * 2, "once each"),
+                       ("no markers\n", "(it has 0 and 0)")):
+        readme.write_text(text)
+        assert main(["table", "--results-root", str(root), "--readme", str(readme)]) == 2
+        assert says in capsys.readouterr().err and not (root / "tables").exists()  # not written
     assert main(["table", "--results-root", str(root)]) == 0  # no runs yet: said, then written
     assert "no runs under" in capsys.readouterr().err and (root / "tables" / "auc.md").is_file()
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
+    (tmp_path / "link.md").symlink_to(readme)
+    assert main(["table", "--results-root", str(root), "--readme", str(tmp_path / "link.md")]) == 0
+    assert (tmp_path / "link.md").is_symlink()  # written through the link, not replacing it
+    spliced = readme.read_text()
+    assert spliced.startswith(f"intro\n{README_START}\nAUC, image level") and "old" not in spliced
+    assert spliced.endswith(f"{README_END}\nrest\n")
 
 
 def test_table_on_a_results_root_it_cannot_write_to(tmp_path, capsys, monkeypatch):

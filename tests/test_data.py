@@ -376,6 +376,12 @@ def test_braintumor_bad_json(tmp_path, results_root):
     (tmp_path / "ddad" / "BrainTumor" / "data.json").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(DataError, match="expected DDAD's layout"):
         load_dataset("braintumor", data_root=tmp_path, results_root=results_root)
+    lists = {"0": ["a.png"], "unlabeled": {"0": [], "1": []}}
+    for bad in (5, "abc", [3]):  # a string would be three file names, letter by letter
+        layout = {"train": {**lists, "0": bad}, "test": {"0": [], "1": []}}
+        (tmp_path / "ddad" / "BrainTumor" / "data.json").write_text(json.dumps(layout))
+        with pytest.raises(DataError, match="train/0 is not a list of image file names"):
+            load_dataset("braintumor", data_root=tmp_path, results_root=results_root)
     (tmp_path / "ddad" / "BrainTumor" / "data.json").unlink()
     (tmp_path / "ddad" / "BrainTumor" / "data.json").mkdir()
     with pytest.raises(DataError, match="data.json cannot be read"):

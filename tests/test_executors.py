@@ -561,6 +561,8 @@ def test_a_job_process_names_its_paths_from_the_folder_the_driver_was_called_fro
     out = ex._job_entry(build_plan(req)[0], req, {"notebook_dir": str(suite.NOTEBOOK_DIR),
                                                    "caller_dir": str(tmp_path)}, {})
     assert not out["ok"] and "checkpoint results/runs/x.pt cannot be read" in out["error"]
+    old = ex._job_entry(build_plan(req)[0], req, str(suite.NOTEBOOK_DIR), {})  # queued before
+    assert not old["ok"] and "cannot be read" in old["error"]  # the driver dict: still runs
 
 
 _CHILD = """

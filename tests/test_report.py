@@ -95,6 +95,8 @@ def test_ddad_cells_of_a_seeded_split_say_it_never_runs_there(results_root):
     ("HEADER", "has no auc row"),
     ("NO NUMBER", "has a value that is no number"),
     ("TWICE", "has more than one auc row of dia"),
+    ("CUT", "ends in the middle of a row (cut short?)"),
+    ("NO AUC", "has a auc of 1.7, no AUC"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
     from dia.evaluate import read_metrics
@@ -108,6 +110,10 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
     elif damage == "NO NUMBER":
         damage = lines[0] + "".join(line.replace(",auc,", ",auc,abc", 1) if ",auc," in line
                                     else line for line in lines[1:])
+    elif damage == "CUT":  # a copy cut short: pandas reads the part of its last row
+        damage = "".join(lines)[:-12]
+    elif damage == "NO AUC":  # edited by hand
+        damage = lines[0] + "".join(line.replace(",auc,1.0,", ",auc,1.7,", 1) for line in lines[1:])
     (run.path / "metrics.csv").write_text(damage)
     where, done = re.escape(str(run.path / "metrics.csv")), re.escape(str(run.path / "DONE"))
     with pytest.raises(ValueError, match=rf"{where} {re.escape(says)}.*delete {done}"):
@@ -161,6 +167,8 @@ def test_a_finished_scoring_run_without_its_config_is_an_error_not_a_gap(results
     ("TWICE", "more than once"),
     ("SEED", "damaged seed, image_size or auc column"),
     (b"\xff\xfe\x00garbage", "cannot be read"),
+    ("CUT", "ends in the middle of a row (cut short?)"),
+    ("AUC", "an auc of 7.5"),
 ])
 def test_a_damaged_auc_csv_is_refused_by_name_not_counted(results_root, damage, says):
     _fake_run(results_root, "synthetic", "dia", 0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
@@ -174,6 +182,10 @@ def test_a_damaged_auc_csv_is_refused_by_name_not_counted(results_root, damage, 
         lines[ours:ours + 1] = [row, other]
     elif damage == "SEED":
         lines[ours] = row.replace(",0,smoke,", ",x,smoke,", 1)
+    elif damage == "CUT":  # cut short in its last row: the rows after it would be lost unsaid
+        lines[ours:] = [row[:len(row) // 2]]
+    elif damage == "AUC":
+        lines[ours] = row.replace("1.0,", "7.5,", 1)
     if isinstance(damage, bytes):
         path.write_bytes(damage)
     else:

@@ -59,7 +59,9 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     # called from another folder, a failing job's line names its paths from there: run_all.sh
     # runs dia.suite as __main__, and the executor's copy of the module must know that folder too
     csi = root / "runs" / "amplify" / "synthetic" / "csi"
-    next(csi.glob("s0-*/checkpoints/*.pt")).write_bytes(b"not a checkpoint")
+    from dia.train_encoder import CHECKPOINT  # the one evaluate loads
+
+    next(csi.glob(f"s0-*/checkpoints/{CHECKPOINT}")).write_bytes(b"not a checkpoint")
     shutil.rmtree(next((root / "runs" / "evaluate" / "synthetic" / "csi").glob("s0-*")))
     third = subprocess.run(
         [str(REPO / "run_all.sh"), "--profile", "smoke", "--datasets", "synthetic", "--methods",

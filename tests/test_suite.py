@@ -362,6 +362,12 @@ def test_an_unwritable_results_root_is_refused(tmp_path, capsys):
         assert suite.main(argv + [str(not_a_folder / "runs"), *flag]) == 2
         assert (f"--results-root {not_a_folder.resolve() / 'runs'} cannot be made: "
                 f"{not_a_folder.resolve()} is not a folder") in capsys.readouterr().err
+    (tmp_path / "link").symlink_to(tmp_path / "gone")  # a link to nothing
+    assert suite.main(argv + [str(tmp_path / "link" / "runs"), "--status"]) == 2
+    assert f"{tmp_path.resolve() / 'link'} is not a folder" in capsys.readouterr().err
+    for option in ("--results-root", "--data-root"):  # ~name of no user: no traceback
+        assert suite.main(["--status", f"{option}=~no_such_user_here/x"]) == 2
+        assert f"{option} ~no_such_user_here/x: " in capsys.readouterr().err
 
 
 def test_an_interrupted_run_says_how_to_go_on_and_lets_go_of_the_lock(tmp_path, capsys,

@@ -136,6 +136,10 @@ def _braintumor_entries(base: Path) -> list[SplitRow]:
             f"{split_file}: expected DDAD's layout {{train: {{0: [...], unlabeled: {{0, 1}}}}, "
             f"test: {{0, 1}}}} ({err!r})"
         ) from err
+    for (_, _, group), names in lists.items():  # a string would be read letter by letter
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DataError(f"{split_file}: {group} is not a list of image file names: restore "
+                            "DDAD's file")
     rows = [SplitRow(f"images/{name}", label, part, group)
             for (part, label, group), names in lists.items() for name in names]
     present = [r for r in rows if (base / r.path).is_file()]

@@ -105,12 +105,14 @@ def get_spec(key: str) -> DatasetSpec:
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
     """The explicit argument, else `$DIA_DATA_ROOT`, else `data/` in the repository."""
-    if data_root:
-        return Path(data_root).expanduser()
-    env = os.environ.get("DIA_DATA_ROOT")
-    if env:
-        return Path(env).expanduser()
-    return REPO_ROOT / "data"
+    given = data_root or os.environ.get("DIA_DATA_ROOT")
+    if not given:
+        return REPO_ROOT / "data"
+    try:
+        return Path(given).expanduser()
+    except RuntimeError as err:  # ~name of no user
+        source = "--data-root" if data_root else "DIA_DATA_ROOT"
+        raise DataError(f"{source} {given}: {err} (no such user?)") from None
 
 
 def check_given_data_root(data_root: str | Path | None = None) -> Path:
