@@ -102,7 +102,7 @@ def _check_table_args(results_root: Path, readme: str | None) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from dia.data.registry import check_given_data_root, resolve_data_root
+    from dia.data.registry import DataError, check_given_data_root, resolve_data_root
 
     if args.action == "check":
         from dia.data.check import check_datasets, format_check, state
@@ -115,8 +115,15 @@ def _data(args: argparse.Namespace) -> int:
         rows = check_datasets(root, args.results_root)
         print(format_check(rows, root))
         return 1 if any(state(r) == "BROKEN" for r in rows) else 0
-    from dia.data.medmnist_files import fetch_medmnist
+    from dia.data.medmnist_files import fetch_medmnist, npz_path, read_npz
 
-    path = fetch_medmnist(args.dataset, resolve_data_root(args.data_root))
-    print(f"{args.dataset}: {path}")
+    if args.data_root == "":  # not the default root, silently
+        raise DataError("--data-root is empty: give a folder, or leave the option out")
+    root = resolve_data_root(args.data_root)
+    if npz_path(args.dataset, root).is_file():  # never overwritten; a damaged one is named
+        read_npz(args.dataset, root)
+        print(f"{args.dataset}: {npz_path(args.dataset, root)} (already there and readable; "
+              "not downloaded)")
+        return 0
+    print(f"{args.dataset}: {fetch_medmnist(args.dataset, root)}")
     return 0

@@ -445,6 +445,26 @@ def test_cli_data_check_and_offline_fetch(shared_data, tmp_path):
     assert out.returncode == 0 and "| pneumonia" in out.stdout and "MISSING" in out.stdout
 
 
+def test_cli_fetch_names_a_damaged_file_and_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    from dia.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    deep = tmp_path / "new" / "deeper" / "root"
+    assert main(["data", "fetch", "breast", "--data-root", str(deep)]) == 2
+    assert "offline" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert main(["data", "fetch", "breast", "--data-root", ""]) == 2
+    assert "--data-root is empty" in capsys.readouterr().err
+    (tmp_path / "medmnist").mkdir()
+    (tmp_path / "medmnist" / "breastmnist.npz").write_bytes(b"cut short")  # never overwritten
+    assert main(["data", "fetch", "breast", "--data-root", str(tmp_path)]) == 2
+    assert "delete it" in capsys.readouterr().err  # not reported as fetched
+
+
 def test_fetch_says_clearly_when_offline(tmp_path, monkeypatch):
     import urllib.request
 

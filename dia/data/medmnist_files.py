@@ -149,9 +149,12 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
     if target.is_file():  # never overwrite a file the user put there (it may be a rebuilt copy)
         return target
     _refuse_non_file(target, "fetch again")
-    made_folder = not target.parent.exists()
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError as err:
+        raise DataError(f"cannot make the folder {target.parent} for {target.name} ({err}): "
+                        "give a data root you can write to") from err
     except OSError as err:  # a file where the folder or the data root should be
         raise DataError(f"cannot make the folder {target.parent} for {target.name} ({err}): "
                         "a file stands in its way, or the data root is not a folder") from err
@@ -162,9 +165,9 @@ def fetch_medmnist(key: str, root: Path, *, timeout: float = 30.0) -> Path:
                 out.write(chunk)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         tmp.unlink(missing_ok=True)
-        if made_folder:  # leave no empty medmnist/ behind (rmdir fails if it is not empty)
+        for folder in made:  # leave none of the folders made for it (rmdir keeps a non-empty one)
             with contextlib.suppress(OSError):
-                target.parent.rmdir()
+                folder.rmdir()
         raise DataOffline(
             f"cannot download {info['url']} ({err}); this machine looks offline. Copy "
             f"{FLAGS[key]}.npz (MD5 {info['MD5']}) to {target} by hand."
