@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from dia.results import Run, RunError, first_line, rerun_advice, write_csv
+from dia.results import Run, RunError, first_line, rerun_advice, run_id_of, write_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,6 +187,10 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
         frame["value"] = pd.to_numeric(frame["value"], errors="raise")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path} has a value that is no number ({err}): {remedy}") from None
+    foreign = sorted({str(r) for r in frame["run_id"]} - {run_id_of(path.parent)})
+    if foreign:  # copied from another run's folder, or cut short into the id column
+        raise ValueError(f"{path} names run {foreign[0]}, not its own folder's "
+                         f"{run_id_of(path.parent)}: {remedy}")
     if not frame["value"].between(0, 1).all():  # every metric is an AUC (NaN is outside too)
         bad = frame[~frame["value"].between(0, 1)].iloc[0]
         raise ValueError(f"{path} has a {bad['metric']} of {bad['value']}, no AUC: {remedy}")

@@ -97,6 +97,7 @@ def test_ddad_cells_of_a_seeded_split_say_it_never_runs_there(results_root):
     ("TWICE", "has more than one auc row of dia"),
     ("CUT", "ends in the middle of a row (cut short?)"),
     ("NO AUC", "has a auc of 1.7, no AUC"),
+    ("FOREIGN", "names run evaluate/pneumonia/dia/s0-"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
     from dia.evaluate import read_metrics
@@ -112,6 +113,8 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
                                     else line for line in lines[1:])
     elif damage == "CUT":  # a copy cut short: pandas reads the part of its last row
         damage = "".join(lines)[:-12]
+    elif damage == "FOREIGN":  # another run's file copied in
+        damage = "".join(line.replace("/synthetic/", "/pneumonia/") for line in lines)
     elif damage == "NO AUC":  # edited by hand
         damage = lines[0] + "".join(line.replace(",auc,1.0,", ",auc,1.7,", 1) for line in lines[1:])
     (run.path / "metrics.csv").write_text(damage)
