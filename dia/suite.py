@@ -368,7 +368,7 @@ def _request(args: argparse.Namespace, present: list[str], methods: tuple[str, .
     )
 
 
-def _expanded(path: str | Path) -> Path:
+def _expanded_results_root(path: str | Path) -> Path:
     try:
         return Path(path).expanduser()
     except RuntimeError as err:  # ~name of no user
@@ -384,7 +384,9 @@ def _unusable_results_root(root: Path) -> str:
             return ""
     except OSError as err:  # a parent without permission to look inside
         return f"cannot be looked at ({err.strerror})"
-    return "is not a folder" if there == root else f"cannot be made: {_shown(there)} is not a folder"
+    if there == root:
+        return "is not a folder"
+    return f"cannot be made: {_shown(there)} is not a folder"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         requested, methods = _validate(args)
         check_given_data_root(args.data_root or None)
         # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space)
-        results_root = _repo_relative(_expanded(args.results_root or REPO / "results"))
+        given = args.results_root or REPO / "results"  # the default: results/ of the repository
+        results_root = _repo_relative(_expanded_results_root(given))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
