@@ -120,10 +120,10 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_root == "":  # not the default root, silently
         raise DataError("--data-root is empty: give a folder, or leave the option out")
     root = resolve_data_root(args.data_root)
-    if npz_path(args.dataset, root).is_file():  # never overwritten; a damaged one is named
+    there = npz_path(args.dataset, root)
+    if there.is_file():  # never overwritten; a damaged one is named
         read_npz(args.dataset, root)
-        print(f"{args.dataset}: {npz_path(args.dataset, root)} (already there and readable; "
-              "not downloaded)")
+        print(f"{args.dataset}: {there} (already there and readable; not downloaded)")
         return 0
     print(f"{args.dataset}: {fetch_medmnist(args.dataset, root)}")
     return 0

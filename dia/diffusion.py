@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dia.checkpoints import read_checkpoint, require_checkpoint_of, save_checkpoint
 from dia.config import NUM_TIMESTEPS, UNET_NORM_GROUPS, DiffusionConfig, ExperimentConfig, to_dict
-from dia.results import Run, RunError, parse_run_name, restart_advice
+from dia.results import Run, RunError, parse_run_name, restart_advice, retrain_advice
 from dia.runtime import autocast_if
 from dia.stages import stage_sections
 
@@ -485,8 +485,8 @@ def _resolve_checkpoint(run_or_path: Run | str | Path) -> tuple[Path, str | None
     ckpt = run_path / "checkpoints" / CHECKPOINT
     if not ckpt.is_file():
         raise RunError(f"diffusion run {run_path} is DONE but has no {ckpt.relative_to(run_path)} "
-                       "(a run folder copied without its checkpoints?): delete the run folder to "
-                       "train this DDPM again")
+                       "(a run folder copied without its checkpoints?): "
+                       f"{retrain_advice(run_path)}")
     return ckpt, run_hash
 
 

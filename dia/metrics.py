@@ -7,7 +7,6 @@ Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and
 from __future__ import annotations
 
 import io
-
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -187,12 +186,13 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
         frame["value"] = pd.to_numeric(frame["value"], errors="raise")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path} has a value that is no number ({err}): {remedy}") from None
-    foreign = sorted({str(r) for r in frame["run_id"]} - {run_id_of(path.parent)})
+    own = run_id_of(path.parent)
+    foreign = sorted({str(r) for r in frame["run_id"]} - {own})
     if foreign:  # copied from another run's folder, or cut short into the id column
-        raise ValueError(f"{path} names run {foreign[0]}, not its own folder's "
-                         f"{run_id_of(path.parent)}: {remedy}")
-    if not frame["value"].between(0, 1).all():  # every metric is an AUC (NaN is outside too)
-        bad = frame[~frame["value"].between(0, 1)].iloc[0]
+        raise ValueError(f"{path} names run {foreign[0]}, not its own folder's {own}: {remedy}")
+    outside = ~frame["value"].between(0, 1)  # every metric is an AUC (NaN is outside too)
+    if outside.any():
+        bad = frame[outside].iloc[0]
         raise ValueError(f"{path} has a {bad['metric']} of {bad['value']}, no AUC: {remedy}")
     return frame
 

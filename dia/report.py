@@ -169,8 +169,9 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path} has a damaged seed, image_size or auc column ({err}): "
                          f"{remedy}") from None
-    if not old["auc"].between(0, 1).all():  # no AUC (NaN: a row cut short, a value edited)
-        bad = old[~old["auc"].between(0, 1)].iloc[0]
+    outside = ~old["auc"].between(0, 1)  # no AUC (NaN: a row cut short, a value edited)
+    if outside.any():
+        bad = old[outside].iloc[0]
         raise ValueError(f"{path} gives run {bad['run_id']} an auc of {bad['auc']}: {remedy}")
     keep = [_is_profile_run_id(str(r), p)
             and (r not in present or other_kind(device, present[r]))

@@ -120,13 +120,9 @@ def _papermill_meta(path: Path) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     meta = dict(nb.get("metadata", {}).get("papermill") or {})
-    if not meta.get("exception"):
-        meta["exception"] = any(
-            (cell.get("metadata", {}).get("papermill") or {}).get("exception") is True
-            for cell in nb.get("cells", [])
-        )
-    failed = [cell for cell in nb.get("cells", [])  # the cell papermill marked as failed
+    failed = [cell for cell in nb.get("cells", [])  # the cells papermill marked as failed
               if (cell.get("metadata", {}).get("papermill") or {}).get("exception") is True]
+    meta["exception"] = bool(meta.get("exception") or failed)
     meta["ename"] = next((out.get("ename") for cell in failed[:1]
                           for out in cell.get("outputs", []) if out.get("output_type") == "error"),
                          None)

@@ -97,11 +97,10 @@ def load_encoder(
     run: Run, cfg: ExperimentConfig, method: str, device: torch.device | str = "cpu"
 ) -> tuple[AmplifyEncoder, dict[str, Any]]:
     """The encoder of the last checkpoint of an amplify run, in eval mode, and its metadata."""
-    path = run.checkpoint_dir / CHECKPOINT
+    path, remedy = run.checkpoint_dir / CHECKPOINT, retrain_advice(run.path)
     if not path.is_file():
         raise RunError(f"amplify run {run.path} has no checkpoint {CHECKPOINT} (a run folder "
-                       f"copied without its checkpoints?): delete the run folder to train it again")
-    remedy = retrain_advice(run.path)
+                       f"copied without its checkpoints?): {remedy}")
     ckpt = read_checkpoint(path, remedy=remedy)
     check_checkpoint(ckpt, cfg, method, path, remedy=remedy)
     model = build_encoder(cfg)
