@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dia.driver_paths import REPO, caller_dir, set_caller_dir, shown
 from dia.plan import Job, Outcome, PlanRequest, is_job_done
 from dia.status import marker_path
 
@@ -94,7 +95,7 @@ def _job_entry(job: Job, req: PlanRequest, driver: dict[str, str],
     if isinstance(driver, str):  # submitted (e.g. queued on Slurm) before the driver dict
         driver = {"notebook_dir": driver}
     suite.NOTEBOOK_DIR = Path(driver["notebook_dir"])
-    suite._caller_dir = Path(driver.get("caller_dir", suite.REPO))  # for paths in its error
+    set_caller_dir(driver.get("caller_dir", REPO))  # for the paths in its error
     for name, value in env.items():
         if value is None:
             os.environ.pop(name, None)
@@ -131,19 +132,11 @@ def visible_gpus() -> list[str]:
 # local-parallel
 
 
-def _shown(path: str | Path) -> str:
-    """`path` as the driver names paths to the user (`dia.suite._shown`: from its caller's
-    folder)."""
-    import dia.suite as suite
-
-    return suite._shown(path)
-
-
 def _driver_folders() -> dict[str, str]:
     """The driver's notebook folder and the folder it was called from, for `_job_entry`."""
     import dia.suite as suite
 
-    return {"notebook_dir": str(suite.NOTEBOOK_DIR), "caller_dir": str(suite._caller_dir)}
+    return {"notebook_dir": str(suite.NOTEBOOK_DIR), "caller_dir": str(caller_dir())}
 
 
 def _default_local_executor(folder: Path):
@@ -240,7 +233,7 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                 running[job.key] = (job, handle, gpu, time.monotonic())
                 on = f", GPU {gpu}" if gpu is not None else ""
                 log(f"[{number[job.key]}/{total}] {job.key}: running {job.notebook} "
-                    f"(pid {handle.job_id}{on}, log {_shown(handle.paths.stdout)}) ...")
+                    f"(pid {handle.job_id}{on}, log {shown(handle.paths.stdout)}) ...")
             if not running:
                 if waiting:  # only when a dependency can never finish (not expected)
                     for job in waiting:
@@ -335,14 +328,14 @@ def _local_result(handle, grace_s: float = 5.0) -> tuple[bool, str]:
         time.sleep(0.1)
     if not handle.paths.result_pickle.exists():
         return False, ("its process ended without a result (killed?); see "
-                       f"{_shown(handle.paths.stderr)}")
+                       f"{shown(handle.paths.stderr)}")
     try:
         result = handle.result()
     except Exception as err:  # noqa: BLE001 - the wrapper itself failed (not a notebook error)
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         error = re.compile(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b")
         what = next((line for line in reversed(lines) if error.match(line)), type(err).__name__)
-        return False, f"{what} (see {_shown(handle.paths.stderr)})"
+        return False, f"{what} (see {shown(handle.paths.stderr)})"
     return bool(result.get("ok")), str(result.get("error", ""))
 
 
@@ -470,6 +463,6 @@ def submit_slurm(jobs: list[Job], req: PlanRequest, opts: SlurmOptions, *, log=p
             log(f"    {handle.job_id}  {key}")
     logs = Path(req.results_root) / "slurm"
     log(f"{len(outcome.submitted)} job(s) in {len(arrays)} submission(s); "
-        f"logs under {_shown(logs)}/<jobid>/; follow with `squeue --me` or "
+        f"logs under {shown(logs)}/<jobid>/; follow with `squeue --me` or "
         "`run_all.sh --status` (same arguments)")
     return outcome

@@ -15,7 +15,6 @@ import argparse
 import functools
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from dia import interrupt, rendering
 from dia.config import DATASETS, PROFILES, ConfigError, load_config
 from dia.data.registry import DataError, DataOffline, check_given_data_root
+from dia.driver_paths import REPO, paths_as_shown, repo_relative, set_caller_dir, shown
 from dia.estimate import describe, estimate
 from dia.executors import EXECUTORS, SlurmOptions, run_plan
 from dia.plan import (
@@ -34,7 +34,6 @@ from dia.plan import (
 from dia.results import LOCK, atomic_write_text, flock_now
 from dia.status import format_status, plan_status
 
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 KERNEL = "python3"  # the kernelspec that renders every notebook
 
@@ -147,7 +146,7 @@ def _available(requested: list[str], data_root: str, results_root: str, *, fetch
     keys = requested or [k for k, r in rows.items() if r["found"]]
     present = [k for k in keys if rows[k]["present"]]
     # the problems name files under the root: shown as the user gave it, not repository-relative
-    unusable = {k: (state(rows[k]), _paths_as_shown(str(rows[k]["problem"]), [root]))
+    unusable = {k: (state(rows[k]), paths_as_shown(str(rows[k]["problem"]), [root]))
                 for k in keys if not rows[k]["present"]}
     ddad = {k for k in present if int(rows[k]["pool_anomalous"] or 0) > 0}
     absent = [k for k, r in rows.items() if not r["found"] and not requested]
@@ -173,36 +172,8 @@ def _report_unusable(unusable: dict[str, tuple[str, str]], data_root: str, log) 
 
 
 def _check_command(data_root: str) -> str:
-    command = f"{shlex.quote(_shown(REPO / '.venv' / 'bin' / 'dia'))} data check"
-    return command + (f" --data-root {shlex.quote(_shown(data_root))}" if data_root else "")
-
-
-_caller_dir = REPO  # where the driver was called from (`main` sets it before it moves to REPO)
-
-
-def _shown(path: str | Path) -> str:
-    """A path for the terminal: relative to the folder the driver was called from when inside
-    it, else absolute; links kept as named, as `_repo_relative` keeps them. The driver itself
-    works with repository-relative paths, which read oddly (`../../tmp/x`) for a folder
-    elsewhere."""
-    absolute = Path(os.path.normpath(REPO / path))
-    caller = Path(os.path.normpath(_caller_dir))
-    return str(absolute.relative_to(caller)) if absolute.is_relative_to(caller) else str(absolute)
-
-
-def _repo_relative(path: Path) -> Path:
-    """Notebooks run with the repository as their working directory; paths are passed relative
-    to it, so rendered notebooks name no machine's absolute paths.
-
-    A symlink is kept as named (``../shared/data`` where ``../shared`` links elsewhere), unless
-    the path climbs out of one with ``..``: the operating system reads ``link/..`` as the parent
-    of the link's target, so such a path is passed resolved.
-    """
-    absolute = path if path.is_absolute() else Path.cwd() / path
-    as_named = Path(os.path.relpath(os.path.normpath(absolute), REPO))
-    if (REPO / as_named).resolve() == absolute.resolve():
-        return as_named
-    return Path(os.path.relpath(absolute.resolve(), REPO))
+    command = f"{shlex.quote(shown(REPO / '.venv' / 'bin' / 'dia'))} data check"
+    return command + (f" --data-root {shlex.quote(shown(data_root))}" if data_root else "")
 
 
 def _lock(results_root: Path):
@@ -210,14 +181,14 @@ def _lock(results_root: Path):
         results_root.mkdir(parents=True, exist_ok=True)
         handle = open(results_root / LOCK, "w")
     except OSError as err:
-        raise ConfigError(f"cannot write to the results root {_shown(results_root)} "
+        raise ConfigError(f"cannot write to the results root {shown(results_root)} "
                           f"({err.strerror}): "
                           "pass a writable folder with --results-root") from err
     if not flock_now(handle):
         handle.close()
         raise LockedError(
-            f"another run_all.sh is using {_shown(results_root)} (it holds "
-            f"{_shown(results_root / LOCK)}); "
+            f"another run_all.sh is using {shown(results_root)} (it holds "
+            f"{shown(results_root / LOCK)}); "
             "wait for it to finish, or use --results-root for a separate folder"
         )
     return handle
@@ -279,32 +250,12 @@ def run_job(job: Job, req: PlanRequest) -> None:
     atomic_write_text(stamp, json.dumps(stamp_record(job, req)))
 
 
-# the end of a path name in a message: a space, a quote or closing mark, or a full stop ending the
-# sentence (not the third dot of "...")
-_PATH_END = r"""(?=$|[\s'"`),;:\]>!?]|(?<!\.)\.(?:\s|$))"""
-
-
-def _paths_as_shown(text: str, roots) -> str:
-    """`text` with each path name under one of `roots` (as the driver and the notebooks name
-    them: repository-relative, ``../x``, or absolute) written as `_shown` writes it. Only whole
-    path names: a root ``..`` leaves the ``...`` of a message alone, and a root inside the
-    repository is replaced only where a path goes on under it (``results/x``, not the word)."""
-    names = sorted({str(r) for r in roots if str(r) not in ("", ".")}, key=len, reverse=True)
-    if not names:
-        return text
-    below = r"""/[^\s'"`),;:\]>!?]*"""
-    patterns = [re.escape(n) + (f"(?:{below})?" if n.startswith(("..", "/")) else below)
-                for n in names]
-    as_path = re.compile(rf"(?<![\w./-])(?:{'|'.join(patterns)}){_PATH_END}")
-    return as_path.sub(lambda m: _shown(m.group(0)) + "/" * m.group(0).endswith("/"), text)
-
-
 def _roots_as_shown(text: str, req: PlanRequest) -> str:
     """`text` (a notebook's error, the status), which names paths as the notebooks see them
     (relative to the repository), with those under the results or data root as the driver's
-    own lines name them (`_shown`)."""
+    own lines name them (`shown`)."""
     data_root = req.data_root or os.environ.get("DIA_DATA_ROOT", "")  # made repository-relative
-    return _paths_as_shown(text, [req.results_root, data_root])
+    return paths_as_shown(text, [req.results_root, data_root])
 
 
 def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
@@ -313,7 +264,7 @@ def _describe_failure(job: Job, err: BaseException, req: PlanRequest) -> str:
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     at = f" cell {cell}" if cell is not None else ""
     last_line = _roots_as_shown(str(evalue).strip().splitlines()[-1] if evalue else "", req)
-    see = f" (see {_shown(failed)})" if failed.is_file() else ""
+    see = f" (see {shown(failed)})" if failed.is_file() else ""
     hint = ""
     if ename == "DeadKernelError":  # nbclient's: the kernel process ended mid-notebook
         hint = ("; the kernel was killed (out of memory?) or crashed: run the same command again "
@@ -344,7 +295,7 @@ def execute(jobs: list[Job], req: PlanRequest, log=print) -> Outcome:
             run_job(job, req)
         except KeyboardInterrupt:
             failed = failed_path(req.results_root, job)
-            kept = f"; its notebook so far: {_shown(failed)}" if failed.is_file() else ""
+            kept = f"; its notebook so far: {shown(failed)}" if failed.is_file() else ""
             log(f"{prefix}: interrupted after {time.monotonic() - start:.0f}s{kept}")
             raise
         except Exception as err:  # noqa: BLE001 - any notebook failure is reported, not raised
@@ -386,11 +337,10 @@ def _unusable_results_root(root: Path) -> str:
         return f"cannot be looked at ({err.strerror})"
     if there == root:
         return "is not a folder"
-    return f"cannot be made: {_shown(there)} is not a folder"
+    return f"cannot be made: {shown(there)} is not a folder"
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _caller_dir
     args = _parse(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
@@ -398,20 +348,20 @@ def main(argv: list[str] | None = None) -> int:
         check_given_data_root(args.data_root or None)
         # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space)
         given = args.results_root or REPO / "results"  # the default: results/ of the repository
-        results_root = _repo_relative(_expanded_results_root(given))
+        results_root = repo_relative(_expanded_results_root(given))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.data_root:  # expandable: check_given_data_root expanded it
-        args.data_root = str(_repo_relative(Path(args.data_root).expanduser()))
+        args.data_root = str(repo_relative(Path(args.data_root).expanduser()))
     elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
         env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
-        os.environ["DIA_DATA_ROOT"] = str(_repo_relative(env_root))
-    _caller_dir = Path.cwd()
+        os.environ["DIA_DATA_ROOT"] = str(repo_relative(env_root))
+    set_caller_dir(Path.cwd())
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     why = _unusable_results_root(results_root)  # refused before --status says "pending"
     if why:
-        print(f"error: --results-root {_shown(results_root)} {why}", file=sys.stderr)
+        print(f"error: --results-root {shown(results_root)} {why}", file=sys.stderr)
         return 2
     try:
         return _drive(args, requested, methods, results_root, log)
@@ -474,7 +424,7 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     _report_without_ddad(present, ddad, methods, log)
     if args.plan_only:
         for job in jobs:
-            log(f"  {job.key} -> {_shown(rendered_path(results_root, job))}"
+            log(f"  {job.key} -> {shown(rendered_path(results_root, job))}"
                 + (f" (after {', '.join(job.depends_on)})" if job.depends_on else ""))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -495,9 +445,5 @@ def _run(args: argparse.Namespace, requested: list[str], methods: tuple[str, ...
     return 1 if outcome.failed or unusable else 0
 
 
-if __name__ == "__main__":  # `python -m dia.suite` (run_all.sh): this module is __main__, and
-    # dia.executors imports a second copy as dia.suite; main runs in that copy, so the state it
-    # sets (_caller_dir) is the one every job's messages are shown with
-    from dia.suite import main as _main
-
-    raise SystemExit(_main())
+if __name__ == "__main__":
+    raise SystemExit(main())

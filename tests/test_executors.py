@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 
+import dia.driver_paths as driver_paths
 import dia.executors as ex
 import dia.suite as suite
 from dia.plan import (
@@ -214,7 +215,7 @@ class _FakeExecutor:
 
     def submit(self, fn, job, req, driver, env):
         assert fn is ex._job_entry and driver == {"notebook_dir": str(suite.NOTEBOOK_DIR),
-                                                  "caller_dir": str(suite._caller_dir)}
+                                                  "caller_dir": str(driver_paths.caller_dir())}
         gpu = env["CUDA_VISIBLE_DEVICES"] if env["CUDA_VISIBLE_DEVICES"] in ("3", "5") else None
         self.submitted.append((job.key, gpu))
         self.events.append(("start", str(len(self.submitted))))
@@ -554,7 +555,7 @@ def test_a_job_process_names_its_paths_from_the_folder_the_driver_was_called_fro
         raise RunError(f"checkpoint {req.results_root}/runs/x.pt cannot be read")
 
     monkeypatch.setattr(suite, "run_job", failing)
-    monkeypatch.setattr(suite, "_caller_dir", suite.REPO)  # _job_entry sets it, as a job does
+    monkeypatch.setattr(driver_paths, "_caller_dir", suite.REPO)  # _job_entry sets it, as jobs do
     monkeypatch.chdir(suite.REPO)
     root = os.path.relpath(tmp_path / "results", suite.REPO)  # as the driver passes it: ../..
     req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",), results_root=root)

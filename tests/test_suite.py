@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dia import suite
+from dia import driver_paths, suite
 from dia.plan import PlanRequest
 
 STAGES = {"10_train_diffusion": ("diffusion", "ddpm"), "20_train_amplifier": ("amplify", None),
@@ -106,20 +106,20 @@ def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path,
     data.mkdir(parents=True)
     (tmp_path / "shared").symlink_to(tmp_path / "elsewhere")
     (repo / "link").symlink_to(tmp_path / "elsewhere")
-    monkeypatch.setattr(suite, "REPO", repo)
+    monkeypatch.setattr(driver_paths, "REPO", repo)
     monkeypatch.chdir(repo)
-    assert suite._repo_relative(Path("../shared/data")) == Path("../shared/data")
-    assert suite._repo_relative(tmp_path / "shared" / "data") == Path("../shared/data")
-    assert suite._repo_relative(Path("sub/../results")) == Path("results")
+    assert driver_paths.repo_relative(Path("../shared/data")) == Path("../shared/data")
+    assert driver_paths.repo_relative(tmp_path / "shared" / "data") == Path("../shared/data")
+    assert driver_paths.repo_relative(Path("sub/../results")) == Path("results")
     # link/.. is the parent of the link's target, not the repository: passed resolved
-    assert suite._repo_relative(Path("link/../shared")) == Path("../elsewhere")
-    assert suite._repo_relative(Path("link/..")) == Path("..")
+    assert driver_paths.repo_relative(Path("link/../shared")) == Path("../elsewhere")
+    assert driver_paths.repo_relative(Path("link/..")) == Path("..")
     # shown to the user from where the driver was called, links as named here too
-    monkeypatch.setattr(suite, "_caller_dir", tmp_path)
-    assert suite._shown("../shared/data") == "shared/data"  # not elsewhere/data
-    assert suite._shown("sub") == "repo/sub"
-    monkeypatch.setattr(suite, "_caller_dir", repo / "sub")
-    assert suite._shown("../shared/data") == str(tmp_path / "shared" / "data")
+    monkeypatch.setattr(driver_paths, "_caller_dir", tmp_path)
+    assert driver_paths.shown("../shared/data") == "shared/data"  # not elsewhere/data
+    assert driver_paths.shown("sub") == "repo/sub"
+    monkeypatch.setattr(driver_paths, "_caller_dir", repo / "sub")
+    assert driver_paths.shown("../shared/data") == str(tmp_path / "shared" / "data")
     req = PlanRequest(profile="smoke", results_root="..", data_root="../shared/data")
     text = ("stopped ... see ../notebooks/x.ipynb; data ../shared/data/medmnist "
             "('../shared/data'), `../shared/data`, ../../x/ and ../notebooks/.failed.")
@@ -127,7 +127,7 @@ def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path,
     assert suite._roots_as_shown(text, req) == (  # whole path names only, normalised
         f"stopped ... see {tmp_path}/notebooks/x.ipynb; data {shared}/medmnist ('{shared}'), "
         f"`{shared}`, {tmp_path.parent}/x/ and {tmp_path}/notebooks/.failed.")
-    monkeypatch.setattr(suite, "_caller_dir", tmp_path)
+    monkeypatch.setattr(driver_paths, "_caller_dir", tmp_path)
     req = PlanRequest(profile="smoke", results_root="results", data_root="")
     monkeypatch.setenv("DIA_DATA_ROOT", "../shared/data")  # as main() rewrites it
     assert suite._roots_as_shown("results/runs/x, the results; ../shared/data/y", req) == (
