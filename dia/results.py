@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -51,6 +52,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     own), not mkstemp's owner-only 0600: results are often shared, e.g. on a cluster."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # os.replace would name the temporary file, not the folder in the way
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -421,6 +421,26 @@ def test_data_check_against_shared_data(shared_data, results_root):
     assert "OCT2017/{train,test}/{CNV,DME,DRUSEN,NORMAL}" in text and "dia data fetch breast" in text
 
 
+def test_data_check_notes_the_few_absent_images_the_loader_goes_on_without(tmp_path,
+                                                                           results_root):
+    base = tmp_path / "ddad" / "BrainTumor"
+    names = {part: [f"{part}_{i}.png" for i in range(40)] for part in ("n", "p0", "p1", "t0", "t1")}
+    (base / "images").mkdir(parents=True)
+    (base / "data.json").write_text(json.dumps({
+        "train": {"0": names["n"], "unlabeled": {"0": names["p0"], "1": names["p1"]}},
+        "test": {"0": names["t0"], "1": names["t1"]}}))
+    for name in sum(names.values(), [])[1:]:  # 1 of 200 absent: within the 1 % the loader allows
+        _png(base / "images" / name, 0, (4, 4))
+    row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "braintumor")
+    assert state(row) == "yes" and "1 of 200 images named in" in row["note"]
+    text = format_check([row], tmp_path)
+    assert re.search(r"^braintumor: note: 1 of 200 images named in \S+data.json are missing",
+                     text, re.M)
+    _png(base / "images" / names["n"][0], 0, (4, 4))
+    row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "braintumor")
+    assert row["note"] == "" and "braintumor: note:" not in format_check([row], tmp_path)
+
+
 def test_data_check_tells_a_broken_dataset_from_a_missing_one(tmp_path, results_root):
     (tmp_path / "medmnist").mkdir()
     (tmp_path / "medmnist" / "pneumoniamnist.npz").write_bytes(b"garbage")

@@ -269,6 +269,14 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+def test_atomic_write_over_a_folder_names_the_folder_and_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "auc.csv").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic_write_text(tmp_path / "auc.csv", "new")
+    assert caught.value.filename == str(tmp_path / "auc.csv")
+    assert [p.name for p in tmp_path.iterdir()] == ["auc.csv"]
+
+
 def test_atomic_write_gives_the_mode_of_a_plain_open_not_owner_only(tmp_path):
     import stat
 

@@ -1,7 +1,9 @@
 """`dia data check`: which datasets are present, their counts, and how to get the missing ones.
 
 A dataset is present (usable), MISSING (its file or folder is not under the data root), or
-BROKEN (it is there, but a file is corrupt or a part is absent; the problem line says which)."""
+BROKEN (it is there, but a file is corrupt or a part is absent; the problem line says which). A
+present dataset the loader will warn about (a few of the images its split names are absent) gets a
+note."""
 
 from __future__ import annotations
 
@@ -32,19 +34,20 @@ def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
 def check_datasets(
     data_root: str | Path | None = None, results_root: str | Path = "results"
 ) -> list[dict[str, object]]:
-    """One row per dataset: `present` (usable), `found` (there at all, usable or not), counts, and
-    for one not present what is wrong."""
+    """One row per dataset: `present` (usable), `found` (there at all, usable or not), counts,
+    for one not present what is wrong (`problem`), and what its loader will warn about (`note`)."""
     root = resolve_data_root(data_root)
     rows = []
     for key, spec in SPECS.items():
-        row: dict[str, object] = {"dataset": key, "title": spec.title}
+        row: dict[str, object] = {"dataset": key, "title": spec.title, "note": ""}
         try:
-            with warnings.catch_warnings():  # a count needs no notice of absent files
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:  # shown as a note, not on stderr
+                warnings.simplefilter("always")
                 counts = count_dataset(key, root, Path(results_root))
             problem = _unusable_counts(counts)
+            notes = dict.fromkeys(str(w.message) for w in caught)  # each once, in order
             row.update({c: 0 for c in COUNT_COLUMNS}, **counts, present=not problem, found=True,
-                       problem=problem)
+                       problem=problem, note="; ".join(notes))
         except DataError as err:
             row.update({c: "" for c in COUNT_COLUMNS}, present=False,
                        found=not isinstance(err, DataMissing), problem=str(err))
@@ -75,7 +78,7 @@ def state(row: dict[str, object]) -> str:
 
 def format_check(rows: list[dict[str, object]], data_root: Path) -> str:
     """The table `dia data check` prints, then the problem of each dataset not present and, for
-    a missing one, where to get it."""
+    a missing one, where to get it, and the note of each present one that has a note."""
     from tabulate import tabulate
 
     table = [[r["dataset"], r["title"], state(r), *[r[c] for c in COUNT_COLUMNS]] for r in rows]
@@ -84,6 +87,9 @@ def format_check(rows: list[dict[str, object]], data_root: Path) -> str:
     lines = [f"data root: {data_root}  (--data-root or DIA_DATA_ROOT to change it)", "",
              tabulate(table, headers=headers, tablefmt="github"), ""]
     for r in rows:
+        if r["present"] and r.get("note"):
+            note = str(r["note"]).removeprefix(f"{r['dataset']}: ")  # a warning names its dataset
+            lines += [f"{r['dataset']}: note: {note}", ""]
         if not r["present"]:
             spec = SPECS[str(r["dataset"])]
             lines.append(f"{r['dataset']}: {r['problem']}")
