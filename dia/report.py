@@ -282,7 +282,8 @@ def _ours_cell(rows: pd.DataFrame, dataset: str) -> str:
     size = int(best["image_size"]) if pd.notna(best["image_size"]) else None
     native = NATIVE_SIZE.get(dataset, 224)
     at = f", {size}px" if size and size != native else ""
-    return f"{best['mean']:.3f} ± {best['std']:.3f} (n={int(best['n'])}, {best['profile']}{at})"
+    spread = f" ± {best['std']:.3f}" if best["n"] > 1 else ""  # one seed: no spread to show
+    return f"{best['mean']:.3f}{spread} (n={int(best['n'])}, {best['profile']}{at})"
 
 
 def build_table(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -357,10 +358,14 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
     try:
         for ax, dataset in zip(axes[0], datasets):
             data = ours[ours["dataset"] == dataset]
-            sns.stripplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
-                          size=6, jitter=0.1)
-            sns.pointplot(data=data, x="method", y="auc", order=methods, ax=ax, color="tab:blue",
-                          linestyle="none", marker="_", markersize=18, errorbar=None)
+            for smoke, colour in ((False, "tab:blue"), (True, "tab:gray")):  # smoke: no result
+                part = data[(data["profile"] == "smoke") == smoke]
+                if part.empty:
+                    continue
+                sns.stripplot(data=part, x="method", y="auc", order=methods, ax=ax, color=colour,
+                              size=6, jitter=0.1)
+                sns.pointplot(data=part, x="method", y="auc", order=methods, ax=ax, color=colour,
+                              linestyle="none", marker="_", markersize=18, errorbar=None)
             for i, method in enumerate(methods):
                 cell = paper[(paper["dataset"] == dataset) & (paper["method"] == method)]
                 if len(cell):
@@ -376,7 +381,8 @@ def plot_ours_vs_paper(tidy: pd.DataFrame, path: Path) -> Path | None:
         np.random.set_state(rng_state)
     axes[0][0].set_ylabel("AUC")
     profiles = ", ".join(sorted(set(ours["profile"])))
-    fig.suptitle(f"Ours (blue: one dot per seed, bar = mean) vs the paper (red: mean ± std)\n"
+    fig.suptitle(f"Ours (blue: one dot per seed, bar = mean; grey: smoke, a pipeline check, not "
+                 f"a result) vs the paper (red: mean ± std)\n"
                  f"profile(s) {profiles}, per cell the most complete one, as in the table; "
                  "built by notebooks/90_auc_table")
     fig.tight_layout()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dia.metrics import (
-    MetricError, bootstrap_auc_ci, check_test_labels, compute_auc, labelled_splits,
+    MetricError, auc_caveats, bootstrap_auc_ci, check_test_labels, compute_auc, labelled_splits,
 )
 
 
@@ -14,6 +14,21 @@ def test_auc_orientation():
     labels = [0, 0, 1, 1]
     assert compute_auc(labels, [0.1, 0.2, 0.8, 0.9]) == 1.0
     assert compute_auc(labels, [0.9, 0.8, 0.2, 0.1]) == 0.0
+
+
+def test_auc_caveats_say_smoke_means_nothing_and_name_a_score_below_chance():
+    import pandas as pd
+
+    frame = pd.DataFrame({"method": ["DIA", "DIA", "CSI"], "metric": ["auc", "val_auc", "auc"],
+                          "value": [0.401, 0.30, 0.619], "ci_low": [0.336, 0.2, 0.55],
+                          "ci_high": [0.465, 0.4, 0.68]})
+    text = auc_caveats(frame, "quick")
+    assert text.startswith("DIA: AUC 0.401, its whole 95 % interval below 0.5")
+    assert len(text.splitlines()) == 1  # not the val row, not CSI above chance
+    assert "not results" in auc_caveats(frame, "smoke")  # whatever the values
+    assert auc_caveats(frame.drop(columns="metric").iloc[2:], "paper") == ""  # DDAD's frame
+    frame.loc[0, "ci_high"] = 0.52  # the interval reaches chance: no claim
+    assert auc_caveats(frame, "quick") == ""
 
 
 def test_one_class_is_a_clear_error_not_nan():

@@ -56,8 +56,9 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     assert second.stdout.count("done already, skipped") == len(rendered) - 1
     assert second_s < 0.5 * first_s
 
-    # called from another folder, a failing job's line names its paths from there: run_all.sh
-    # runs dia.suite as __main__, and the executor's copy of the module must know that folder too
+    # called from another folder, a failing job's line names its paths from there (the job runs
+    # in the executor's import of dia.suite, not in run_all.sh's __main__: both read the folder
+    # from dia.driver_paths)
     csi = root / "runs" / "amplify" / "synthetic" / "csi"
     from dia.train_encoder import CHECKPOINT  # the one evaluate loads
 

@@ -42,7 +42,8 @@ def check_datasets(
         row: dict[str, object] = {"dataset": key, "title": spec.title, "note": ""}
         try:
             with warnings.catch_warnings(record=True) as caught:  # shown as a note, not on stderr
-                warnings.simplefilter("always")
+                warnings.simplefilter("ignore")  # a library's deprecation is no note on the data
+                warnings.simplefilter("always", UserWarning)  # the loaders' warnings
                 counts = count_dataset(key, root, Path(results_root))
             problem = _unusable_counts(counts)
             notes = dict.fromkeys(str(w.message) for w in caught)  # each once, in order
