@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_pneumonia_counts(shared_data, results_root):
 
 
 def test_braintumor_ddad_split_with_missing_files(shared_data, results_root):
-    with pytest.warns(UserWarning, match="4 of 3200 images"):
+    with pytest.warns(UserWarning, match="4 of the 3200 images its data.json names are missing"):
         splits = load_dataset("braintumor", data_root=shared_data, results_root=results_root,
                               image_size=32)
     counts = splits.counts()
@@ -421,24 +422,39 @@ def test_data_check_against_shared_data(shared_data, results_root):
     assert "OCT2017/{train,test}/{CNV,DME,DRUSEN,NORMAL}" in text and "dia data fetch breast" in text
 
 
-def test_data_check_notes_the_few_absent_images_the_loader_goes_on_without(tmp_path,
-                                                                           results_root):
-    base = tmp_path / "ddad" / "BrainTumor"
+def _braintumor_folder(root: Path, absent: int) -> dict[str, list[str]]:
+    """A DDAD BrainTumor folder of 200 tiny images, the first `absent` of them missing."""
+    base = root / "ddad" / "BrainTumor"
     names = {part: [f"{part}_{i}.png" for i in range(40)] for part in ("n", "p0", "p1", "t0", "t1")}
-    (base / "images").mkdir(parents=True)
+    (base / "images").mkdir(parents=True, exist_ok=True)
     (base / "data.json").write_text(json.dumps({
         "train": {"0": names["n"], "unlabeled": {"0": names["p0"], "1": names["p1"]}},
         "test": {"0": names["t0"], "1": names["t1"]}}))
-    for name in sum(names.values(), [])[1:]:  # 1 of 200 absent: within the 1 % the loader allows
+    for name in sum(names.values(), [])[absent:]:
         _png(base / "images" / name, 0, (4, 4))
+    return names
+
+
+def test_data_check_notes_the_few_absent_images_the_loader_goes_on_without(tmp_path,
+                                                                           results_root):
+    _braintumor_folder(tmp_path, absent=1)  # 1 of 200: within the 1 % the loader allows
     row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "braintumor")
-    assert state(row) == "yes" and "1 of 200 images named in" in row["note"]
+    assert state(row) == "yes" and "1 of the 200 images its data.json names" in row["note"]
     text = format_check([row], tmp_path)
-    assert re.search(r"^braintumor: note: 1 of 200 images named in \S+data.json are missing",
+    assert re.search(r"^braintumor: note: 1 of the 200 images its data.json names are missing",
                      text, re.M)
-    _png(base / "images" / names["n"][0], 0, (4, 4))
+    _braintumor_folder(tmp_path, absent=0)
     row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "braintumor")
     assert row["note"] == "" and "braintumor: note:" not in format_check([row], tmp_path)
+
+
+def test_the_absent_images_notice_is_given_once_under_the_split_file(tmp_path, results_root):
+    _braintumor_folder(tmp_path, absent=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a notebook shows warnings
+        for _ in range(2):  # a notebook that loads the data twice
+            load_dataset("braintumor", data_root=tmp_path, results_root=results_root, image_size=8)
+    assert len(caught) == 1 and caught[0].filename.endswith("BrainTumor/data.json")
 
 
 def test_data_check_tells_a_broken_dataset_from_a_missing_one(tmp_path, results_root):

@@ -25,7 +25,8 @@ def test_auc_caveats_say_smoke_means_nothing_and_name_a_score_below_chance():
     text = auc_caveats(frame, "quick")
     assert text.startswith("DIA: AUC 0.401, its whole 95 % interval below 0.5")
     assert len(text.splitlines()) == 1  # not the val row, not CSI above chance
-    assert "not results" in auc_caveats(frame, "smoke")  # whatever the values
+    smoke = auc_caveats(frame, "smoke").splitlines()  # whatever the values; and the same line
+    assert "not results" in smoke[0] and smoke[1:] == text.splitlines()
     assert auc_caveats(frame.drop(columns="metric").iloc[2:], "paper") == ""  # DDAD's frame
     frame.loc[0, "ci_high"] = 0.52  # the interval reaches chance: no claim
     assert auc_caveats(frame, "quick") == ""

@@ -28,6 +28,7 @@ DIRS = {
 KVASIR_NORMAL = ("normal-cecum", "normal-pylorus", "normal-z-line")
 OCT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 MAX_MISSING_FRACTION = 0.01  # DDAD's data.json may name a few absent files; more is an error
+_NOTICES: dict = {}  # the warnings registry of those few: each shown once per process
 
 
 def dataset_dir(key: str, root: Path) -> Path:
@@ -148,12 +149,11 @@ def _braintumor_entries(base: Path) -> list[SplitRow]:
         raise DataError(
             f"{split_file} names {missing} of {len(rows)} images that are not in {base / 'images'}"
         )
-    if missing:
-        warnings.warn(
-            f"braintumor: {missing} of {len(rows)} images named in {split_file} are missing; "
+    if missing:  # filed under the split file, whose line 0 echoes no line of code beneath it
+        warnings.warn_explicit(
+            f"braintumor: {missing} of the {len(rows)} images its data.json names are missing; "
             "going on with the images present (README, 'Datasets')",
-            stacklevel=2,
-        )
+            UserWarning, filename=str(split_file), lineno=0, module=__name__, registry=_NOTICES)
     return present
 
 
