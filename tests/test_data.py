@@ -20,6 +20,7 @@ from PIL import Image
 from dia.config import load_config
 from dia.data import DataError, DataMissing, DataOffline, load_dataset, load_for_config
 from dia.data.check import check_datasets, format_check, state
+from dia.data.folders import forget_notices
 from dia.data.synthetic import load_synthetic
 
 
@@ -45,6 +46,7 @@ def test_pneumonia_counts(shared_data, results_root):
 
 
 def test_braintumor_ddad_split_with_missing_files(shared_data, results_root):
+    forget_notices()  # given once per process: an earlier load of the same files gave it
     with pytest.warns(UserWarning, match="4 of the 3200 images its data.json names are missing"):
         splits = load_dataset("braintumor", data_root=shared_data, results_root=results_root,
                               image_size=32)
@@ -451,10 +453,12 @@ def test_data_check_notes_the_few_absent_images_the_loader_goes_on_without(tmp_p
 def test_the_absent_images_notice_is_given_once_under_the_split_file(tmp_path, results_root):
     _braintumor_folder(tmp_path, absent=1)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")  # as a notebook shows warnings
+        warnings.simplefilter("always")  # even where every warning is shown
         for _ in range(2):  # a notebook that loads the data twice
             load_dataset("braintumor", data_root=tmp_path, results_root=results_root, image_size=8)
     assert len(caught) == 1 and caught[0].filename.endswith("BrainTumor/data.json")
+    row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "braintumor")
+    assert "1 of the 200 images" in row["note"]  # the check notes it all the same
 
 
 def test_data_check_tells_a_broken_dataset_from_a_missing_one(tmp_path, results_root):

@@ -28,7 +28,7 @@ DIRS = {
 KVASIR_NORMAL = ("normal-cecum", "normal-pylorus", "normal-z-line")
 OCT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 MAX_MISSING_FRACTION = 0.01  # DDAD's data.json may name a few absent files; more is an error
-_NOTICES: dict = {}  # the warnings registry of those few: each shown once per process
+_NOTICED: set[str] = set()  # the notices of those few given in this process: each once
 
 
 def dataset_dir(key: str, root: Path) -> Path:
@@ -149,12 +149,23 @@ def _braintumor_entries(base: Path) -> list[SplitRow]:
         raise DataError(
             f"{split_file} names {missing} of {len(rows)} images that are not in {base / 'images'}"
         )
-    if missing:  # filed under the split file, whose line 0 echoes no line of code beneath it
-        warnings.warn_explicit(
-            f"braintumor: {missing} of the {len(rows)} images its data.json names are missing; "
-            "going on with the images present (README, 'Datasets')",
-            UserWarning, filename=str(split_file), lineno=0, module=__name__, registry=_NOTICES)
+    if missing:
+        _notice(f"braintumor: {missing} of the {len(rows)} images its data.json names are "
+                "missing; going on with the images present (README, 'Datasets')", split_file)
     return present
+
+
+def _notice(message: str, path: Path) -> None:
+    """A UserWarning filed under the data file `path` (its line 0 echoes no line of code beneath
+    it), given once per process: a notebook that loads a dataset twice shows it once."""
+    if message not in _NOTICED:
+        _NOTICED.add(message)
+        warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=0, module=__name__)
+
+
+def forget_notices() -> None:
+    """Give every notice again (`dia data check` reports each, whatever was loaded before)."""
+    _NOTICED.clear()
 
 
 def load_folder_dataset(
