@@ -333,12 +333,13 @@ def summary(frame: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     """Mean ± std over seeds per (ablation, variant), as text cells per dataset, in run order.
 
     `metric`: "auc" (the test split) or "val_auc" (the validation split, where settings
-    should be compared; a cell whose runs were scored before it existed says so).
+    should be compared; a cell whose runs have a test AUC and none of `metric` says so).
     """
     grouped = frame.groupby(["ablation", "variant", "dataset"], sort=False)
     stats = grouped[metric].agg(["mean", "std", "count"]).reset_index()
     ran = grouped["auc"].count().to_numpy()  # a test AUC: the cell was run and scored
-    stats["cell"] = [mean_cell(m, s, n) if n or not r else f"no {metric} (scored before it existed)"
+    none = f"no {metric} (no validation split, or scored before it existed)"
+    stats["cell"] = [mean_cell(m, s, n) if n or not r else none
                      for m, s, n, r in zip(stats["mean"], stats["std"], stats["count"], ran)]
     order = list(dict.fromkeys(zip(stats["ablation"], stats["variant"])))
     table = stats.pivot(index=["ablation", "variant"], columns="dataset", values="cell")

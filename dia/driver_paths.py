@@ -1,8 +1,10 @@
-"""How the driver names paths. It works in the repository, the notebooks' working directory, and
-passes them paths relative to it (`repo_relative`), so rendered notebooks name no machine's
-absolute paths. To the user it names paths from the folder it was called from (`shown`,
-`paths_as_shown`), which `main` records with `set_caller_dir` before it moves into the
-repository, and each job process of `--jobs N` records again (`dia.executors._job_entry`)."""
+"""How the driver (`dia.suite`) names paths. The driver works in the repository, the notebooks'
+working directory, and passes them paths relative to it (`repo_relative`), so rendered notebooks
+name no machine's absolute paths. To the user it names paths from the folder it was called from
+(`shown`, `paths_as_shown`), which `dia.suite.main` records with `set_caller_dir` before it moves
+into the repository, and which each job process of `--jobs N` or Slurm records again
+(`dia.executors._job_entry`). `REPO` is imported by name elsewhere: a test that patches it here
+patches only what this module computes."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ _caller_dir = REPO  # where the driver was called from
 
 
 def set_caller_dir(path: str | Path) -> None:
+    """Record the folder the driver was called from (`shown` names paths from there)."""
     global _caller_dir
     _caller_dir = Path(path)
 
 
 def caller_dir() -> Path:
+    """The folder the driver was called from (the repository until `set_caller_dir`)."""
     return _caller_dir
 
 

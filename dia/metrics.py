@@ -203,15 +203,16 @@ def write_metrics(run: Run, rows: Sequence[dict[str, Any]]) -> None:
 
 def auc_caveats(metrics: pd.DataFrame, profile: str) -> str:
     """What a reader should know before reading the test AUCs of `metrics` (rows of metrics.csv;
-    those of metric `auc` when it has that column), one line each; '' when nothing. On `smoke`
+    of metric `auc`), one line each; '' when nothing. On `smoke`
     the AUCs check that the pipeline runs and mean nothing, wherever they land; on any profile, a
     score whose whole interval lies below 0.5 ranks the classes the wrong way round."""
     lines = []
     if profile == "smoke":
-        lines.append("smoke profile: a shrunken run (a few dozen images, tiny networks, a few "
-                     "steps); its AUCs show that the pipeline runs, they are not results (the "
-                     "quick or paper profile gives those)")
-    test = metrics[metrics["metric"] == "auc"] if "metric" in metrics else metrics
+        lines.append("smoke profile: a shrunken run (a few dozen images at a small size; tiny "
+                     "networks trained for a few steps, or PatchCore's small memory bank); its "
+                     "AUCs show that the pipeline runs, they are not results (the quick or paper "
+                     "profile gives those)")
+    test = metrics[metrics["metric"] == "auc"]
     lines += [f"{row.method}: AUC {row.value:.3f}, its whole 95 % interval below 0.5: this score "
               "ranks normal test images as more anomalous than anomalous ones"
               for row in test.itertuples() if row.ci_high < 0.5]

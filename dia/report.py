@@ -401,10 +401,10 @@ def write_tables(results_root: str | Path = "results") -> dict[str, Path]:
     paths = {"csv": tables / "auc.csv", "md": tables / "auc.md", "tex": tables / "auc.tex",
              "paper": tables / "paper_table.csv"}
     atomic_write_text(paths["csv"], tidy.to_csv(index=False))
-    header = ("AUC, image level, label 1 = anomalous. Ours: mean ± std over seeds (n, profile; "
-              "one seed: its value alone; a size where the networks saw another size than the "
-              "dataset's); smoke cells are pipeline checks, not results; the paper's value beside "
-              "it. Rebuilt by notebooks/90_auc_table from results/runs "
+    header = ("AUC, image level, label 1 = anomalous. Ours: mean ± std over seeds (n, profile, "
+              "and the image size where the networks saw another than the dataset's own), or one "
+              "seed's value alone; smoke cells are pipeline checks, not results; the paper's "
+              "value beside it. Rebuilt by notebooks/90_auc_table from results/runs "
               "and the published runs recorded in auc.csv (its device and origin columns say "
               "where each was measured; rows of origin other-machine are left out of the "
               "means).\n\n")

@@ -202,7 +202,8 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     assert list(missing["seed"]) == [1, 1, 1] and partial.loc[missing.index, "auc"].isna().all()
     assert all(cell.endswith("(n=1)") for cell in summary(partial)["synthetic"])
     unscored = partial.assign(val_auc=float("nan"))  # as runs scored before val_auc existed
-    assert set(summary(unscored, "val_auc")["synthetic"]) == {"no val_auc (scored before it existed)"}
+    assert set(summary(unscored, "val_auc")["synthetic"]) == {
+        "no val_auc (no validation split, or scored before it existed)"}
     assert set(summary(unscored.assign(auc=float("nan")), "val_auc")["synthetic"]) == {"not run"}
 
     # The ledger keeps the AUCs when the run folders are gone (another machine) ...

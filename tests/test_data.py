@@ -18,9 +18,8 @@ import torch
 from PIL import Image
 
 from dia.config import load_config
-from dia.data import DataError, DataMissing, DataOffline, load_dataset, load_for_config
+from dia.data import DataError, DataMissing, DataOffline, folders, load_dataset, load_for_config
 from dia.data.check import check_datasets, format_check, state
-from dia.data.folders import forget_notices
 from dia.data.synthetic import load_synthetic
 
 
@@ -45,8 +44,8 @@ def test_pneumonia_counts(shared_data, results_root):
     assert not any(results_root.iterdir())  # an official split writes nothing
 
 
-def test_braintumor_ddad_split_with_missing_files(shared_data, results_root):
-    forget_notices()  # given once per process: an earlier load of the same files gave it
+def test_braintumor_ddad_split_with_missing_files(shared_data, results_root, monkeypatch):
+    monkeypatch.setattr(folders, "_NOTICED", set())  # once per process: as if the first load
     with pytest.warns(UserWarning, match="4 of the 3200 images its data.json names are missing"):
         splits = load_dataset("braintumor", data_root=shared_data, results_root=results_root,
                               image_size=32)
@@ -459,6 +458,12 @@ def test_the_absent_images_notice_is_given_once_under_the_split_file(tmp_path, r
     assert len(caught) == 1 and caught[0].filename.endswith("BrainTumor/data.json")
     row = next(r for r in check_datasets(tmp_path, results_root) if r["dataset"] == "braintumor")
     assert "1 of the 200 images" in row["note"]  # the check notes it all the same
+    other = tmp_path / "copy"  # another copy with the same count: its own notice
+    _braintumor_folder(other, absent=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_dataset("braintumor", data_root=other, results_root=results_root, image_size=8)
+    assert len(caught) == 1 and str(other) in caught[0].filename
 
 
 def test_data_check_tells_a_broken_dataset_from_a_missing_one(tmp_path, results_root):

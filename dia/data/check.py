@@ -18,7 +18,7 @@ COUNT_COLUMNS = ("train_normal", "test_normal", "test_anomalous", "pool_anomalou
 
 def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
     """Counts per split and class without decoding images (raises DataError when missing)."""
-    from dia.data.folders import count_folder_dataset, forget_notices
+    from dia.data.folders import count_folder_dataset
     from dia.data.medmnist_files import FLAGS, count_medmnist
     from dia.data.synthetic import COUNTS
 
@@ -28,7 +28,6 @@ def count_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
                 "val_normal": COUNTS["val_normal"], "val_anomalous": COUNTS["val_anomalous"]}
     if key in FLAGS:
         return count_medmnist(key, root)
-    forget_notices()  # its notices are the check's notes, even if a load gave them before
     return count_folder_dataset(key, root, results_root)
 
 

@@ -28,7 +28,7 @@ DIRS = {
 KVASIR_NORMAL = ("normal-cecum", "normal-pylorus", "normal-z-line")
 OCT_CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 MAX_MISSING_FRACTION = 0.01  # DDAD's data.json may name a few absent files; more is an error
-_NOTICED: set[str] = set()  # the notices of those few given in this process: each once
+_NOTICED: set[tuple[str, str]] = set()  # (file, notice) given in this process: each once
 
 
 def dataset_dir(key: str, root: Path) -> Path:
@@ -96,8 +96,10 @@ def seeded_candidates(key: str, base: Path) -> list[tuple[str, int, str]]:
     raise DataError(f"{key!r} has no seeded split")  # pragma: no cover
 
 
-def list_entries(key: str, root: Path, results_root: Path) -> tuple[list[SplitRow], bool]:
-    """All entries of a folder dataset, and whether a new seeded split must be written."""
+def list_entries(key: str, root: Path, results_root: Path, *,
+                 notice_once: bool = True) -> tuple[list[SplitRow], bool]:
+    """All entries of a folder dataset, and whether a new seeded split must be written.
+    `notice_once=False` gives a notice about the data (`_notice`) even if given before."""
     base = dataset_dir(key, root)
     if key in ("sars_cov2", "kvasir", "aptos"):
         csv_path = split_csv_path(key, results_root)
@@ -113,11 +115,11 @@ def list_entries(key: str, root: Path, results_root: Path) -> tuple[list[SplitRo
                          for p in list_images(base / split / name)]
         return rows, False
     if key == "braintumor":
-        return _braintumor_entries(base), False
+        return _braintumor_entries(base, notice_once), False
     raise DataError(f"{key!r} is not a folder dataset")  # pragma: no cover
 
 
-def _braintumor_entries(base: Path) -> list[SplitRow]:
+def _braintumor_entries(base: Path, notice_once: bool = True) -> list[SplitRow]:
     split_file = base / "data.json"
     try:
         split = json.loads(split_file.read_bytes())
@@ -151,21 +153,20 @@ def _braintumor_entries(base: Path) -> list[SplitRow]:
         )
     if missing:
         _notice(f"braintumor: {missing} of the {len(rows)} images its data.json names are "
-                "missing; going on with the images present (README, 'Datasets')", split_file)
+                "missing; going on with the images present (README, 'Datasets')", split_file,
+                once=notice_once)
     return present
 
 
-def _notice(message: str, path: Path) -> None:
+def _notice(message: str, path: Path, *, once: bool = True) -> None:
     """A UserWarning filed under the data file `path` (its line 0 echoes no line of code beneath
-    it), given once per process: a notebook that loads a dataset twice shows it once."""
-    if message not in _NOTICED:
-        _NOTICED.add(message)
-        warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=0, module=__name__)
-
-
-def forget_notices() -> None:
-    """Give every notice again (`dia data check` reports each, whatever was loaded before)."""
-    _NOTICED.clear()
+    it), given once per process and file unless `once` is False: a notebook that loads a dataset
+    twice shows it once."""
+    if once:
+        if (str(path), message) in _NOTICED:
+            return
+        _NOTICED.add((str(path), message))
+    warnings.warn_explicit(message, UserWarning, filename=str(path), lineno=0, module=__name__)
 
 
 def load_folder_dataset(
@@ -202,8 +203,9 @@ def load_folder_dataset(
 
 
 def count_folder_dataset(key: str, root: Path, results_root: Path) -> dict[str, int]:
-    """Counts per split and class; a DataError when a listed file cannot be an image."""
-    rows, _ = list_entries(key, root, results_root)
+    """Counts per split and class; a DataError when a listed file cannot be an image. Its
+    notices about the data are given every time (`dia data check` turns them into notes)."""
+    rows, _ = list_entries(key, root, results_root, notice_once=False)
     base = dataset_dir(key, root)
     bad = unreadable_images([base / r.path for r in rows])
     if bad:
