@@ -1,10 +1,11 @@
 """Three ways to run the plan of `dia.plan.build_plan`: `run_plan(jobs, req, executor=...)`.
 
-- ``sequential``: `dia.suite.execute`, one notebook after another in this process (the default).
-- ``local-parallel``: each job is one call of `dia.suite.run_job(job, req)` in its own process,
-  started through submitit's `LocalExecutor`, at most `jobs_at_once` at a time. A job starts
-  when every dependency finished OK (or was done already); dependents of a failed job are not
-  run; the table job (``always``) starts after every other job has ended. When several GPUs are
+- ``sequential``: `dia.notebook_jobs.execute`, one notebook after another in this process (the
+  default).
+- ``local-parallel``: each job is one call of `dia.notebook_jobs.run_job(job, req)` in its own
+  process, started through submitit's `LocalExecutor`, at most `jobs_at_once` at a time. A job
+  starts when every dependency finished OK (or was done already); dependents of a failed job are
+  not run; the table job (``always``) starts after every other job has ended. When several GPUs are
   visible (`torch.cuda.device_count()`), each job gets one through ``CUDA_VISIBLE_DEVICES``,
   the least busy first (round robin when `jobs_at_once` equals the GPU count). Logs of each
   process: ``<results_root>/submitit/<pid>/``.
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dia import notebook_jobs
 from dia.driver_paths import REPO, caller_dir, set_caller_dir, shown
 from dia.plan import Job, Outcome, PlanRequest, is_job_done
 from dia.status import marker_path
@@ -70,9 +72,7 @@ def run_plan(jobs: list[Job], req: PlanRequest, *, executor: str = "sequential",
     if jobs_at_once < 1:
         raise ValueError(f"jobs_at_once must be at least 1, got {jobs_at_once}")
     if executor == "sequential":
-        from dia.suite import execute
-
-        return execute(jobs, req, log)
+        return notebook_jobs.execute(jobs, req, log)
     if executor == "local-parallel":
         return run_local_parallel(jobs, req, jobs_at_once=jobs_at_once, log=log)
     return submit_slurm(jobs, req, slurm or SlurmOptions(), log=log)
@@ -84,17 +84,16 @@ def run_plan(jobs: list[Job], req: PlanRequest, *, executor: str = "sequential",
 
 def _job_entry(job: Job, req: PlanRequest, driver: dict[str, str],
                env: dict[str, str | None]) -> dict[str, Any]:
-    """One job in a submitit process: `dia.suite.run_job` with the driver's folders `driver`
+    """One job in a submitit process: `dia.notebook_jobs.run_job` with the driver's folders `driver`
     (`_driver_folders`) and the environment changes `env` (a None value unsets the variable).
     Returns {"ok": bool, "error": str}; notebook errors are returned, not raised (papermill's
     exceptions do not always pickle)."""
-    import dia.suite as suite
     from dia.interrupt import sigterm_as_interrupt
     from dia.status import running_marker
 
     if isinstance(driver, str):  # submitted (e.g. queued on Slurm) before the driver dict
         driver = {"notebook_dir": driver}
-    suite.NOTEBOOK_DIR = Path(driver["notebook_dir"])
+    notebook_jobs.NOTEBOOK_DIR = Path(driver["notebook_dir"])
     set_caller_dir(driver.get("caller_dir", REPO))  # for the paths in its error
     for name, value in env.items():
         if value is None:
@@ -106,9 +105,9 @@ def _job_entry(job: Job, req: PlanRequest, driver: dict[str, str],
     # the interrupt first: once the marker is there, the driver may stop the job (`_stop_all`)
     with sigterm_as_interrupt(), running_marker(job, req):
         try:
-            suite.run_job(job, req)
+            notebook_jobs.run_job(job, req)
         except Exception as err:  # noqa: BLE001 - reported to the driver
-            return {"ok": False, "error": suite._describe_failure(job, err, req)}
+            return {"ok": False, "error": notebook_jobs.describe_failure(job, err, req)}
     return {"ok": True, "error": ""}
 
 
@@ -134,9 +133,7 @@ def visible_gpus() -> list[str]:
 
 def _driver_folders() -> dict[str, str]:
     """The driver's notebook folder and the folder it was called from, for `_job_entry`."""
-    import dia.suite as suite
-
-    return {"notebook_dir": str(suite.NOTEBOOK_DIR), "caller_dir": str(caller_dir())}
+    return {"notebook_dir": str(notebook_jobs.NOTEBOOK_DIR), "caller_dir": str(caller_dir())}
 
 
 def _default_local_executor(folder: Path):

@@ -91,7 +91,7 @@ def run_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Execute notebooks/<name>.ipynb with papermill in `tmp_path` (the way run_all.sh does);
     returns the rendered notebook's path."""
     papermill = pytest.importorskip("papermill")
-    from dia.suite import kernel_config
+    from dia.notebook_jobs import kernel_config
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(REPO))

@@ -1,9 +1,9 @@
 """Executors of the suite plan (local-parallel, slurm) and `dia.status`, on tiny fake notebooks.
 
-The fake notebooks (written with nbformat into a tmp folder that replaces `dia.suite.NOTEBOOK_DIR`)
-take the suite's parameters, log their call, wait for each other when a BARRIER file names
-them (to prove that they run at the same time), fail once when a FAIL_<key> file
-exists (after writing a partial train log, as a job killed half way), and otherwise write the
+The fake notebooks (written with nbformat into a tmp folder that replaces
+`dia.notebook_jobs.NOTEBOOK_DIR`) take the suite's parameters, log their call, wait for each
+other when a BARRIER file names them (to prove that they run at the same time), fail once when a
+FAIL_<key> file exists (after writing a partial train log, as a job killed half way), and otherwise write the
 DONE marker of the job's run folder (evaluate: also a metrics.csv), so the plan logic runs end to
 end in a few seconds without training anything.
 """
@@ -23,7 +23,8 @@ import pytest
 
 import dia.driver_paths as driver_paths
 import dia.executors as ex
-import dia.suite as suite
+import dia.notebook_jobs as notebook_jobs
+from dia.driver_paths import REPO
 from dia.plan import (
     PlanRequest, build_plan, failed_path, is_job_done, partial_path, stamp_path,
 )
@@ -88,7 +89,7 @@ def fake_notebooks(tmp_path, monkeypatch) -> Path:
     folder.mkdir()
     _notebook(folder / "20_train_amplifier.ipynb", "amplify")
     _notebook(folder / "30_evaluate.ipynb", "evaluate")
-    monkeypatch.setattr(suite, "NOTEBOOK_DIR", folder)
+    monkeypatch.setattr(notebook_jobs, "NOTEBOOK_DIR", folder)
     return folder
 
 
@@ -214,7 +215,7 @@ class _FakeExecutor:
         return self
 
     def submit(self, fn, job, req, driver, env):
-        assert fn is ex._job_entry and driver == {"notebook_dir": str(suite.NOTEBOOK_DIR),
+        assert fn is ex._job_entry and driver == {"notebook_dir": str(notebook_jobs.NOTEBOOK_DIR),
                                                   "caller_dir": str(driver_paths.caller_dir())}
         gpu = env["CUDA_VISIBLE_DEVICES"] if env["CUDA_VISIBLE_DEVICES"] in ("3", "5") else None
         self.submitted.append((job.key, gpu))
@@ -554,28 +555,29 @@ def test_a_job_process_names_its_paths_from_the_folder_the_driver_was_called_fro
     def failing(job, req):  # a notebook's error names paths as the notebook sees them
         raise RunError(f"checkpoint {req.results_root}/runs/x.pt cannot be read")
 
-    monkeypatch.setattr(suite, "run_job", failing)
-    monkeypatch.setattr(driver_paths, "_caller_dir", suite.REPO)  # _job_entry sets it, as jobs do
-    monkeypatch.chdir(suite.REPO)
-    root = os.path.relpath(tmp_path / "results", suite.REPO)  # as the driver passes it: ../..
+    monkeypatch.setattr(notebook_jobs, "run_job", failing)
+    monkeypatch.setattr(driver_paths, "_caller_dir", REPO)  # _job_entry sets it, as jobs do
+    monkeypatch.chdir(REPO)
+    root = os.path.relpath(tmp_path / "results", REPO)  # as the driver passes it: ../..
     req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",), results_root=root)
-    out = ex._job_entry(build_plan(req)[0], req, {"notebook_dir": str(suite.NOTEBOOK_DIR),
+    notebooks = str(notebook_jobs.NOTEBOOK_DIR)
+    out = ex._job_entry(build_plan(req)[0], req, {"notebook_dir": notebooks,
                                                    "caller_dir": str(tmp_path)}, {})
     assert not out["ok"] and "checkpoint results/runs/x.pt cannot be read" in out["error"]
-    old = ex._job_entry(build_plan(req)[0], req, str(suite.NOTEBOOK_DIR), {})  # queued before
+    old = ex._job_entry(build_plan(req)[0], req, notebooks, {})  # queued before
     assert not old["ok"] and "cannot be read" in old["error"]  # the driver dict: still runs
 
 
 _CHILD = """
 import sys, time
-import dia.executors as ex, dia.suite as suite
+import dia.executors as ex, dia.notebook_jobs as notebook_jobs
 from dia.plan import PlanRequest, build_plan
 
 def run_job(job, req):
     print("running", flush=True)
     time.sleep(60)
 
-suite.run_job = run_job
+notebook_jobs.run_job = run_job
 req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("csi",),
                   results_root=sys.argv[1])
 ex._job_entry(build_plan(req)[0], req, {"notebook_dir": "."}, {})

@@ -30,7 +30,7 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     root = tmp_path / "results"
     first, first_s = _run_all(root)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    from dia.suite import kernel_config
+    from dia.notebook_jobs import kernel_config
 
     if kernel_config():  # pyzmq has CurveZMQ: the kernels' sockets are encrypted, no warning
         assert "without encryption" not in first.stdout + first.stderr
@@ -57,8 +57,7 @@ def test_smoke_suite_renders_every_notebook_and_skips_on_the_second_call(tmp_pat
     assert second_s < 0.5 * first_s
 
     # called from another folder, a failing job's line names its paths from there (the job runs
-    # in the executor's import of dia.suite, not in run_all.sh's __main__: both read the folder
-    # from dia.driver_paths)
+    # in dia.notebook_jobs, which reads that folder from dia.driver_paths, as the driver does)
     csi = root / "runs" / "amplify" / "synthetic" / "csi"
     from dia.train_encoder import CHECKPOINT  # the one evaluate loads
 

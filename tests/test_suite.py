@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dia import driver_paths, suite
+from dia import driver_paths, notebook_jobs, suite
 from dia.plan import PlanRequest
 
 STAGES = {"10_train_diffusion": ("diffusion", "ddpm"), "20_train_amplifier": ("amplify", None),
@@ -45,7 +45,7 @@ def fake_notebooks(tmp_path, monkeypatch):
             f"log.open('a').write({name!r} + '\\n')"))
     _notebook(folder / "15_dissolving_gallery.ipynb", "pass")
     _notebook(folder / "90_auc_table.ipynb", "pass")
-    monkeypatch.setattr(suite, "NOTEBOOK_DIR", folder)
+    monkeypatch.setattr(notebook_jobs, "NOTEBOOK_DIR", folder)
     return folder
 
 
@@ -124,13 +124,13 @@ def test_paths_are_passed_relative_to_the_repository_symlinks_as_named(tmp_path,
     text = ("stopped ... see ../notebooks/x.ipynb; data ../shared/data/medmnist "
             "('../shared/data'), `../shared/data`, ../../x/ and ../notebooks/.failed.")
     shared = tmp_path / "shared" / "data"
-    assert suite._roots_as_shown(text, req) == (  # whole path names only, normalised
+    assert notebook_jobs.roots_as_shown(text, req) == (  # whole path names only, normalised
         f"stopped ... see {tmp_path}/notebooks/x.ipynb; data {shared}/medmnist ('{shared}'), "
         f"`{shared}`, {tmp_path.parent}/x/ and {tmp_path}/notebooks/.failed.")
     monkeypatch.setattr(driver_paths, "_caller_dir", tmp_path)
     req = PlanRequest(profile="smoke", results_root="results", data_root="")
     monkeypatch.setenv("DIA_DATA_ROOT", "../shared/data")  # as main() rewrites it
-    assert suite._roots_as_shown("results/runs/x, the results; ../shared/data/y", req) == (
+    assert notebook_jobs.roots_as_shown("results/runs/x, the results; ../shared/data/y", req) == (
         "repo/results/runs/x, the results; shared/data/y")  # the word is no path
 
 
