@@ -3,9 +3,9 @@
 The fake notebooks (written with nbformat into a tmp folder that replaces
 `dia.notebook_jobs.NOTEBOOK_DIR`) take the suite's parameters, log their call, wait for each
 other when a BARRIER file names them (to prove that they run at the same time), fail once when a
-FAIL_<key> file exists (after writing a partial train log, as a job killed half way), and otherwise write the
-DONE marker of the job's run folder (evaluate: also a metrics.csv), so the plan logic runs end to
-end in a few seconds without training anything.
+FAIL_<key> file exists (after writing a partial train log, as a job killed half way), and
+otherwise write the DONE marker of the job's run folder (evaluate: also a metrics.csv), so the
+plan logic runs end to end in a few seconds without training anything.
 """
 
 from __future__ import annotations
