@@ -226,18 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     try:
         requested, methods = _validate(args)
-        check_given_data_root(args.data_root or None)
-        # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space)
+        # `--data-root=~/x` reaches us with its ~ (the shell expands it only after a space):
+        # both roots are expanded here
+        data_root = check_given_data_root(args.data_root or None)
         given = args.results_root or REPO / "results"  # the default: results/ of the repository
         results_root = repo_relative(_expanded_results_root(given))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.data_root:  # expandable: check_given_data_root expanded it
-        args.data_root = str(repo_relative(Path(args.data_root).expanduser()))
+    if args.data_root:
+        args.data_root = str(repo_relative(data_root))
     elif os.environ.get("DIA_DATA_ROOT"):  # the notebooks read it too, from the repository
-        env_root = Path(os.environ["DIA_DATA_ROOT"]).expanduser()
-        os.environ["DIA_DATA_ROOT"] = str(repo_relative(env_root))
+        os.environ["DIA_DATA_ROOT"] = str(repo_relative(data_root))
     set_caller_dir(Path.cwd())
     os.chdir(REPO)  # paths are now relative to the repository, as the notebooks see them
     why = _unusable_results_root(results_root)  # refused before --status says "pending"
