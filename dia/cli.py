@@ -47,6 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dia data check | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except _OutputError as err:  # `dia config quick > full-disk/file`
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+class _OutputError(Exception):
+    """Standard output refused the command's result (not a pipe whose reader left)."""
+
+
+def _say(text: str) -> None:
+    """Print the command's result; a standard output that cannot take it (a file on a full disk)
+    is an `_OutputError` saying so. Flushed here, where an error can only be standard output's,
+    instead of at exit, where Python reports it as ignored and exits 120."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise _OutputError(f"cannot write to standard output ({err.strerror or err}): "
+                           "redirect it to a file on a disk with room, or leave it on the "
+                           "terminal") from None
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -61,7 +82,7 @@ def _main(args: argparse.Namespace) -> int:
             from dia.config import config_hash, load_config, to_yaml
 
             cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed)
-            print(to_yaml(cfg) + f"# hash of all sections: {config_hash(cfg)}")
+            _say(to_yaml(cfg) + f"# hash of all sections: {config_hash(cfg)}")
             return 0
         if args.command == "table":
             from dia.report import splice_into_readme, write_tables
@@ -76,7 +97,7 @@ def _main(args: argparse.Namespace) -> int:
                       f"{err.strerror or err}; give a --results-root (and --readme) you can "
                       "read and write", file=sys.stderr)
                 return 2
-            print("\n".join(f"{name}: {path}" for name, path in paths.items()))
+            _say("\n".join(f"{name}: {path}" for name, path in paths.items()))
             return 0
     except (DataError, ConfigError, RunError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -113,7 +134,7 @@ def _data(args: argparse.Namespace) -> int:
                   "the synthetic one is missing; the table says where to get each",
                   file=sys.stderr)
         rows = check_datasets(root, args.results_root)
-        print(format_check(rows, root))
+        _say(format_check(rows, root))
         return 1 if any(state(r) == "BROKEN" for r in rows) else 0
     from dia.data.medmnist_files import fetch_medmnist, npz_path, read_npz
 
@@ -123,7 +144,7 @@ def _data(args: argparse.Namespace) -> int:
     there = npz_path(args.dataset, root)
     if there.is_file():  # never overwritten; a damaged one is named
         read_npz(args.dataset, root)
-        print(f"{args.dataset}: {there} (already there and readable; not downloaded)")
+        _say(f"{args.dataset}: {there} (already there and readable; not downloaded)")
         return 0
-    print(f"{args.dataset}: {fetch_medmnist(args.dataset, root)}")
+    _say(f"{args.dataset}: {fetch_medmnist(args.dataset, root)}")
     return 0

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from dia.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_data_check_on_a_data_root_that_is_not_there(tmp_path, capsys, monkeypatch):
@@ -56,3 +65,18 @@ def test_table_on_a_results_root_it_cannot_write_to(tmp_path, capsys, monkeypatc
     assert main(["table", "--results-root", str(root)]) == 2
     err = capsys.readouterr().err
     assert f"cannot read or write {root / 'tables' / 'auc.csv'}: Permission denied; give" in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_standard_output_that_cannot_take_the_result_is_an_error_line(tmp_path):
+    # stdout redirected to a file on a full disk: one line saying so, not a traceback of print
+    # (nor, for a short result, Python's "Exception ignored" at exit and status 120)
+    check = ["data", "check", "--data-root", str(tmp_path), "--results-root", str(tmp_path)]
+    for args in (["config", "smoke"], check):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "dia", *args], stdout=full, text=True,
+                                  stderr=subprocess.PIPE, cwd=REPO, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == ("error: cannot write to standard output (No space left on device): "
+                               "redirect it to a file on a disk with room, or leave it on the "
+                               "terminal\n")
