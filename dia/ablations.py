@@ -28,7 +28,8 @@ import pandas as pd
 
 from dia.config import ConfigError, load_config
 from dia.diffusion import describe_focus
-from dia.results import atomic_savefig, finished_file
+from dia.metrics import read_metrics_file
+from dia.results import atomic_savefig, finished_file, read_whole_csv
 
 # name -> list of (variant label, overrides, method)
 ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
@@ -179,8 +180,9 @@ def train_and_score(cfg, method: str, *, results_root: str | Path = "results",
 
 
 def _aucs_of(path: Path) -> dict[str, float]:
-    """The test AUC and the validation AUC (NaN when not scored) of an evaluate run's folder."""
-    values = pd.read_csv(finished_file(path, "metrics.csv")).set_index("metric")["value"]
+    """The test AUC and the validation AUC (NaN when not scored) of an evaluate run's folder; a
+    damaged metrics.csv is a ValueError naming it and what to do (`read_metrics_file`)."""
+    values = read_metrics_file(finished_file(path, "metrics.csv")).set_index("metric")["value"]
     return {"auc": float(values["auc"]), "val_auc": float(values.get("val_auc", float("nan")))}
 
 
@@ -247,10 +249,15 @@ def ledger_path(results_root: str | Path) -> Path:
 
 
 def read_ledger(results_root: str | Path) -> pd.DataFrame:
+    """The ledger's rows; one cut short, or with an AUC that is no number in [0, 1] (a row
+    without its test AUC included), is a ValueError naming it and what to do: its rows are
+    published without their run folders, and `record_runs` writes back what is read here."""
     path = ledger_path(results_root)
     if not path.is_file():
         return pd.DataFrame(columns=LEDGER_COLUMNS)
-    ledger = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    remedy = ("restore it (git checkout -- results/tables/ablation_runs.csv for the published "
+              "one) or mend the row by hand")
+    ledger = read_whole_csv(path, remedy, keep_default_na=False, na_values=[""])
     missing = set(LEDGER_COLUMNS) - OPTIONAL_COLUMNS - set(ledger.columns)
     if missing:
         raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not an ablation "
@@ -258,7 +265,17 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
     text = ["device", "git_commit", "created"]  # unknown for runs entered by hand: blank
     ledger[text] = ledger[text].astype(object).fillna("")
     ledger = ledger.reindex(columns=LEDGER_COLUMNS)  # a missing optional column is NaN
-    return ledger[ledger["auc"].notna()]
+    for column, article in (("auc", "an"), ("val_auc", "a")):  # val_auc may be blank
+        values = pd.to_numeric(ledger[column], errors="coerce")  # text that is no number: NaN
+        blank = ledger[column].isna()
+        bad = (blank & (column == "auc")) | (~blank & ~values.between(0, 1))
+        if bad.any():
+            row = ledger[bad].iloc[0]
+            given = (f"no {column}" if pd.isna(row[column])
+                     else f"{article} {column} of {row[column]}, no AUC")
+            raise ValueError(f"{path} gives run {row['run_id']} {given}: {remedy}")
+        ledger[column] = values
+    return ledger
 
 
 def _recorded_aucs(ledger: pd.DataFrame, device: str | None) -> dict[str, dict[str, Any]]:

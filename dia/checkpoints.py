@@ -132,12 +132,13 @@ def _difference(key: str, theirs: Any, mine: Any) -> str:
 
 
 def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None,
-                        **expected: Any) -> dict[str, Any] | None:
+                        needs: tuple[str, ...] = (), **expected: Any) -> dict[str, Any] | None:
     """The checkpoint at `path` (None when absent), refused unless it belongs to `run`.
 
     A checkpoint carries `run_hash` (and optionally other keys, e.g. the network's `name`);
-    every key in `expected`, plus `run_hash == run.hash`, must match. `remedy`: what to do when
-    the file is damaged or not this run's (default: delete it, for a run that resumes).
+    every key in `expected`, plus `run_hash == run.hash`, must match, and the keys `needs` (what
+    the caller reads) must be there. `remedy`: what to do when the file is damaged or not this
+    run's (default: delete it, for a run that resumes).
     """
     path = Path(path)
     if not path.is_file():
@@ -151,4 +152,7 @@ def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None
     wrong = {key: state.get(key) for key, value in expected.items() if state.get(key) != value}
     if wrong:
         raise RunError(f"{path} belongs to another run ({wrong} != {expected}); {remedy}")
+    missing = [key for key in needs if key not in state]
+    if missing:  # a key deleted by hand, or another version's file: not a KeyError later
+        raise RunError(f"{path} is not a whole checkpoint (no {', '.join(missing)}); {remedy}")
     return state

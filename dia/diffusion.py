@@ -521,6 +521,10 @@ def load_dissolver_model(
     if run_hash is not None and ckpt.get("run_hash", run_hash) != run_hash:
         raise RunError(f"{path} was written by the DDPM run {ckpt['run_hash']}, not by the run "
                        f"{run_hash} whose folder holds it (copied from another run?): {remedy}")
+    missing = [key for key in ("unet_kwargs", "unet") if key not in ckpt]
+    if missing:  # a key deleted by hand, or another version's file
+        raise RunError(f"{path} is not a whole DIA diffusion checkpoint (no "
+                       f"{', '.join(missing)}): {remedy}")
     unet = unet_from_kwargs(ckpt["unet_kwargs"])
     unet.load_state_dict(ckpt["unet"])
     unet = unet.to(device).eval().requires_grad_(False)

@@ -30,7 +30,7 @@ from dia.metrics import (
     SPLITS, auc_rows, check_test_labels, labelled_splits, read_metrics_file, read_scores_file,
     score_split, write_metrics,
 )
-from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_change, upstream_record
+from dia.lineage import UPSTREAM, Damage, refuse_out_of_date, upstream_change, upstream_record
 from dia.results import DONE, Run, RunError, atomic_savefig
 from dia.runtime import stage_device
 from dia.scoring import csi_normality_score, csi_score_terms, csi_statistics, extract_features
@@ -100,8 +100,9 @@ def _forget_stale_scores(path: Path) -> None:
     with a warning (scoring is minutes, and the old scores belong to a checkpoint that is gone;
     a validation split that has since lost a class would otherwise keep its old scores)."""
     change = upstream_change(path)
-    if change is not None:
-        log.warning("evaluate run %s: %s; scoring the new encoder", path, change)
+    if change is not None:  # or its own DONE is damaged (a lineage.Damage): scored again too
+        what = "scoring it again" if isinstance(change, Damage) else "scoring the new encoder"
+        log.warning("evaluate run %s: %s; %s", path, change, what)
         (path / DONE).unlink(missing_ok=True)
         for name in (*(split.scores for split in SPLITS.values()), "metrics.csv"):
             (path / name).unlink(missing_ok=True)  # not left beside the new ones where unwritten

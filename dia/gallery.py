@@ -12,7 +12,7 @@ import torch
 
 from dia.config import ExperimentConfig
 from dia.diffusion import describe_focus
-from dia.results import Run, atomic_savefig
+from dia.results import Run, RunError, atomic_savefig, is_finite_number, retrain_advice
 
 VALUE_RANGES = ("reference", "normalized")
 
@@ -120,6 +120,10 @@ def plot_loss_curve(run: Run, *, results_root: str | Path | None = None) -> Path
     records = run.read_log()
     if not records:
         raise ValueError(f"{run.path} has no train_log.jsonl records to plot")
+    if not all(is_finite_number(r.get(key)) for r in records for key in ("step", "loss")):
+        raise RunError(f"{run.path / 'train_log.jsonl'} has a record without a step and a loss "
+                       f"that are finite numbers: it was edited or damaged; restore it from a "
+                       f"copy, or {retrain_advice(run.path)}")
     root = Path(results_root) if results_root is not None else run.path.parents[4]
     steps = [r["step"] for r in records]
     plt = _pyplot()

@@ -16,10 +16,11 @@ be compared, and neither is evidence of a retraining.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
-from dia.results import DONE, RunError, read_done, run_id_of, run_path, zip_damage
+from dia.results import DONE, RunError, first_line, rerun_advice, run_id_of, run_path, zip_damage
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
@@ -76,9 +77,27 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
             f"{record['checkpoint']} (the file there now differs)")
 
 
-def recorded_upstream(run_folder: str | Path) -> dict[str, str] | None:
-    """The upstream record in a run's DONE; None without DONE, record or readable JSON."""
-    record = read_done(run_folder).get(UPSTREAM)
+def recorded_upstream(run_folder: str | Path) -> dict[str, str] | Damage | None:
+    """The upstream record in a run's DONE; None without DONE or record (an empty DONE, a run
+    finished before the record existed). A DONE whose text is no JSON mapping is a `Damage`:
+    every DONE this code writes is one, so it was cut short or edited, and what the run was made
+    from can no longer be checked (taken as unchanged, a cut record would let the table publish
+    the scores of an encoder whose DDPM was trained again since)."""
+    path = Path(run_folder) / DONE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        return Damage(f"{path} cannot be read ({first_line(err)}): {rerun_advice(run_folder)}")
+    try:
+        summary = json.loads(text) if text.strip() else {}
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict):
+        return Damage(f"{path} is not the JSON summary this code writes (cut short or "
+                      f"edited?): {rerun_advice(run_folder)}")
+    record = summary.get(UPSTREAM)
     return record if _valid(record) else None
 
 
@@ -88,6 +107,8 @@ def upstream_change(run_folder: str | Path) -> str | None:
     trained again)."""
     run_folder = Path(run_folder)
     record = recorded_upstream(run_folder)
+    if isinstance(record, Damage):
+        return record
     if record is None or len(run_folder.parents) < 5:  # not runs/<stage>/<dataset>/<method>/<run>
         return None
     root = run_folder.parents[4]

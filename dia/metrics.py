@@ -6,7 +6,6 @@ Every method writes per-image `scores.csv` (sample_id, label, anomaly_score) and
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,7 +13,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from dia.results import Run, RunError, first_line, rerun_advice, run_id_of, write_csv
+from dia.results import (
+    Run, RunError, first_line, parse_run_id, read_whole_csv, rerun_advice, run_id_of,
+    write_csv,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,13 +167,7 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
 
     path = Path(path)
     remedy = rerun_advice(path.parent)
-    try:
-        raw = path.read_bytes()
-        frame = pd.read_csv(io.BytesIO(raw))
-    except (OSError, ValueError) as err:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise ValueError(f"{path} cannot be read ({err}): {remedy}") from None
-    if not raw.endswith(b"\n"):  # written whole, it ends its last row; pandas reads a cut one
-        raise ValueError(f"{path} ends in the middle of a row (cut short?): {remedy}")
+    frame = read_whole_csv(path, remedy)
     missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}: {remedy}")
@@ -182,18 +178,36 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
         first = repeated.iloc[0]
         raise ValueError(f"{path} has more than one {first['metric']} row of {first['method']}: "
                          f"{remedy}")
-    try:
-        frame["value"] = pd.to_numeric(frame["value"], errors="raise")
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path} has a value that is no number ({err}): {remedy}") from None
+    for column in ("value", "ci_low", "ci_high", "seed", "image_size"):
+        try:
+            frame[column] = pd.to_numeric(frame[column], errors="raise")
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} has a {column} that is no number ({err}): "
+                             f"{remedy}") from None
+    for column in ("seed", "image_size"):
+        if not (frame[column] % 1 == 0).all():  # NaN too
+            raise ValueError(f"{path} has a {column} that is no whole number: {remedy}")
+        frame[column] = frame[column].astype(int)
     own = run_id_of(path.parent)
     foreign = sorted({str(r) for r in frame["run_id"]} - {own})
     if foreign:  # copied from another run's folder, or cut short into the id column
         raise ValueError(f"{path} names run {foreign[0]}, not its own folder's {own}: {remedy}")
-    outside = ~frame["value"].between(0, 1)  # every metric is an AUC (NaN is outside too)
-    if outside.any():
-        bad = frame[outside].iloc[0]
-        raise ValueError(f"{path} has a {bad['metric']} of {bad['value']}, no AUC: {remedy}")
+    try:
+        _, dataset, _, seed = parse_run_id(own)
+    except ValueError:  # a folder not under runs/<stage>/<dataset>/<method>/: nothing to compare
+        pass
+    else:  # the table files each row under its dataset and seed
+        for column, expected in (("dataset", dataset), ("seed", seed)):
+            other = frame.loc[frame[column] != expected, column]
+            if not other.empty:
+                raise ValueError(f"{path} gives the {column} {other.iloc[0]}, its run {own} "
+                                 f"{expected}: {remedy}")
+    for column in ("value", "ci_low", "ci_high"):  # every metric is an AUC (NaN is outside too)
+        outside = ~frame[column].between(0, 1)
+        if outside.any():
+            bad = frame[outside].iloc[0]
+            what = bad["metric"] if column == "value" else f"{bad['metric']} {column}"
+            raise ValueError(f"{path} has a {what} of {bad[column]}, no AUC: {remedy}")
     return frame
 
 

@@ -23,7 +23,6 @@ This module does not import torch.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from pathlib import Path
@@ -34,8 +33,9 @@ from dia.data.registry import SPECS
 from dia.lineage import refuse_out_of_date
 from dia.metrics import METRIC_COLUMNS, read_metrics_file
 from dia.results import (
-    atomic_savefig, atomic_write_text, find_runs, finished_file, first_line, parse_run_id,
-    read_run_config, read_run_env, run_id_of,
+    RunError, atomic_savefig, atomic_write_text, find_runs, finished_file, first_line,
+    parse_run_id, read_run_config, read_run_env, read_whole_csv, remake_advice, rerun_advice,
+    run_id_of,
 )
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,13 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         refuse_out_of_date(  # scores of an encoder replaced since, or of its DDPM
             path, "scored run", "run the same ./run_all.sh command again (or "
             "dia.evaluate.evaluate_amplifier), which scores the new encoder")
-        device = read_run_env(path).get("device", "")
-        frames.append(read_metrics_file(metrics).assign(device=device))
+        frame = read_metrics_file(metrics)
+        profile = read_run_config(path)["config"]["profile"]
+        other = frame.loc[frame["profile"] != profile, "profile"]
+        if not other.empty:  # the table's cell would name it
+            raise RunError(f"{metrics} is of the profile {other.iloc[0]!r}, its run's "
+                           f"config.yaml of {profile!r} (edited?): {rerun_advice(path)}")
+        frames.append(frame.assign(device=read_run_env(path).get("device", "")))
     if not frames:
         return pd.DataFrame(columns=[*METRIC_COLUMNS, "device"])
     return pd.concat(frames, ignore_index=True)
@@ -106,11 +111,14 @@ def is_profile_run(path: Path) -> bool:
     from dia.config import PROFILES
 
     profile = read_run_config(path).get("config", {}).get("profile")
-    if profile is not None and profile not in PROFILES:  # a profile renamed or removed since
+    if profile is None:  # left out silently, the table would look complete without the run
+        raise RunError(f"{path / 'config.yaml'} names no profile (edited?): "
+                       f"{remake_advice(path)}")
+    if profile not in PROFILES:  # a profile renamed or removed since
         log.warning("finished run %s is of the profile %r, which is none of %s: left out of the "
                     "table", path, profile, ", ".join(PROFILES))
         return False
-    return profile is not None and _is_profile_run_id(run_id_of(path), profile)
+    return _is_profile_run_id(run_id_of(path), profile)
 
 
 def _is_profile_run_id(run_id: str, profile: str) -> bool:
@@ -138,20 +146,7 @@ def recorded_rows(results_root: str | Path, present: dict[str, str]) -> pd.DataF
         return pd.DataFrame()
     remedy = ("restore it (git checkout -- results/tables/auc.csv for the published one) or move "
               "it away and rebuild the table")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
-    if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
-        raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side of "
-                         "each conflict (or both rows, when they are different runs), then "
-                         "rebuild the table")
-    if text and not text.endswith("\n"):  # written whole, it ends its last row
-        raise ValueError(f"{path} ends in the middle of a row (cut short?): {remedy}")
-    try:
-        old = pd.read_csv(io.StringIO(text))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
+    old = read_whole_csv(path, remedy)
     if not {"source", "run_id", "method", "profile"} <= set(old.columns):
         raise ValueError(f"{path} is not an AUC table written by dia.report (no source, run_id, "
                          "method or profile column): move it away and rebuild the table")

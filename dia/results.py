@@ -19,6 +19,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import re
 import stat
@@ -128,6 +129,36 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: list
     for row in rows:
         writer.writerow({key: row[key] for key in columns})
     atomic_write_text(path, buffer.getvalue())
+
+
+def is_finite_number(value: Any) -> bool:
+    """A value of a train log record that can be plotted: an int or float (not a bool), finite."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def read_whole_csv(path: str | Path, remedy: str, **read_csv_kwargs: Any):
+    """The table at `path`, which this code writes whole (atomically, its last row ended), as a
+    pandas DataFrame; a ValueError naming it and `remedy` when it cannot be read, holds the
+    markers of an unresolved git merge, or ends in the middle of a row (pandas would read a cut
+    row as whole: a number cut to fewer digits, a field lost)."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
+    if any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in text.splitlines()):
+        raise ValueError(f"{path} holds the markers of an unresolved git merge: keep one side of "
+                         f"each conflict (or both rows, when they are different runs); else "
+                         f"{remedy}")
+    if text and not text.endswith("\n"):
+        raise ValueError(f"{path} ends in the middle of a row (cut short?): {remedy}")
+    try:
+        return pd.read_csv(io.StringIO(text), **read_csv_kwargs)
+    except ValueError as err:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise ValueError(f"{path} cannot be read ({first_line(err)}): {remedy}") from None
 
 
 @dataclass(frozen=True)
@@ -418,14 +449,14 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
         record = yaml.safe_load(file.read_text())
     except (yaml.YAMLError, OSError, ValueError) as err:  # ValueError: bytes that are no UTF-8
         raise RunError(f"{file} cannot be read ({' '.join(str(err).split())}): "
-                       f"{_remake(path)}") from None
+                       f"{remake_advice(path)}") from None
     if not isinstance(record, dict):
         what = "nothing" if record is None else type(record).__name__
-        raise RunError(f"{file} holds {what}, not a run's config: {_remake(path)}")
+        raise RunError(f"{file} holds {what}, not a run's config: {remake_advice(path)}")
     for key in ("run", "config"):  # readers take their .get: each a mapping where present
         if key in record and not isinstance(record[key], dict):
             raise RunError(f"{file} has a {key!r} that is a {type(record[key]).__name__}, not "
-                           f"a mapping: {_remake(path)}")
+                           f"a mapping: {remake_advice(path)}")
     return record
 
 
@@ -473,7 +504,8 @@ def restart_advice(path: str | Path) -> str:
             "results root")
 
 
-def _remake(path: str | Path) -> str:
+def remake_advice(path: str | Path) -> str:
+    """What to do about a run folder whose config.yaml or env.json is damaged."""
     return (f"delete the run folder {path} and run the same command again (or restore the file "
             "from a copy)")
 

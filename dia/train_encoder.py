@@ -29,7 +29,7 @@ from dia.checkpoints import ensure_finite, read_checkpoint, require_checkpoint_o
 from dia.config import ExperimentConfig, to_dict
 from dia.encoder import AmplifyEncoder
 from dia.optim import LARS, iterations_per_epoch, lr_schedule, set_lr
-from dia.results import Run, RunError, restart_advice, retrain_advice
+from dia.results import Run, RunError, is_finite_number, restart_advice, retrain_advice
 from dia import runtime
 from dia.runtime import seed_everything, stage_device
 from dia.lineage import UPSTREAM, refuse_out_of_date, upstream_record
@@ -192,19 +192,20 @@ def _run_epoch(model, optimizer, train, order, gen, lrs, *, batch, device, bar, 
 
 
 def require_full_log(run: Run, cfg: ExperimentConfig) -> list[dict[str, Any]]:
-    """The finished run's train log, one record per epoch with a finite loss; a RunError naming
-    the log and what to do when it is not (a record deleted or damaged since: the checkpoint is
-    the last epoch's, so resuming cannot write the record again)."""
+    """The finished run's train log, one record per epoch with a finite loss (and every other
+    value a finite number: the notebook plots them); a RunError naming the log and what to do
+    when it is not (a record deleted or damaged since: the checkpoint is the last epoch's, so
+    resuming cannot write the record again)."""
     path, epochs = run.path / "train_log.jsonl", cfg.amplify.epochs
     run.require_done("its train log is read once it has trained")
     log = run.read_log()
     got = sorted(r["epoch"] for r in log if isinstance(r.get("epoch"), int))
-    finite = all(isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"]) for r in log)
+    finite = all("loss" in r and all(map(is_finite_number, r.values())) for r in log)
     if got != list(range(1, epochs + 1)) or not finite:
+        odd = "" if finite else " (a loss missing, or a value not a number, among them)"
         raise RunError(f"{path} should hold one record with a finite loss for each of the "
-                       f"{epochs} epochs, and holds epochs {_spans(got) or 'none'}"
-                       f"{'' if finite else ' (a loss not a number among them)'}: it was edited or "
-                       f"damaged; {retrain_advice(run.path)}")
+                       f"{epochs} epochs, and holds epochs {_spans(got) or 'none'}{odd}: it was "
+                       f"edited or damaged; {retrain_advice(run.path)}")
     return log
 
 
@@ -390,6 +391,9 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, upstream, devi
         if on_epoch is not None:
             on_epoch(epoch)
     bar.close()
+    if not last:  # killed after the last checkpoint, before DONE: the log has the last epoch's
+        records = run.read_log()
+        last = {k: v for k, v in records[-1].items() if k.startswith("loss")} if records else {}
     run.mark_done({
         "method": method, "epochs": a.epochs, "iterations": a.epochs * iters,
         "iterations_per_epoch": iters, "final": last, "checkpoint": f"checkpoints/{CHECKPOINT}",

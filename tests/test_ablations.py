@@ -171,6 +171,13 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     assert sorted(p for p in (results_root / "runs").rglob("*") if p.is_dir()) == folders
     done = partial[partial["status"] == "done"]
     assert list(done["run_id"]) == list(frame["run_id"]) and (done["seed"] == 0).all()
+    metrics = results_root / "runs" / done["run_id"].iloc[0] / "metrics.csv"
+    whole = metrics.read_bytes()  # cut short, it is refused by name, not read as it is
+    metrics.write_bytes(whole[:-5])
+    with pytest.raises(ValueError, match="metrics.csv ends in the middle of a row"):
+        run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
+                      results_root=results_root, train=False)
+    metrics.write_bytes(whole)
 
     # device_grid --no-train publishes the scored cells of a grid trained some other way, with
     # the device each run's env.json names (a run without one is not credited to this machine,
@@ -238,6 +245,29 @@ def test_a_ledger_written_before_val_auc_still_reads(results_root):
     ledger = ablations.read_ledger(results_root)
     assert list(ledger.columns) == ablations.LEDGER_COLUMNS
     assert ledger["auc"].tolist() == [0.765187] and ledger["val_auc"].isna().all()
+
+
+def test_a_damaged_ledger_is_refused_by_name_not_read_as_it_is(results_root):
+    # its rows are published without their run folders, and record_runs writes back what it
+    # read: a cut AUC would be published with fewer digits, a row without one lost for good
+    from dia import ablations
+
+    path = ablations.ledger_path(results_root)
+    path.parent.mkdir(parents=True)
+    header = "run_id,dataset,method,seed,overrides,auc,val_auc,device,git_commit,created\n"
+    row = "evaluate/pneumonia/dia/s4-b937e645,pneumonia,dia,4,{},0.836248,,cpu,abc,2026-12-01\n"
+    for text, says in ((row[:-10], "ends in the middle of a row (cut short?)"),
+                       (row.replace("0.836248", "0.83x248"), "an auc of 0.83x248, no AUC"),
+                       (row.replace("0.836248", ""), "gives run evaluate/pneumonia/dia/s4-b937e645 "
+                                                    "no auc"),
+                       (row.replace("0.836248,", "1.5,0.9"), "an auc of 1.5, no AUC"),
+                       (row.replace(",,cpu", ",-0.1,cpu"), "a val_auc of -0.1, no AUC"),
+                       ("<<<<<<< HEAD\n" + row, "markers of an unresolved git merge")):
+        path.write_text(header + text)
+        with pytest.raises(ValueError, match=re.escape(f"{path}") + ".*" + re.escape(says)):
+            ablations.read_ledger(results_root)
+    path.write_text(header + row)
+    assert ablations.read_ledger(results_root)["auc"].tolist() == [0.836248]
 
 
 def test_the_ledger_keeps_a_run_per_kind_of_machine(results_root, monkeypatch):
@@ -405,6 +435,13 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
                      [str(tmp_path / "call1.csv"), "--util", str(tmp_path / name)]):
             with pytest.raises(SystemExit, match=rf"{re.escape(name)} {re.escape(says)}"):
                 report.main([*argv, "--name", "x", "--results-root", str(root)])
+    whole = (tmp_path / "call1.csv").read_text()  # a lane killed while appending its last row
+    for name, content, says in (("cut.csv", whole[:-3], "ends in the middle of a row"),
+                                ("text.csv", whole.replace(",0.80,", ",0.8x,", 1),
+                                 "has a auc of 0.8x, no AUC")):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(SystemExit, match=rf"{re.escape(name)} {re.escape(says)}"):
+            report.main([str(tmp_path / name), "--name", "x", "--results-root", str(root)])
     changed = tmp_path / "call3.csv"  # the same cell under another config hash: refused
     changed.write_text((tmp_path / "call1.csv").read_text().replace("aaaaaaaa", "dddddddd"))
     with pytest.raises(SystemExit, match="more than one run id"):

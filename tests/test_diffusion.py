@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import shutil
 
@@ -233,6 +234,13 @@ def test_a_checkpoint_cut_short_is_a_clear_error(tmp_path):
     ckpt.write_bytes(data[: len(data) // 2])  # say, a disk that filled up while copying
     with pytest.raises(RunError, match=rf"checkpoint {ckpt} cannot be read .*delete the run"):
         load_dissolver_model(run, device="cpu")
+    state = torch.load(io.BytesIO(data), weights_only=True)
+    del state["unet_kwargs"]  # whole, but a key deleted (edited by hand, another version's)
+    torch.save(state, ckpt)
+    with pytest.raises(RunError, match=rf"{ckpt} is not a whole DIA diffusion checkpoint \(no "
+                                       r"unet_kwargs\): delete the run"):
+        load_dissolver_model(run, device="cpu")
+    ckpt.write_bytes(data[: len(data) // 2])
     run.file("DONE").unlink()  # the same file met by a resume
     with pytest.raises(RunError, match=rf"checkpoint {ckpt} cannot be read .*restart this run"):
         train_diffusion(cfg, results_root=tmp_path, device="cpu")
@@ -333,3 +341,22 @@ def test_the_gallery_before_the_ddpm_is_trained_says_so_and_creates_nothing(tmp_
         with pytest.raises(RunError, match="diffusion run .* does not exist|is not finished"):
             call()
     assert not (tmp_path / "runs").exists()  # no folder of a run that never ran
+
+
+def test_a_loss_curve_of_a_damaged_log_is_refused_not_drawn(tmp_path):
+    # a loss that is text would be drawn on a category axis, where it seems to rise
+    from dia.gallery import plot_loss_curve
+    from dia.stages import open_stage_run
+
+    run = open_stage_run(tiny_cfg(), "diffusion", "ddpm", tmp_path)
+    for step in (10, 20):
+        run.append_log({"step": step, "loss": 1.0 / step, "images_per_s": 50.0})
+    assert plot_loss_curve(run).is_file()
+    log = run.path / "train_log.jsonl"
+    whole = log.read_text()
+    for damaged in (whole.replace('"loss": 0.05', '"loss": "abc"'),
+                    whole.replace('"step": 20', '"stop": 20')):
+        log.write_text(damaged)
+        with pytest.raises(RunError, match=rf"{re.escape(str(log))} has a record without a step "
+                                           r"and a loss that are finite numbers"):
+            plot_loss_curve(run)

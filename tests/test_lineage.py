@@ -191,6 +191,43 @@ def test_what_cannot_be_compared_counts_as_unchanged(scored, tmp_path):
     assert lineage.is_current(published)  # finished before runs kept the record
 
 
+def test_a_done_marker_cut_short_is_damage_not_a_run_without_record(scored, caplog):
+    # taken as a run finished before the record existed, a cut DONE would let the table publish
+    # the scores of an encoder whose DDPM was trained again since
+    root, cfg = scored
+    amplify = stage_run_dir(cfg, "amplify", "dia", root)
+    evaluate = stage_run_dir(cfg, "evaluate", "dia", root)
+    whole = (amplify / DONE).read_text()
+    (amplify / DONE).write_text(whole[:100])
+    try:
+        assert not lineage.is_current(amplify) and not is_stage_done(cfg, "evaluate", "dia", root)
+        damage = (rf"cannot be checked: {re.escape(str(amplify / DONE))} is not the JSON summary "
+                  rf"this code writes \(cut short or edited\?\): delete "
+                  rf"{re.escape(str(amplify / DONE))} and run the same command again")
+        with pytest.raises(RunError, match="scored run .* " + damage):
+            collect_metrics(root)
+        with pytest.raises(RunError, match="amplify run .* " + damage):
+            evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+        assert (evaluate / DONE).is_file()  # not rescored: its encoder cannot be checked
+        (amplify / DONE).unlink()  # as the message says: the run resumes at its end, DONE anew
+        train_amplifier(cfg, "dia", results_root=root, device="cpu")
+        anew, before = (json.loads(text) for text in ((amplify / DONE).read_text(), whole))
+        anew.pop("seconds_this_session"), before.pop("seconds_this_session")
+        assert anew == before  # its final losses read back from the log, its upstream record too
+    finally:
+        (amplify / DONE).write_text(whole)
+    assert lineage.is_current(amplify)
+    scores = (evaluate / "scores.csv").read_text()
+    (evaluate / DONE).write_text("{\n  \"upstream\": {")  # an evaluation's own: scored again
+    evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+    assert f"{evaluate / DONE} is not the JSON summary" in caplog.text
+    assert "scoring it again" in caplog.text
+    assert lineage.is_current(evaluate) and (evaluate / "scores.csv").read_text() == scores
+    (evaluate / DONE).write_text("")  # empty: an old marker, not damage
+    assert lineage.upstream_change(evaluate) is None
+    evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+
+
 @pytest.mark.parametrize("record", [None, 5, [1], {"run": 7, "checkpoint": "x", "sha256": "y"},
                                     {"run": "a/b/c/s0-12345678", "checkpoint": "x"}])
 def test_a_record_of_another_shape_counts_as_none(record, tmp_path, monkeypatch):

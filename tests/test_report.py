@@ -98,6 +98,12 @@ def test_ddad_cells_of_a_seeded_split_say_it_never_runs_there(results_root):
     ("CUT", "ends in the middle of a row (cut short?)"),
     ("NO AUC", "has a auc of 1.7, no AUC"),
     ("FOREIGN", "names run evaluate/pneumonia/dia/s0-"),
+    ("DATASET", "gives the dataset pneumonia, its run evaluate/synthetic/dia/s0-"),
+    ("SEED", "gives the seed 3, its run evaluate/synthetic/dia/s0-"),
+    ("SEED x", "has a seed that is no number"),
+    ("SEED 0.5", "has a seed that is no whole number"),
+    ("CI abc", "has a ci_high that is no number"),
+    ("CI 1.5", "has a auc ci_high of 1.5, no AUC"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
     from dia.evaluate import read_metrics
@@ -115,6 +121,14 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
         damage = "".join(lines)[:-12]
     elif damage == "FOREIGN":  # another run's file copied in
         damage = "".join(line.replace("/synthetic/", "/pneumonia/") for line in lines)
+    elif damage in ("DATASET", "SEED", "SEED x", "SEED 0.5"):  # another run's row pasted in
+        dataset, seed = ("pneumonia", "0") if damage == "DATASET" else ("synthetic", damage[5:])
+        damage = lines[0] + "".join(line.replace("synthetic,dia,0,", f"{dataset},dia,"
+                                                 f"{seed or 3},", 1) for line in lines[1:])
+    elif damage.startswith("CI "):  # the interval's upper end edited
+        head, *rows = lines
+        damage = head + "".join(",".join([*r.split(",")[:8], damage[3:], r.split(",")[9]])
+                                for r in rows)
     elif damage == "NO AUC":  # edited by hand
         damage = lines[0] + "".join(line.replace(",auc,1.0,", ",auc,1.7,", 1) for line in lines[1:])
     (run.path / "metrics.csv").write_text(damage)
@@ -123,6 +137,24 @@ def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damag
         report.write_tables(results_root)
     with pytest.raises(ValueError, match=rf"{where} {re.escape(says)}.*delete {done}"):
         read_metrics(run)  # the evaluate notebook's reading: the same refusal, not a KeyError
+
+
+def test_a_run_whose_profile_was_edited_is_refused_not_left_out(results_root):
+    # left out, the table would look complete without it; kept, its cell would name another
+    from dia.results import RunError
+
+    run = _fake_run(results_root, "synthetic", "dia", 0, [0, 1], [0.1, 0.9])
+    metrics, config = run.path / "metrics.csv", run.path / "config.yaml"
+    whole = metrics.read_text()
+    metrics.write_text(whole.replace(",smoke,", ",smokf,"))
+    with pytest.raises(RunError, match=rf"{re.escape(str(metrics))} is of the profile 'smokf', "
+                                       r"its run's config.yaml of 'smoke' \(edited\?\): delete"):
+        report.write_tables(results_root)
+    metrics.write_text(whole)
+    config.write_text(config.read_text().replace("  profile: smoke\n", ""))
+    with pytest.raises(RunError, match=rf"{re.escape(str(config))} names no profile \(edited\?\): "
+                                       rf"delete the run folder {re.escape(str(run.path))}"):
+        report.write_tables(results_root)
 
 
 def test_a_finished_scoring_run_without_its_metrics_file_is_an_error_not_a_gap(results_root):

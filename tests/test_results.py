@@ -453,6 +453,11 @@ def test_a_run_checkpoint_of_another_run_or_no_dict_is_refused_with_the_callers_
             load_run_checkpoint(path, run, name="g")
         with pytest.raises(RunError, match=f"{says}.*{re.escape(finished)}"):
             load_run_checkpoint(path, run, remedy=finished, name="g")
+    save_checkpoint(path, {"run_hash": run.hash, "name": "g", "model": {}})  # a key deleted
+    assert load_run_checkpoint(path, run, needs=("model",), name="g")["model"] == {}
+    with pytest.raises(RunError, match=rf"{re.escape(str(path))} is not a whole checkpoint \(no "
+                                       rf"epoch, optimizer\); {re.escape(finished)}"):
+        load_run_checkpoint(path, run, remedy=finished, needs=("model", "epoch", "optimizer"))
 
 
 def test_atomic_savefig_replaces_a_figure_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -153,13 +153,15 @@ def test_a_train_log_edited_after_the_run_names_itself_and_what_to_do(tmp_path):
     with pytest.raises(RunError, match="not finished"):
         require_full_log(run, cfg)
     for epoch in (1, 2, 3):
-        run.append_log({"epoch": epoch, "loss": 1.0 / epoch})
+        run.append_log({"epoch": epoch, "loss": 1.0 / epoch, "lr": 0.1})
     run.mark_done()
     assert [r["epoch"] for r in require_full_log(run, cfg)] == [1, 2, 3]
     log = run.path / "train_log.jsonl"
     whole = log.read_text()
     for damaged, says in ((whole.rsplit("{", 1)[0], "holds epochs 1-2:"),  # last line deleted
                           (whole.replace('"loss": 0.5', '"loss": NaN'), "not a number"),
+                          (whole.replace('"lr": 0.1', '"lr": "abc"', 1), "not a number"),
+                          (whole.replace('"loss": 0.5, ', ""), "not a number"),
                           ("", "holds epochs none")):
         log.write_text(damaged)
         with pytest.raises(RunError, match=rf"{re.escape(str(log))} should hold one record .*"

@@ -24,6 +24,7 @@ id there, so the two would overwrite each other (tools/device_session.sh).
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -40,16 +41,34 @@ RUN_COLUMNS = ("dataset", "ablation", "variant", "method", "seed", "run_id", "ov
 UTIL_COLUMNS = ("timestamp", "utilization.gpu [%]")
 
 
-def read_table(path: Path, columns: tuple[str, ...], **read_csv) -> pd.DataFrame:
-    """A CSV with at least `columns`; else SystemExit naming the file and what it lacks."""
+def read_table(path: Path, columns: tuple[str, ...], *, runs: bool = True,
+               **read_csv) -> pd.DataFrame:
+    """A CSV with at least `columns`; else SystemExit naming the file and what it lacks. A table
+    of runs must end its last row (device_grid appends rows: a lane killed while writing one
+    leaves it cut, and pandas would read its AUC with fewer digits) and hold AUCs in [0, 1]."""
     try:
-        frame = pd.read_csv(path, **read_csv)
+        raw = path.read_bytes()
+        frame = pd.read_csv(io.BytesIO(raw), **read_csv)
     except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
         raise SystemExit(f"error: {path} cannot be read as a CSV ({first_line(err)})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SystemExit(f"error: {path} lacks the column(s) {', '.join(missing)}: is it the "
                          "right file?")
+    if not runs:
+        return frame
+    if not raw.endswith(b"\n"):
+        raise SystemExit(f"error: {path} ends in the middle of a row (a lane killed while "
+                         "writing it?): delete that last, cut line")
+    for column in ("auc", "val_auc"):  # val_auc: blank in cells scored before it existed
+        if column not in frame:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & ~values.between(0, 1)
+        if bad.any():
+            raise SystemExit(f"error: {path} has a {column} of {frame[column][bad].iloc[0]}, "
+                             "no AUC: mend or delete that row")
+        frame[column] = values
     return frame
 
 
@@ -141,7 +160,7 @@ def plot_utilisation(paths: list[Path], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     for number, csv_path in enumerate(paths, 1):
-        util = read_table(csv_path, UTIL_COLUMNS, skipinitialspace=True)
+        util = read_table(csv_path, UTIL_COLUMNS, runs=False, skipinitialspace=True)
         time = pd.to_datetime(util["timestamp"], format="%Y/%m/%d %H:%M:%S.%f")
         busy = util["utilization.gpu [%]"].str.rstrip(" %").astype(float)
         seconds = (time - time.iloc[0]).dt.total_seconds()

@@ -205,7 +205,8 @@ def _fit(run: Run, name: str, model: nn.Module, optimizer: torch.optim.Optimizer
     """
     path = run.checkpoint_dir / f"{name}.pt"
     gen = torch.Generator().manual_seed(_net_seed(run.seed, name + ":data"))
-    state = load_run_checkpoint(path, run, name=name)
+    state = load_run_checkpoint(path, run, name=name,
+                                needs=("model", "optimizer", "generator", "epoch"))
     start = 0
     model.to(device)
     if state is not None:
@@ -413,7 +414,7 @@ def load_ensemble(run: Run, cfg, device: torch.device | str = "cpu") -> dict[str
 
     def load(rel: str, model: nn.Module) -> nn.Module:
         state = load_run_checkpoint(run.path / rel, run, name=Path(rel).stem,
-                                    remedy=retrain_advice(run.path))
+                                    remedy=retrain_advice(run.path), needs=("model",))
         if state is None:
             raise _missing(run, rel)
         model.load_state_dict(state["model"])

@@ -190,7 +190,8 @@ def _save(run: Run, state: dict[str, Any]) -> None:
 
 
 def _load(run: Run) -> dict[str, Any] | None:
-    return load_run_checkpoint(run.checkpoint_dir / CHECKPOINT, run)
+    return load_run_checkpoint(run.checkpoint_dir / CHECKPOINT, run, needs=(
+        "epoch", "image_size", "netg", "netd", "opt_g", "opt_d", "generator"))
 
 
 def train_ganomaly_models(run: Run, cfg, train: torch.Tensor, device: torch.device

@@ -151,7 +151,7 @@ def _save_bank(run: Run, state: dict[str, Any]) -> None:
 
 
 def load_bank(run: Run) -> dict[str, Any] | None:
-    return load_run_checkpoint(run.checkpoint_dir / BANK, run)
+    return load_run_checkpoint(run.checkpoint_dir / BANK, run, needs=("bank", "patches"))
 
 
 def build_memory_bank(run: Run, cfg, backbone, train: torch.Tensor,

@@ -50,22 +50,34 @@ def split_csv_path(key: str, results_root: str | Path) -> Path:
     return Path(results_root) / "splits" / f"{key}.csv"
 
 
+REDO = ("restore it, or delete it to split again (the test set then changes: re-run every "
+        "method).")
+
+
 def read_split(path: Path, dataset_dir: Path) -> list[SplitRow]:
-    """Read a split CSV; every file it names must exist under `dataset_dir`."""
+    """Read a split CSV; every file it names must exist under `dataset_dir`. One cut short or
+    edited is a DataError: a row cut inside its label or split, or lost, would silently change
+    the test set every later run is scored on."""
     try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames != COLUMNS:
-                raise DataError(f"{path}: expected columns {COLUMNS}, found {reader.fieldnames}")
-            rows = [SplitRow(r["path"], int(r["label"]), r["split"], r["group"]) for r in reader]
-    except (OSError, ValueError, KeyError) as err:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read split file {path}: {err}") from err
+    if text and not text.endswith("\n"):  # written whole, it ends its last row
+        raise DataError(f"split file {path} ends in the middle of a row (cut short?): {REDO}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames != COLUMNS:
+        raise DataError(f"{path}: expected columns {COLUMNS}, found {reader.fieldnames}")
+    rows = []
+    for line, r in enumerate(reader, 2):
+        if (None in r or None in r.values() or r["label"] not in ("0", "1")
+                or r["split"] not in ("train", "test")):  # a field missing or one too many
+            raise DataError(f"split file {path} line {line} is no row of path, label 0 or 1, "
+                            f"train or test, group (edited?): {REDO}")
+        rows.append(SplitRow(r["path"], int(r["label"]), r["split"], r["group"]))
     parts = {r.split for r in rows}
     if not {"train", "test"} <= parts:  # cut short or emptied: not the split it was written as
         lacking = " and no ".join(sorted({"train", "test"} - parts))
-        raise DataError(f"split file {path} has no {lacking} rows (cut short or edited?): "
-                        "restore it, or delete it to split again (the test set then changes: "
-                        "re-run every method).")
+        raise DataError(f"split file {path} has no {lacking} rows (cut short or edited?): {REDO}")
     missing = [r.path for r in rows if not (dataset_dir / r.path).is_file()]
     if missing:
         raise DataError(
