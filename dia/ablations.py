@@ -20,6 +20,7 @@ the published CPU one, nor the other way round.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ import pandas as pd
 
 from dia.config import ConfigError, load_config
 from dia.diffusion import describe_focus
-from dia.metrics import read_metrics_file
+from dia.metrics import not_aucs, read_metrics_file
 from dia.results import atomic_savefig, finished_file, read_whole_csv
+
+log = logging.getLogger(__name__)
 
 # name -> list of (variant label, overrides, method)
 ABLATIONS: dict[str, list[tuple[str, dict[str, Any], str]]] = {
@@ -210,7 +213,7 @@ def run_ablations(
     run folder here wins over the ledger, whatever machine made it. Each row's `device` names
     the machine its AUC comes from.
     """
-    from dia.lineage import is_current
+    from dia.lineage import is_current, upstream_change
     from dia.results import read_run_env, run_id_of
     from dia.stages import stage_run_dir
 
@@ -232,6 +235,9 @@ def run_ablations(
         elif run_id in recorded and not (path / "DONE").is_file():  # a DONE one is out of date
             rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
         else:
+            if (path / "DONE").is_file():  # said, or the cell would vanish from the grid unseen
+                log.warning("ablation run %s is left out (not run): %s", path,
+                            upstream_change(path))
             rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),
                          "status": "not run", "run_id": "", "device": ""})
     return pd.DataFrame(rows)
@@ -265,16 +271,14 @@ def read_ledger(results_root: str | Path) -> pd.DataFrame:
     text = ["device", "git_commit", "created"]  # unknown for runs entered by hand: blank
     ledger[text] = ledger[text].astype(object).fillna("")
     ledger = ledger.reindex(columns=LEDGER_COLUMNS)  # a missing optional column is NaN
-    for column, article in (("auc", "an"), ("val_auc", "a")):  # val_auc may be blank
-        values = pd.to_numeric(ledger[column], errors="coerce")  # text that is no number: NaN
-        blank = ledger[column].isna()
-        bad = (blank & (column == "auc")) | (~blank & ~values.between(0, 1))
+    for column in ("auc", "val_auc"):  # val_auc blank in runs scored before it existed
+        bad = not_aucs(ledger[column], blank_ok=column == "val_auc")
         if bad.any():
             row = ledger[bad].iloc[0]
             given = (f"no {column}" if pd.isna(row[column])
-                     else f"{article} {column} of {row[column]}, no AUC")
+                     else f"{column} {row[column]}, which is no AUC")
             raise ValueError(f"{path} gives run {row['run_id']} {given}: {remedy}")
-        ledger[column] = values
+        ledger[column] = pd.to_numeric(ledger[column])
     return ledger
 
 

@@ -16,13 +16,14 @@ be compared, and neither is evidence of a retraining.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from dia.results import DONE, RunError, first_line, rerun_advice, run_id_of, run_path, zip_damage
+from dia.results import DONE, RunError, read_done, run_id_of, run_path, zip_damage
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
+REDO_DONE = ("delete it, then run the same ./run_all.sh command (or the notebook that made the "
+             "run) again: that checks the run and writes its DONE anew")
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
 
 
@@ -79,32 +80,21 @@ def record_change(record: Any, results_root: str | Path) -> str | None:
 
 def recorded_upstream(run_folder: str | Path) -> dict[str, str] | Damage | None:
     """The upstream record in a run's DONE; None without DONE or record (an empty DONE, a run
-    finished before the record existed). A DONE whose text is no JSON mapping is a `Damage`:
-    every DONE this code writes is one, so it was cut short or edited, and what the run was made
-    from can no longer be checked (taken as unchanged, a cut record would let the table publish
-    the scores of an encoder whose DDPM was trained again since)."""
-    path = Path(run_folder) / DONE
+    finished before the record existed). A DONE that is not the JSON this code writes (cut short,
+    edited) is a `Damage`: what the run was made from can no longer be checked (taken as
+    unchanged, the table would publish the scores of an encoder whose DDPM was trained again)."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as err:
-        return Damage(f"{path} cannot be read ({first_line(err)}): {rerun_advice(run_folder)}")
-    try:
-        summary = json.loads(text) if text.strip() else {}
-    except ValueError:
-        summary = None
-    if not isinstance(summary, dict):
-        return Damage(f"{path} is not the JSON summary this code writes (cut short or "
-                      f"edited?): {rerun_advice(run_folder)}")
+        summary = read_done(run_folder, REDO_DONE)
+    except RunError as err:
+        return Damage(str(err))
     record = summary.get(UPSTREAM)
     return record if _valid(record) else None
 
 
 def upstream_change(run_folder: str | Path) -> str | None:
     """Why a finished run is out of date, or None: the checkpoint it read changed (`record_change`),
-    or the run that wrote it is itself out of date (an evaluation of a DIA encoder whose DDPM was
-    trained again)."""
+    the run that wrote it is not finished (being made again), or is itself out of date (an
+    evaluation of a DIA encoder whose DDPM was trained again); a `Damage` where its DONE is."""
     run_folder = Path(run_folder)
     record = recorded_upstream(run_folder)
     if isinstance(record, Damage):
@@ -115,7 +105,11 @@ def upstream_change(run_folder: str | Path) -> str | None:
     change = record_change(record, root)
     if change is not None:
         return change
-    deeper = upstream_change(run_path(root, record["run"]))
+    upstream = run_path(root, record["run"])
+    if upstream.is_dir() and not (upstream / DONE).is_file():  # being made again (or its DONE
+        return (f"the run it was made from, {record['run']}, is not finished (no {DONE}), so "
+                "it cannot be checked")  # deleted as a Damage advises): nothing to trust yet
+    deeper = upstream_change(upstream)
     if deeper is None or isinstance(deeper, Damage):
         return deeper
     return f"the run it was made from, {record['run']}, is out of date: {deeper}"

@@ -202,13 +202,23 @@ def read_metrics_file(path: str | Path) -> pd.DataFrame:
             if not other.empty:
                 raise ValueError(f"{path} gives the {column} {other.iloc[0]}, its run {own} "
                                  f"{expected}: {remedy}")
-    for column in ("value", "ci_low", "ci_high"):  # every metric is an AUC (NaN is outside too)
-        outside = ~frame[column].between(0, 1)
+    for column in ("value", "ci_low", "ci_high"):  # every metric is an AUC
+        outside = not_aucs(frame[column])
         if outside.any():
             bad = frame[outside].iloc[0]
             what = bad["metric"] if column == "value" else f"{bad['metric']} {column}"
-            raise ValueError(f"{path} has a {what} of {bad[column]}, no AUC: {remedy}")
+            raise ValueError(f"{path} gives {what} {bad[column]}, which is no AUC: {remedy}")
     return frame
+
+
+def not_aucs(column: pd.Series, *, blank_ok: bool = False) -> pd.Series:
+    """Which entries of a table's column are no AUC: text that is no number, a number outside
+    [0, 1], or a blank (NaN) unless `blank_ok` (e.g. a val_auc of a run scored before it)."""
+    import pandas as pd
+
+    values = pd.to_numeric(column, errors="coerce")
+    blank = column.isna()
+    return (~blank & ~values.between(0, 1)) | (blank & (not blank_ok))
 
 
 def write_metrics(run: Run, rows: Sequence[dict[str, Any]]) -> None:

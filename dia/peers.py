@@ -164,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.profile, dataset=args.dataset, seed=args.seed, overrides=overrides)
         run = train_peer(cfg, args.method, results_root=args.results_root,
                          data_root=args.data_root, device=args.device)
+        summary = read_done(run.path)
     except (ConfigError, DataError, RunError, WeightsMissing) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({"run": str(run.path), "seconds": round(time.perf_counter() - t0, 1),
-                      **read_done(run.path)}))
+                      **summary}))
     return 0
 
 

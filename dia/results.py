@@ -86,15 +86,27 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def read_done(path: str | Path) -> dict[str, Any]:
-    """The summary in the DONE marker of the run folder `path`; {} when there is none, or it is
-    no JSON mapping (an older marker, or one edited by hand: the marker, not its text, says
-    done)."""
+def read_done(path: str | Path, what_to_do: str | None = None) -> dict[str, Any]:
+    """The summary in the DONE marker of the run folder `path`; {} when there is none or it is
+    empty (as `touch DONE` leaves it). Every DONE this code writes is a JSON mapping, so other
+    text (cut short, edited) is a RunError naming it and ending in `what_to_do` (default:
+    `rerun_advice`)."""
+    file = Path(path) / DONE
+    what_to_do = what_to_do or rerun_advice(path)
     try:
-        info = json.loads((Path(path) / DONE).read_text() or "{}")
-    except (OSError, ValueError):
+        text = file.read_text()
+    except FileNotFoundError:
         return {}
-    return info if isinstance(info, dict) else {}
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunError(f"{file} cannot be read ({first_line(err)}): {what_to_do}") from None
+    try:
+        summary = json.loads(text) if text.strip() else {}
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict):
+        raise RunError(f"{file} is not the JSON summary this code writes (cut short or "
+                       f"edited?): {what_to_do}")
+    return summary
 
 
 def first_line(err: BaseException) -> str:

@@ -392,8 +392,8 @@ def _train(cfg, method, run: Run, train: torch.Tensor, dissolver, upstream, devi
             on_epoch(epoch)
     bar.close()
     if not last:  # killed after the last checkpoint, before DONE: the log has the last epoch's
-        records = run.read_log()
-        last = {k: v for k, v in records[-1].items() if k.startswith("loss")} if records else {}
+        final = [r for r in run.read_log() if r.get("epoch") == a.epochs][-1:]
+        last = {k: v for k, v in final[0].items() if k.startswith("loss")} if final else {}
     run.mark_done({
         "method": method, "epochs": a.epochs, "iterations": a.epochs * iters,
         "iterations_per_epoch": iters, "final": last, "checkpoint": f"checkpoints/{CHECKPOINT}",

@@ -133,7 +133,7 @@ def test_ddpm_seed_trains_the_profiles_ddpm_under_other_seeds():
 
 @pytest.mark.slow
 def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root, monkeypatch,
-                                                                    load_script):
+                                                                    load_script, caplog):
     from dia import ablations, report
 
     monkeypatch.setitem(ablations.ABLATIONS, "dissolver",
@@ -178,6 +178,15 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
         run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
                       results_root=results_root, train=False)
     metrics.write_bytes(whole)
+    marker = metrics.parent / "DONE"  # a run left out is said, with why: not a silent gap
+    kept_marker = marker.read_text()
+    marker.write_text(kept_marker[:20])
+    cut = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
+                        results_root=results_root, train=False)
+    assert (cut["status"] == "not run").sum() == 1
+    assert (f"ablation run {metrics.parent} is left out (not run): {marker} is not the JSON "
+            "summary") in caplog.text
+    marker.write_text(kept_marker)
 
     # device_grid --no-train publishes the scored cells of a grid trained some other way, with
     # the device each run's env.json names (a run without one is not credited to this machine,
@@ -257,11 +266,11 @@ def test_a_damaged_ledger_is_refused_by_name_not_read_as_it_is(results_root):
     header = "run_id,dataset,method,seed,overrides,auc,val_auc,device,git_commit,created\n"
     row = "evaluate/pneumonia/dia/s4-b937e645,pneumonia,dia,4,{},0.836248,,cpu,abc,2026-12-01\n"
     for text, says in ((row[:-10], "ends in the middle of a row (cut short?)"),
-                       (row.replace("0.836248", "0.83x248"), "an auc of 0.83x248, no AUC"),
+                       (row.replace("0.836248", "0.83x248"), "auc 0.83x248, which is no AUC"),
                        (row.replace("0.836248", ""), "gives run evaluate/pneumonia/dia/s4-b937e645 "
                                                     "no auc"),
-                       (row.replace("0.836248,", "1.5,0.9"), "an auc of 1.5, no AUC"),
-                       (row.replace(",,cpu", ",-0.1,cpu"), "a val_auc of -0.1, no AUC"),
+                       (row.replace("0.836248,", "1.5,0.9"), "auc 1.5, which is no AUC"),
+                       (row.replace(",,cpu", ",-0.1,cpu"), "val_auc -0.1, which is no AUC"),
                        ("<<<<<<< HEAD\n" + row, "markers of an unresolved git merge")):
         path.write_text(header + text)
         with pytest.raises(ValueError, match=re.escape(f"{path}") + ".*" + re.escape(says)):
@@ -426,8 +435,8 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
     empty.write_text(cols + "\n")
     with pytest.raises(SystemExit):  # so is a grid without cells
         report.main([str(empty), "--name", "x", "--results-root", str(root)])
-    for name, content, says in (("blank.csv", b"", "cannot be read as a CSV"),
-                                ("bytes.csv", b"\xff\xfe\x00\x01", "cannot be read as a CSV"),
+    for name, content, says in (("blank.csv", b"", "cannot be read"),
+                                ("bytes.csv", b"\xff\xfe\x00\x01", "cannot be read"),
                                 ("other.csv", b"a,b\n1,2\n", "lacks the column(s)")):
         (tmp_path / name).write_bytes(content)
         for argv in ([str(tmp_path / name)],  # as a grid, as --cpu and as --util
@@ -438,7 +447,9 @@ def test_device_report_counts_each_cell_once_and_pairs_variants_with_dia(tmp_pat
     whole = (tmp_path / "call1.csv").read_text()  # a lane killed while appending its last row
     for name, content, says in (("cut.csv", whole[:-3], "ends in the middle of a row"),
                                 ("text.csv", whole.replace(",0.80,", ",0.8x,", 1),
-                                 "has a auc of 0.8x, no AUC")):
+                                 "gives auc 0.8x, which is no AUC"),
+                                ("merge.csv", "<<<<<<< HEAD\n" + whole,
+                                 "holds the markers of an unresolved git merge")):
         (tmp_path / name).write_text(content)
         with pytest.raises(SystemExit, match=rf"{re.escape(name)} {re.escape(says)}"):
             report.main([str(tmp_path / name), "--name", "x", "--results-root", str(root)])

@@ -111,13 +111,16 @@ def test_kvasir_seeded_split_written_once_and_reused(shared_data, tmp_path, resu
     assert second.test_ids == first.test_ids and second.train_ids == first.train_ids
     assert csv_path.stat().st_mtime_ns == stamp
     whole = csv_path.read_text()  # damaged, it is refused: read as it is, the test set changes
-    last = whole.splitlines()[-1]  # an anomalous test row: path,1,test,polyps
+    lines = whole.splitlines()
+    last, n = lines[-1], len(lines)  # an anomalous test row: path,1,test,polyps
+    train = next(i for i, line in enumerate(lines, 1) if ",0,train," in line)
     for text, says in ((whole[:-len(",test,polyps\n") + 3], "ends in the middle of a row"),
                        (whole.replace(last, last.replace(",1,test", ",1,tst")),
-                        "line 37 is no row"),
-                       (whole.replace(last, last.split(",")[0]), "line 37 is no row"),
-                       (whole.replace(last, last + ",x"), "line 37 is no row"),
-                       (whole.replace(",0,train", ",", 1), "line 2 is no row")):
+                        f"line {n} is no row"),
+                       (whole.replace(last, last.split(",")[0]), f"line {n} is no row"),
+                       (whole.replace(last, last + ",x"), f"line {n} is no row"),
+                       (whole.replace(",0,train", ",", 1), f"line {train} is no row"),
+                       (whole.replace(last, "\n\n" + last + ",x"), f"line {n + 2} is no row")):
         csv_path.write_text(text)
         with pytest.raises(DataError, match=f"split file {re.escape(str(csv_path))} {says}"):
             load_dataset("kvasir", data_root=root, results_root=results_root, image_size=32)

@@ -202,15 +202,18 @@ def test_a_done_marker_cut_short_is_damage_not_a_run_without_record(scored, capl
     try:
         assert not lineage.is_current(amplify) and not is_stage_done(cfg, "evaluate", "dia", root)
         damage = (rf"cannot be checked: {re.escape(str(amplify / DONE))} is not the JSON summary "
-                  rf"this code writes \(cut short or edited\?\): delete "
-                  rf"{re.escape(str(amplify / DONE))} and run the same command again")
+                  r"this code writes \(cut short or edited\?\): delete it, then run the same "
+                  r"./run_all.sh command \(or the notebook that made the run\) again")
         with pytest.raises(RunError, match="scored run .* " + damage):
             collect_metrics(root)
         with pytest.raises(RunError, match="amplify run .* " + damage):
             evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
         assert (evaluate / DONE).is_file()  # not rescored: its encoder cannot be checked
-        (amplify / DONE).unlink()  # as the message says: the run resumes at its end, DONE anew
-        train_amplifier(cfg, "dia", results_root=root, device="cpu")
+        (amplify / DONE).unlink()  # as the message says; until the run is made again, an
+        with pytest.raises(RunError, match=r"scored run .* is DONE, but the run it was made "
+                                           r"from, amplify/.*, is not finished \(no DONE\)"):
+            collect_metrics(root)  # unfinished upstream run is no reason to publish its scores
+        train_amplifier(cfg, "dia", results_root=root, device="cpu")  # resumes at its end
         anew, before = (json.loads(text) for text in ((amplify / DONE).read_text(), whole))
         anew.pop("seconds_this_session"), before.pop("seconds_this_session")
         assert anew == before  # its final losses read back from the log, its upstream record too

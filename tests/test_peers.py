@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from dia.config import load_config
+from dia.results import RunError
 from dia.stages import stage_sections
 
 SMOKE = {"peers.ganomaly_epochs": 2}
@@ -167,6 +169,19 @@ def _check_run(run, method: str, n_test: int) -> pd.DataFrame:
     return scores
 
 
+def _without_key_is_refused(checkpoint, key, resume):
+    """A checkpoint whole but for `key` (deleted by hand, another version's): named, not a
+    KeyError deep in the resume."""
+    whole = checkpoint.read_bytes()
+    state = torch.load(checkpoint, weights_only=False)
+    del state[key]
+    torch.save(state, checkpoint)
+    with pytest.raises(RunError, match=rf"{re.escape(str(checkpoint))} is not a whole checkpoint "
+                                       rf"\(no {key}\); delete it"):
+        resume()
+    checkpoint.write_bytes(whole)
+
+
 def test_ganomaly_trains_resumes_after_a_kill_and_scores(cfg, results_root, tmp_path, monkeypatch):
     from dia.baselines import ganomaly
     from dia.peers import peer_run_dir, train_peer
@@ -184,6 +199,8 @@ def test_ganomaly_trains_resumes_after_a_kill_and_scores(cfg, results_root, tmp_
     path = peer_run_dir(cfg, "ganomaly", results_root)
     assert (path / "checkpoints" / "ganomaly.pt").is_file() and not (path / "DONE").exists()
     monkeypatch.setattr(ganomaly, "_save", original)
+    _without_key_is_refused(path / "checkpoints" / "ganomaly.pt", "netd", lambda: train_peer(
+        cfg, "ganomaly", results_root=results_root, device="cpu"))
     run = train_peer(cfg, "ganomaly", results_root=results_root, device="cpu")
     scores = _check_run(run, "ganomaly", 64)
     log = run.read_log()
@@ -216,6 +233,8 @@ def test_patchcore_fits_resumes_from_its_bank_and_scores(cfg, results_root, monk
     # smoke: 64 images at 64 px -> 8 x 8 patches of 32 + 96 dims; 10 % coreset
     assert bank["patches"] == 64 * 64 and tuple(bank["bank"].shape) == (410, 128)
     monkeypatch.setattr(patchcore, "score_patchcore", original_score)
+    _without_key_is_refused(path / "checkpoints" / "memory_bank.pt", "bank", lambda: train_peer(
+        cfg, "patchcore", results_root=results_root, device="cpu"))
     monkeypatch.setattr(patchcore, "greedy_coreset",
                         lambda *a, **k: pytest.fail("the coreset was selected again"))
     run = train_peer(cfg, "patchcore", results_root=results_root, device="cpu")

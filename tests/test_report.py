@@ -96,14 +96,14 @@ def test_ddad_cells_of_a_seeded_split_say_it_never_runs_there(results_root):
     ("NO NUMBER", "has a value that is no number"),
     ("TWICE", "has more than one auc row of dia"),
     ("CUT", "ends in the middle of a row (cut short?)"),
-    ("NO AUC", "has a auc of 1.7, no AUC"),
+    ("NO AUC", "gives auc 1.7, which is no AUC"),
     ("FOREIGN", "names run evaluate/pneumonia/dia/s0-"),
     ("DATASET", "gives the dataset pneumonia, its run evaluate/synthetic/dia/s0-"),
     ("SEED", "gives the seed 3, its run evaluate/synthetic/dia/s0-"),
     ("SEED x", "has a seed that is no number"),
     ("SEED 0.5", "has a seed that is no whole number"),
     ("CI abc", "has a ci_high that is no number"),
-    ("CI 1.5", "has a auc ci_high of 1.5, no AUC"),
+    ("CI 1.5", "gives auc ci_high 1.5, which is no AUC"),
 ])
 def test_a_damaged_metrics_file_names_its_run_and_what_to_do(results_root, damage, says):
     from dia.evaluate import read_metrics

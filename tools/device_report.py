@@ -24,14 +24,14 @@ id there, so the two would overwrite each other (tools/device_session.sh).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from dia.ablations import mean_cell
-from dia.results import first_line
+from dia.metrics import not_aucs
+from dia.results import first_line, read_whole_csv
 
 SPECIFIED, CSI = "DIA as specified", "CSI"
 PAIRED = "paired − DIA as specified"
@@ -44,31 +44,29 @@ UTIL_COLUMNS = ("timestamp", "utilization.gpu [%]")
 def read_table(path: Path, columns: tuple[str, ...], *, runs: bool = True,
                **read_csv) -> pd.DataFrame:
     """A CSV with at least `columns`; else SystemExit naming the file and what it lacks. A table
-    of runs must end its last row (device_grid appends rows: a lane killed while writing one
-    leaves it cut, and pandas would read its AUC with fewer digits) and hold AUCs in [0, 1]."""
+    of runs is read whole (`read_whole_csv`: device_grid appends rows, and a lane killed while
+    writing one leaves it cut, whose AUC pandas would read with fewer digits) and must hold AUCs
+    in [0, 1] (val_auc may be blank)."""
     try:
-        raw = path.read_bytes()
-        frame = pd.read_csv(io.BytesIO(raw), **read_csv)
+        if runs:  # its errors name the file and what to do
+            frame = read_whole_csv(path, "mend or delete the damaged part", **read_csv)
+        else:  # nvidia-smi's log: its last line is cut whenever the call ended
+            frame = pd.read_csv(path, **read_csv)
     except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
-        raise SystemExit(f"error: {path} cannot be read as a CSV ({first_line(err)})") from None
+        said = first_line(err) if runs else f"{path} cannot be read as a CSV ({first_line(err)})"
+        raise SystemExit(f"error: {said}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SystemExit(f"error: {path} lacks the column(s) {', '.join(missing)}: is it the "
                          "right file?")
-    if not runs:
-        return frame
-    if not raw.endswith(b"\n"):
-        raise SystemExit(f"error: {path} ends in the middle of a row (a lane killed while "
-                         "writing it?): delete that last, cut line")
-    for column in ("auc", "val_auc"):  # val_auc: blank in cells scored before it existed
+    for column in ("auc", "val_auc") if runs else ():
         if column not in frame:
             continue
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = frame[column].notna() & ~values.between(0, 1)
+        bad = not_aucs(frame[column], blank_ok=True)
         if bad.any():
-            raise SystemExit(f"error: {path} has a {column} of {frame[column][bad].iloc[0]}, "
-                             "no AUC: mend or delete that row")
-        frame[column] = values
+            raise SystemExit(f"error: {path} gives {column} {frame[column][bad].iloc[0]}, which "
+                             "is no AUC: mend or delete that row")
+        frame[column] = pd.to_numeric(frame[column])
     return frame
 
 

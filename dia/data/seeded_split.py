@@ -68,11 +68,11 @@ def read_split(path: Path, dataset_dir: Path) -> list[SplitRow]:
     if reader.fieldnames != COLUMNS:
         raise DataError(f"{path}: expected columns {COLUMNS}, found {reader.fieldnames}")
     rows = []
-    for line, r in enumerate(reader, 2):
+    for r in reader:
         if (None in r or None in r.values() or r["label"] not in ("0", "1")
                 or r["split"] not in ("train", "test")):  # a field missing or one too many
-            raise DataError(f"split file {path} line {line} is no row of path, label 0 or 1, "
-                            f"train or test, group (edited?): {REDO}")
+            raise DataError(f"split file {path} line {reader.line_num} is no row of path, label "
+                            f"0 or 1, train or test, group (edited?): {REDO}")
         rows.append(SplitRow(r["path"], int(r["label"]), r["split"], r["group"]))
     parts = {r.split for r in rows}
     if not {"train", "test"} <= parts:  # cut short or emptied: not the split it was written as
