@@ -22,6 +22,7 @@ from typing import Any
 from dia.results import DONE, RunError, read_done, run_id_of, run_path, zip_damage
 
 UPSTREAM = "upstream"  # the key in DONE and in an encoder checkpoint
+MAX_CHAIN = 4  # upstream links a record may lead through (DDPM <- encoder <- evaluation: 2)
 REDO_DONE = ("delete it, then run the same ./run_all.sh command (or the notebook that made the "
              "run) again: that checks the run and writes its DONE anew")
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
@@ -91,28 +92,43 @@ def recorded_upstream(run_folder: str | Path) -> dict[str, str] | Damage | None:
     return record if _valid(record) else None
 
 
-def upstream_change(run_folder: str | Path) -> str | None:
+def upstream_change(run_folder: str | Path, _depth: int = 0) -> str | None:
     """Why a finished run is out of date, or None: the checkpoint it read changed (`record_change`),
-    the run that wrote it is not finished (being made again), or is itself out of date (an
-    evaluation of a DIA encoder whose DDPM was trained again); a `Damage` where its DONE is."""
+    or the run that wrote it is itself out of date (an evaluation of a DIA encoder whose DDPM was
+    trained again); a `Damage` where its DONE is, or where edited records run in a loop."""
     run_folder = Path(run_folder)
     record = recorded_upstream(run_folder)
     if isinstance(record, Damage):
         return record
     if record is None or len(run_folder.parents) < 5:  # not runs/<stage>/<dataset>/<method>/<run>
         return None
+    if _depth > MAX_CHAIN:  # DDPM <- encoder <- evaluation: a longer chain loops
+        return Damage(f"the upstream records in {run_folder / DONE} and the runs it names lead "
+                      f"round in a loop (edited?): {REDO_DONE}")
     root = run_folder.parents[4]
     change = record_change(record, root)
     if change is not None:
         return change
-    upstream = run_path(root, record["run"])
-    if upstream.is_dir() and not (upstream / DONE).is_file():  # being made again (or its DONE
-        return (f"the run it was made from, {record['run']}, is not finished (no {DONE}), so "
-                "it cannot be checked")  # deleted as a Damage advises): nothing to trust yet
-    deeper = upstream_change(upstream)
+    deeper = upstream_change(run_path(root, record["run"]), _depth + 1)
     if deeper is None or isinstance(deeper, Damage):
         return deeper
     return f"the run it was made from, {record['run']}, is out of date: {deeper}"
+
+
+def unfinished_upstream(run_folder: str | Path) -> str | None:
+    """The first run upstream of a finished one whose folder is there without DONE (being made
+    again, or its DONE deleted as a `Damage` advises), or None. Such a run cannot be checked yet:
+    the table waits for it (`dia.report`), while training and scoring go on, since a DDPM being
+    resumed keeps its checkpoint and the driver runs it first."""
+    run_folder = Path(run_folder)
+    for _ in range(MAX_CHAIN + 1):
+        record = recorded_upstream(run_folder)
+        if not isinstance(record, dict) or len(run_folder.parents) < 5:
+            return None
+        run_folder = run_path(run_folder.parents[4], record["run"])
+        if run_folder.is_dir() and not (run_folder / DONE).is_file():
+            return record["run"]
+    return None
 
 
 def is_current(run_folder: str | Path) -> bool:

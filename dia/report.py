@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from dia.data.registry import SPECS
-from dia.lineage import refuse_out_of_date
+from dia.lineage import refuse_out_of_date, unfinished_upstream
 from dia.metrics import METRIC_COLUMNS, read_metrics_file
 from dia.results import (
     RunError, atomic_savefig, atomic_write_text, find_runs, finished_file, first_line,
@@ -89,6 +89,11 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         refuse_out_of_date(  # scores of an encoder replaced since, or of its DDPM
             path, "scored run", "run the same ./run_all.sh command again (or "
             "dia.evaluate.evaluate_amplifier), which scores the new encoder")
+        unfinished = unfinished_upstream(path)
+        if unfinished is not None:  # its checkpoint cannot be checked before it is DONE again
+            raise RunError(f"scored run {path} was made from {unfinished}, which is not finished "
+                           "(no DONE): run the same ./run_all.sh command again, which finishes it "
+                           "and checks what was made from it")
         frame = read_metrics_file(metrics)
         profile = read_run_config(path)["config"]["profile"]
         other = frame.loc[frame["profile"] != profile, "profile"]

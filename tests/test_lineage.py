@@ -209,10 +209,10 @@ def test_a_done_marker_cut_short_is_damage_not_a_run_without_record(scored, capl
         with pytest.raises(RunError, match="amplify run .* " + damage):
             evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
         assert (evaluate / DONE).is_file()  # not rescored: its encoder cannot be checked
-        (amplify / DONE).unlink()  # as the message says; until the run is made again, an
-        with pytest.raises(RunError, match=r"scored run .* is DONE, but the run it was made "
-                                           r"from, amplify/.*, is not finished \(no DONE\)"):
-            collect_metrics(root)  # unfinished upstream run is no reason to publish its scores
+        (amplify / DONE).unlink()  # as the message says; until the run is made again, the
+        with pytest.raises(RunError, match=r"scored run .* was made from amplify/.*, which is "
+                                           r"not finished \(no DONE\): run the same"):
+            collect_metrics(root)  # table does not publish what was made from it
         train_amplifier(cfg, "dia", results_root=root, device="cpu")  # resumes at its end
         anew, before = (json.loads(text) for text in ((amplify / DONE).read_text(), whole))
         anew.pop("seconds_this_session"), before.pop("seconds_this_session")
@@ -226,9 +226,37 @@ def test_a_done_marker_cut_short_is_damage_not_a_run_without_record(scored, capl
     assert f"{evaluate / DONE} is not the JSON summary" in caplog.text
     assert "scoring it again" in caplog.text
     assert lineage.is_current(evaluate) and (evaluate / "scores.csv").read_text() == scores
+    rescored = (evaluate / DONE).read_text()
     (evaluate / DONE).write_text("")  # empty: an old marker, not damage
     assert lineage.upstream_change(evaluate) is None
     evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+    (evaluate / DONE).write_text(rescored)  # as the module's other tests expect it
+
+
+def test_a_ddpm_being_made_again_stops_the_table_not_the_runs_made_from_it(scored):
+    root, cfg = scored
+    ddpm = stage_run_dir(cfg, "diffusion", "ddpm", root)
+    (ddpm / DONE).rename(ddpm / "DONE.kept")  # resumed (its checkpoint kept), or DONE deleted
+    try:
+        assert is_stage_done(cfg, "amplify", "dia", root)  # nothing to retrain or score again
+        train_amplifier(cfg, "dia", results_root=root, device="cpu")
+        evaluate_amplifier(cfg, "dia", results_root=root, device="cpu")
+        with pytest.raises(RunError, match=r"scored run .* was made from diffusion/synthetic/"
+                                           r"ddpm/.*, which is not finished \(no DONE\)"):
+            collect_metrics(root)  # two links up: the table waits for the DDPM
+    finally:
+        (ddpm / "DONE.kept").rename(ddpm / DONE)
+    assert not collect_metrics(root).empty
+
+
+def test_upstream_records_that_loop_are_damage_not_a_recursion_error(tmp_path):
+    run = tmp_path / "runs" / "evaluate" / "synthetic" / "dia" / "s0-12345678"
+    run.mkdir(parents=True)
+    (run / DONE).write_text(json.dumps({lineage.UPSTREAM: {  # edited to name itself
+        "run": "evaluate/synthetic/dia/s0-12345678", "checkpoint": "x", "sha256": "y"}}))
+    change = lineage.upstream_change(run)
+    assert isinstance(change, lineage.Damage) and "lead round in a loop (edited?)" in change
+    assert lineage.unfinished_upstream(run) is None
 
 
 @pytest.mark.parametrize("record", [None, 5, [1], {"run": 7, "checkpoint": "x", "sha256": "y"},
