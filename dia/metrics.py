@@ -225,21 +225,28 @@ def write_metrics(run: Run, rows: Sequence[dict[str, Any]]) -> None:
     write_csv(run.file("metrics.csv"), rows, METRIC_COLUMNS)
 
 
+TERMS = {"auc_contrast": "its contrastive term alone", "auc_shift": "its shift term alone"}
+
+
 def auc_caveats(metrics: pd.DataFrame, profile: str) -> str:
-    """What a reader should know before reading the test AUCs of `metrics` (rows of metrics.csv;
-    of metric `auc`), one line each; '' when nothing. On `smoke`
-    the AUCs check that the pipeline runs and mean nothing, wherever they land; on any profile, a
-    score whose whole interval lies below 0.5 ranks the classes the wrong way round."""
+    """What a reader should know before reading the test AUCs of `metrics` (rows of metrics.csv:
+    the score's `auc` and the AUC of each of its terms alone, `TERMS`), one line each; '' when
+    nothing. On `smoke` the AUCs check that the pipeline runs and mean nothing, wherever they
+    land; on any profile, a score or term whose whole interval lies below 0.5 ranks the classes
+    the wrong way round."""
     lines = []
     if profile == "smoke":
         lines.append("smoke profile: a shrunken run (a few dozen images at a small size; tiny "
                      "networks trained for a few steps, or PatchCore's small memory bank); its "
                      "AUCs show that the pipeline runs, they are not results (the quick or paper "
                      "profile gives those)")
-    test = metrics[metrics["metric"] == "auc"]
-    lines += [f"{row.method}: AUC {row.value:.3f}, its whole 95 % interval below 0.5: this score "
-              "ranks normal test images as more anomalous than anomalous ones"
-              for row in test.itertuples() if row.ci_high < 0.5]
+    test = metrics[metrics["metric"].isin(["auc", *TERMS])]
+    for row in test.itertuples():
+        if row.ci_high < 0.5:
+            what, this = ((row.method, "score") if row.metric == "auc"
+                          else (f"{row.method}, {TERMS[row.metric]}", "term"))
+            lines.append(f"{what}: AUC {row.value:.3f}, its whole 95 % interval below 0.5: this "
+                         f"{this} ranks normal test images as more anomalous than anomalous ones")
     return "\n".join(lines)
 
 

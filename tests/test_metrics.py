@@ -30,6 +30,13 @@ def test_auc_caveats_say_smoke_means_nothing_and_name_a_score_below_chance():
     assert auc_caveats(frame.iloc[1:], "paper") == ""  # a val AUC below 0.5 is not the test's
     frame.loc[0, "ci_high"] = 0.52  # the interval reaches chance: no claim
     assert auc_caveats(frame, "quick") == ""
+    terms = pd.DataFrame({"method": ["csi"] * 4,  # each term alone, as 30_evaluate shows them
+                          "metric": ["auc", "auc_contrast", "auc_shift", "val_auc_contrast"],
+                          "value": [0.619, 0.421, 0.623, 0.3], "ci_low": [0.55, 0.357, 0.56, 0.2],
+                          "ci_high": [0.68, 0.488, 0.69, 0.4]})
+    assert auc_caveats(terms, "quick") == (
+        "csi, its contrastive term alone: AUC 0.421, its whole 95 % interval below 0.5: this "
+        "term ranks normal test images as more anomalous than anomalous ones")
 
 
 def test_one_class_is_a_clear_error_not_nan():
