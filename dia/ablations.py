@@ -213,7 +213,7 @@ def run_ablations(
     run folder here wins over the ledger, whatever machine made it. Each row's `device` names
     the machine its AUC comes from.
     """
-    from dia.lineage import is_current, upstream_change
+    from dia.lineage import is_current, unfinished_upstream, upstream_change
     from dia.results import read_run_env, run_id_of
     from dia.stages import stage_run_dir
 
@@ -229,15 +229,16 @@ def run_ablations(
             continue
         path = stage_run_dir(cfg, "evaluate", method, results_root)  # read, never written
         run_id = run_id_of(path)
-        if is_current(path):  # DONE, and of the checkpoints there now (dia.lineage)
+        unfinished = unfinished_upstream(path) if (path / "DONE").is_file() else None
+        if is_current(path) and unfinished is None:  # of the checkpoints there now (lineage)
             rows.append({**row, **_aucs_of(path), "status": "done", "run_id": run_id,
                          "device": read_run_env(path).get("device", "")})
         elif run_id in recorded and not (path / "DONE").is_file():  # a DONE one is out of date
             rows.append({**row, **recorded[run_id], "status": "recorded", "run_id": run_id})
         else:
             if (path / "DONE").is_file():  # said, or the cell would vanish from the grid unseen
-                log.warning("ablation run %s is left out (not run): %s", path,
-                            upstream_change(path))
+                why = upstream_change(path) or f"{unfinished} is not finished (no DONE)"
+                log.warning("ablation run %s is left out (not run): %s", path, why)
             rows.append({**row, "auc": float("nan"), "val_auc": float("nan"),
                          "status": "not run", "run_id": "", "device": ""})
     return pd.DataFrame(rows)

@@ -116,17 +116,19 @@ def upstream_change(run_folder: str | Path, _depth: int = 0) -> str | None:
 
 
 def unfinished_upstream(run_folder: str | Path) -> str | None:
-    """The first run upstream of a finished one whose folder is there without DONE (being made
-    again, or its DONE deleted as a `Damage` advises), or None. Such a run cannot be checked yet:
-    the table waits for it (`dia.report`), while training and scoring go on, since a DDPM being
-    resumed keeps its checkpoint and the driver runs it first."""
+    """The first run upstream of a finished one whose folder holds the recorded checkpoint but no
+    DONE (being made again, or its DONE deleted as a `Damage` advises), or None. Such a run
+    cannot be checked yet: the table and the ablation read-back wait for it, while training and
+    scoring go on, since a DDPM being resumed keeps its checkpoint and the driver runs it first.
+    A folder without that checkpoint (never trained, e.g. opened by `tools/device_grid.py`, or
+    copied without checkpoints) counts as absent, as in `record_change`."""
     run_folder = Path(run_folder)
     for _ in range(MAX_CHAIN + 1):
         record = recorded_upstream(run_folder)
         if not isinstance(record, dict) or len(run_folder.parents) < 5:
             return None
         run_folder = run_path(run_folder.parents[4], record["run"])
-        if run_folder.is_dir() and not (run_folder / DONE).is_file():
+        if (run_folder / record["checkpoint"]).is_file() and not (run_folder / DONE).is_file():
             return record["run"]
     return None
 

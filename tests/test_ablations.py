@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -187,6 +188,15 @@ def test_blur_ablation_runs_end_to_end_and_is_kept_out_of_the_table(results_root
     assert (f"ablation run {metrics.parent} is left out (not run): {marker} is not the JSON "
             "summary") in caplog.text
     marker.write_text(kept_marker)
+    upstream = json.loads(kept_marker)["upstream"]["run"]  # its encoder's DONE deleted, as the
+    amplify_done = results_root / "runs" / upstream / "DONE"  # advice for a cut one says
+    kept_amplify = amplify_done.read_text()
+    amplify_done.unlink()
+    cut = run_ablations("synthetic", "smoke", seeds=1, which=["dissolver"],
+                        results_root=results_root, train=False)
+    assert (cut["status"] == "not run").sum() == 1  # as the table, it waits for the encoder
+    assert f"left out (not run): {upstream} is not finished (no DONE)" in caplog.text
+    amplify_done.write_text(kept_amplify)
 
     # device_grid --no-train publishes the scored cells of a grid trained some other way, with
     # the device each run's env.json names (a run without one is not credited to this machine,

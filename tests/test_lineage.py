@@ -244,6 +244,13 @@ def test_a_ddpm_being_made_again_stops_the_table_not_the_runs_made_from_it(score
         with pytest.raises(RunError, match=r"scored run .* was made from diffusion/synthetic/"
                                            r"ddpm/.*, which is not finished \(no DONE\)"):
             collect_metrics(root)  # two links up: the table waits for the DDPM
+        checkpoint = ddpm / "checkpoints" / "last.pt"  # a folder never trained (device_grid
+        checkpoint.rename(ddpm / "kept.pt")  # opens one before its cell) counts as absent
+        try:
+            assert lineage.unfinished_upstream(stage_run_dir(cfg, "evaluate", "dia", root)) is None
+            assert not collect_metrics(root).empty
+        finally:
+            (ddpm / "kept.pt").rename(checkpoint)
     finally:
         (ddpm / "DONE.kept").rename(ddpm / DONE)
     assert not collect_metrics(root).empty
