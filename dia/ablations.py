@@ -229,7 +229,7 @@ def run_ablations(
             continue
         path = stage_run_dir(cfg, "evaluate", method, results_root)  # read, never written
         run_id = run_id_of(path)
-        unfinished = unfinished_upstream(path) if (path / "DONE").is_file() else None
+        unfinished = unfinished_upstream(path)  # None without DONE
         if is_current(path) and unfinished is None:  # of the checkpoints there now (lineage)
             rows.append({**row, **_aucs_of(path), "status": "done", "run_id": run_id,
                          "device": read_run_env(path).get("device", "")})

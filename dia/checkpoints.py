@@ -83,10 +83,7 @@ def require_checkpoint_of(ckpt: Any, path: Path, *, kind: str, fmt: str, needs: 
     if ckpt.get("format") != fmt:
         raise RunError(f"{path} is not a {kind} checkpoint (format {ckpt.get('format')!r}, "
                        f"expected {fmt!r}); {remedy}")
-    missing = [key for key in needs if key not in ckpt]
-    if missing:
-        raise RunError(f"{path} is not a whole {kind} checkpoint (no {', '.join(missing)}); "
-                       f"{remedy}")
+    require_keys(ckpt, path, needs, remedy, kind=kind)
     diffs = [_difference(key, ckpt.get(key, _ABSENT), value)
              for key, value in identity.items() if ckpt.get(key, _ABSENT) != value]
     recorded = ckpt.get("config", _ABSENT)
@@ -152,7 +149,15 @@ def load_run_checkpoint(path: str | Path, run: Run, *, remedy: str | None = None
     wrong = {key: state.get(key) for key, value in expected.items() if state.get(key) != value}
     if wrong:
         raise RunError(f"{path} belongs to another run ({wrong} != {expected}); {remedy}")
-    missing = [key for key in needs if key not in state]
-    if missing:  # a key deleted by hand, or another version's file: not a KeyError later
-        raise RunError(f"{path} is not a whole checkpoint (no {', '.join(missing)}); {remedy}")
+    require_keys(state, path, needs, remedy)
     return state
+
+
+def require_keys(state: dict[str, Any], path: str | Path, needs: tuple[str, ...], remedy: str,
+                 *, kind: str = "") -> None:
+    """A RunError naming the keys of `needs` that the checkpoint `state` (read from `path`)
+    lacks: a key deleted by hand, or another version's file, instead of a KeyError later."""
+    missing = [key for key in needs if key not in state]
+    if missing:
+        what = f"{kind} checkpoint" if kind else "checkpoint"
+        raise RunError(f"{path} is not a whole {what} (no {', '.join(missing)}); {remedy}")

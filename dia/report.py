@@ -83,7 +83,8 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
         if not (path / "DONE").is_file():
             continue
         finished_file(path, "config.yaml")  # without it the run's profile is unknown: not skipped
-        if not is_profile_run(path):
+        profile = profile_run_of(path)
+        if profile is None:
             continue
         metrics = finished_file(path, "metrics.csv")  # raises, saying what to do, when missing
         refuse_out_of_date(  # scores of an encoder replaced since, or of its DDPM
@@ -95,7 +96,6 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
                            "(no DONE): run the same ./run_all.sh command again, which finishes it "
                            "and checks what was made from it")
         frame = read_metrics_file(metrics)
-        profile = read_run_config(path)["config"]["profile"]
         other = frame.loc[frame["profile"] != profile, "profile"]
         if not other.empty:  # the table's cell would name it
             raise RunError(f"{metrics} is of the profile {other.iloc[0]!r}, its run's "
@@ -106,8 +106,9 @@ def collect_metrics(results_root: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def is_profile_run(path: Path) -> bool:
-    """True when a run folder holds its profile's own config (not an ablation variant, not stale).
+def profile_run_of(path: Path) -> str | None:
+    """The profile of a run folder that holds its profile's own config; None for an ablation
+    variant or a stale run.
 
     Ablation variants (`dia.ablations`) and runs of a profile file edited since keep their
     folders, but only the profile's current config enters the main table. Its config.yaml must
@@ -122,8 +123,8 @@ def is_profile_run(path: Path) -> bool:
     if profile not in PROFILES:  # a profile renamed or removed since
         log.warning("finished run %s is of the profile %r, which is none of %s: left out of the "
                     "table", path, profile, ", ".join(PROFILES))
-        return False
-    return _is_profile_run_id(run_id_of(path), profile)
+        return None
+    return profile if _is_profile_run_id(run_id_of(path), profile) else None
 
 
 def _is_profile_run_id(run_id: str, profile: str) -> bool:
