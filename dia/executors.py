@@ -42,7 +42,7 @@ from typing import Any
 
 from dia import notebook_jobs
 from dia.driver_paths import REPO, caller_dir, set_caller_dir, shown
-from dia.plan import Job, Outcome, PlanRequest, is_job_done
+from dia.plan import Job, Outcome, PlanRequest, failed_path, is_job_done
 from dia.status import marker_path
 
 EXECUTORS = ("sequential", "local-parallel", "slurm")
@@ -252,6 +252,8 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
                     outcome.done.append(key)
                     log(f"{prefix}: ok in {took:.0f}s (total {time.monotonic() - start_all:.0f}s)")
                 else:
+                    if notebook_jobs.keep_attempt(job, req):  # its process was killed (memory?)
+                        why += f"; its notebook so far: {shown(failed_path(req.results_root, job))}"
                     fail(job, why)
                     log(f"{prefix}: FAILED after {took:.0f}s: {why}")
     except BaseException:
@@ -263,7 +265,8 @@ def run_local_parallel(jobs: list[Job], req: PlanRequest, *, jobs_at_once: int =
 def _stop_all(running: dict[str, tuple[Job, Any, str | None, float]], req: PlanRequest, log,
               timeout_s: float = 60.0) -> None:
     """Stop the running jobs and wait (at most `timeout_s`) for them to end, each keeping its
-    notebook so far in ``.failed/``, before the caller releases the results root's lock.
+    notebook so far in ``.failed/`` (`notebook_jobs.keep_attempt`, also where the controller
+    killed the job before it could), before the caller releases the results root's lock.
 
     Each job's submitit controller gets a SIGTERM, which it passes on to the job process, where
     `_job_entry` makes it an interrupt; sent once the job has written its running marker (which
@@ -295,6 +298,9 @@ def _stop_all(running: dict[str, tuple[Job, Any, str | None, float]], req: PlanR
             if key not in stopped:
                 _stop(handle)
     left = still_running()
+    for key, (job, _, _, _) in running.items():
+        if key not in left:  # killed by its controller before it could keep its notebook
+            notebook_jobs.keep_attempt(job, req)
     if left:
         log(f"still running, left to end on their own: {', '.join(left)} (see `--status`)")
 

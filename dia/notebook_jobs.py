@@ -69,14 +69,25 @@ def run_job(job: Job, req: PlanRequest) -> None:
             config=kernel_config(),
         )
     except BaseException:  # keep the last good rendering; the failed one goes beside it
-        if partial.is_file():
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, failed)
+        keep_attempt(job, req)
         raise
     rendering.publishable(partial, output_path=final, repo=REPO)
     os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
     stamp.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps(stamp_record(job, req)))
+
+
+def keep_attempt(job: Job, req: PlanRequest) -> bool:
+    """Move the notebook of an attempt that did not end (``.partial/``) to ``.failed/``, where
+    the driver's failure line and `--status` point: the notebook so far is kept (until the next
+    attempt starts), not left to look like one being written. False where papermill left none."""
+    partial = partial_path(req.results_root, job)
+    if not partial.is_file():
+        return False
+    failed = failed_path(req.results_root, job)
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, failed)
+    return True
 
 
 def roots_as_shown(text: str, req: PlanRequest) -> str:

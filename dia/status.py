@@ -16,6 +16,9 @@ Each job of the plan is in one of four states, checked in this order:
    error (``metadata.papermill.exception``), unless that error is the KeyboardInterrupt of a
    Ctrl-C or SIGTERM (then ``pending``: stopped, not failed). One that lacks only its
    config.yaml is ``pending`` (the next call writes it anew), unless its last attempt failed.
+   One whose finished run folder is out of date or cannot be checked (`out_of_date`): a DIA
+   encoder of a DDPM trained again, a damaged DONE or upstream checkpoint, is ``failed`` with
+   what to do, or ``pending`` for an evaluation, which scores again.
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
    killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
@@ -43,7 +46,8 @@ from dia.plan import (
     Job, PlanRequest, failed_path, is_job_done, job_run_dirs, missing_result, partial_path,
     rendered_path, stamp_path,
 )
-from dia.results import DONE, LOCK, atomic_write_text, lock_held
+from dia.lineage import Damage, recorded_upstream, upstream_change
+from dia.results import DONE, LOCK, atomic_write_text, lock_held, retrain_advice
 
 STATES = ("done", "running", "failed", "pending")
 FRESH_S = 600.0  # a log or marker touched within this many seconds means "running"
@@ -146,6 +150,9 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     name, missing = missing_result(job, req, folders) or ("", "")
     if name and name != "config.yaml":  # a config.yaml alone: pending, said below
         return "failed", missing
+    stale = next(filter(None, (out_of_date(stage, run) for stage, run in folders)), None)
+    if stale and stale[0] == "failed":
+        return stale
     failed = failed_path(root, job)  # the last attempt's, removed when the next starts
     meta = (_papermill_meta(failed) or {}) if failed.is_file() else {}
     if meta.get("exception") and meta.get("ename") != "KeyboardInterrupt":
@@ -161,7 +168,30 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     # a rendered notebook and its stamp are written only when the notebook ran to its end
     if job.always and rendered_path(root, job).is_file() and stamp_path(root, job).is_file():
         return "done", ""
-    return "pending", missing  # where config.yaml is missing, the next call writes it anew
+    # where config.yaml is missing, the next call writes it anew; an evaluation out of date
+    # scores the new encoder
+    return "pending", missing or (stale[1] if stale else "")
+
+
+def out_of_date(stage: str, run: Path) -> tuple[str, str] | None:
+    """(state, detail) of a run folder marked finished but not current (`dia.lineage`), or None.
+
+    An evaluation scores again what has changed (``pending``), as it does where its own DONE is
+    damaged. Anything else stops the job until someone acts (``failed``): a DIA encoder of a DDPM
+    trained again (`dia.train_encoder` refuses to reuse it or to train over it), a damaged file
+    upstream, or a damaged DONE of a DDPM or encoder.
+    """
+    if not (run / DONE).is_file():
+        return None
+    change = upstream_change(run)
+    if change is None:
+        return None
+    if stage == "evaluate" and (not isinstance(change, Damage)
+                                or isinstance(recorded_upstream(run), Damage)):
+        return "pending", f"{run} is DONE, but {change}: the next call scores it again"
+    if isinstance(change, Damage):
+        return "failed", f"{run} cannot be checked: {change}"
+    return "failed", f"{run} is DONE, but {change}: {retrain_advice(run)}"
 
 
 def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str, str]]:

@@ -251,11 +251,15 @@ def test_local_parallel_scheduling_with_a_fake_executor(tmp_path):
     already = next(j for j in jobs if j.key == "amplify/synthetic/csi/s1")
     _mark_done(already, req)
     fake = _FakeExecutor(tmp_path, fail={"diffusion/synthetic/ddpm/s0"})
+    ddpm = next(j for j in jobs if j.key == "diffusion/synthetic/ddpm/s0")
+    _rendered(partial_path(req.results_root, ddpm), exception=False, end=False)  # killed in it
     out = ex.run_local_parallel(jobs, req, jobs_at_once=3, log=lambda m: None, poll_s=0.01,
                                 gpus=["3", "5"], executor_factory=fake)
     submitted = [key for key, _ in fake.submitted]
     assert already.key not in submitted and out.skipped == [already.key]  # never resubmitted
-    assert out.failed["diffusion/synthetic/ddpm/s0"] == "boom"
+    kept = failed_path(req.results_root, ddpm)  # the notebook so far, where the line points
+    assert out.failed[ddpm.key] == f"boom; its notebook so far: {driver_paths.shown(kept)}"
+    assert kept.is_file() and not partial_path(req.results_root, ddpm).exists()
     blocked = {"gallery/synthetic", "amplify/synthetic/dia/s0", "amplify/synthetic/dia/s1",
                "evaluate/synthetic/dia/s0", "evaluate/synthetic/dia/s1"}
     assert blocked.isdisjoint(submitted)  # dependents of the failed DDPM are not run
@@ -574,6 +578,9 @@ import dia.executors as ex, dia.notebook_jobs as notebook_jobs
 from dia.plan import PlanRequest, build_plan
 
 def run_job(job, req):
+    from dia.plan import partial_path
+    partial_path(req.results_root, job).parent.mkdir(parents=True, exist_ok=True)
+    partial_path(req.results_root, job).write_text("{}")  # as papermill, which keeps it on a kill
     print("running", flush=True)
     time.sleep(60)
 
@@ -619,3 +626,5 @@ def test_stopping_the_jobs_reaches_a_job_whose_driver_ignores_sigint(tmp_path):
     assert lines == ["stopping 1 running job(s) ..."]
     assert [m["controller"] for m in sent] == ["4242"]  # signalled once, when its marker was there
     assert not marker_path(tmp_path, job).exists()  # its marker went with it
+    assert not partial_path(tmp_path, job).exists()  # its notebook so far kept as a failure
+    assert failed_path(tmp_path, job).read_text() == "{}"

@@ -279,3 +279,55 @@ def test_a_record_of_another_shape_counts_as_none(record, tmp_path, monkeypatch)
     (shallow / DONE).write_text(json.dumps({lineage.UPSTREAM: {
         "run": "a/b/c/s0-12345678", "checkpoint": "x", "sha256": "y"}}))
     assert lineage.upstream_change(shallow) is None
+
+
+def test_status_says_why_a_finished_run_is_out_of_date_and_what_to_do(scored):
+    from dia.status import job_state
+
+    root, cfg = scored
+    req = PlanRequest(profile="smoke", datasets=["synthetic"], methods=("dia",),
+                      results_root=str(root))
+    jobs = {j.key.split("/")[0]: j for j in build_plan(req) if j.key.split("/")[0] in
+            ("diffusion", "amplify", "evaluate")}
+    for job in jobs.values():
+        _rendered(job, req)
+    assert {job_state(job, req)[0] for job in jobs.values()} == {"done"}
+    amplify = stage_run_dir(cfg, "amplify", "dia", root)
+    evaluate = stage_run_dir(cfg, "evaluate", "dia", root)
+    ddpm = stage_run_dir(cfg, "diffusion", "ddpm", root)
+    encoder = amplify / "checkpoints" / CHECKPOINT
+    kept = {path: path.read_bytes() for path in (encoder, ddpm / "checkpoints" / "last.pt",
+                                                 ddpm / DONE)}
+    try:
+        _retrain(encoder, "model")  # the evaluation scores the new encoder: nothing to do
+        state, detail = job_state(jobs["evaluate"], req)
+        assert state == "pending" and detail.startswith(f"{evaluate} is DONE, but its upstream "
+                                                        "run amplify/"), detail
+        assert detail.endswith("the next call scores it again")
+        encoder.write_bytes(kept[encoder])
+        _retrain(ddpm / "checkpoints" / "last.pt", "unet")  # the encoder's job stops: say so
+        state, detail = job_state(jobs["amplify"], req)
+        assert state == "failed" and "trained again since" in detail, detail
+        assert detail.endswith(f"delete the run folder {amplify} to train it again")
+        ddpm_checkpoint = ddpm / "checkpoints" / "last.pt"
+        ddpm_checkpoint.write_bytes(kept[ddpm_checkpoint][:1000])  # damaged: restore it
+        state, detail = job_state(jobs["amplify"], req)
+        assert state == "failed" and detail.startswith(f"{amplify} cannot be checked: "), detail
+        assert "restore it from a copy" in detail
+        state, detail = job_state(jobs["evaluate"], req)  # damage two links up: no rescoring
+        assert state == "failed" and "restore it from a copy" in detail, detail
+        ddpm_checkpoint.write_bytes(kept[ddpm_checkpoint])
+        (ddpm / DONE).write_text("{")  # its own DONE cut short: delete it and run again
+        state, detail = job_state(jobs["diffusion"], req)
+        assert state == "failed" and f"{ddpm / DONE} is not the JSON summary" in detail, detail
+        assert "delete it, then run the same ./run_all.sh command" in detail
+        (ddpm / DONE).write_bytes(kept[ddpm / DONE])
+        (evaluate / DONE).rename(evaluate / "DONE.kept")
+        (evaluate / DONE).write_text("{")  # an evaluation's own: scored again
+        state, detail = job_state(jobs["evaluate"], req)
+        assert state == "pending" and detail.endswith("the next call scores it again"), detail
+        (evaluate / "DONE.kept").replace(evaluate / DONE)
+    finally:
+        for path, data in kept.items():
+            path.write_bytes(data)
+    assert {job_state(job, req)[0] for job in jobs.values()} == {"done"}
