@@ -37,6 +37,7 @@ MAX_SEED = 2**32 - 1
 UNET_DOWNSAMPLING = 8  # the dissolving U-Net halves its input three times (levels 1, 2, 4, 8)
 UNET_NORM_GROUPS = 8  # the DDPM U-Net's GroupNorm groups (reference resnet_block_groups=8)
 GANOMALY_DOWNSAMPLING = 16  # the DCGAN encoder's strided convolutions down to 4 x 4
+DDAD_DOWNSAMPLING = 16  # the DDAD autoencoder halves its input four times (reference: 64)
 MOBILENET_BLOCKS = 19  # MobileNetV2 `features` has blocks 0..18 (PatchCore's layers)
 
 
@@ -352,10 +353,16 @@ def _check_network_shapes(cfg: ExperimentConfig, source: str) -> None:
     if p.ganomaly_image_size is not None:
         multiples.append(("peers.ganomaly_image_size", p.ganomaly_image_size,
                           GANOMALY_DOWNSAMPLING, "the DCGAN encoder halves it down to 4 x 4"))
+    multiples.append(("ddad.image_size", cfg.ddad.image_size, DDAD_DOWNSAMPLING,
+                      "the DDAD autoencoder halves it four times; reference: 64"))
     for name, value, factor, why in multiples:
         if value % factor:
             raise ConfigError(f"{source}: {name} = {value}; must be a multiple of {factor} "
                               f"({why})")
+    if cfg.ddad.num_models < 2:
+        raise ConfigError(f"{source}: ddad.num_models = {cfg.ddad.num_models}; the "
+                          "intra-discrepancy (a std over the NDM members) needs at least 2 "
+                          "(reference: 3)")
     if not p.patchcore_layers or not all(0 <= k < MOBILENET_BLOCKS for k in p.patchcore_layers):
         raise ConfigError(f"{source}: peers.patchcore_layers = {list(p.patchcore_layers)}; give "
                           f"one or more MobileNetV2 block indices from 0 to {MOBILENET_BLOCKS - 1}")

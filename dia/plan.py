@@ -15,14 +15,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dia.config import (
     MAX_SEED, ConfigError, ExperimentConfig, config_hash, load_config, replace,
 )
 from dia.lineage import file_sha256, is_current, record_change, upstream_record
+from dia.metrics import read_metrics_file, read_scores_file
 from dia.results import DONE, RunError, finished_file
-from dia.stages import stage_run_dir, stage_run_hash
+from dia.stages import require_stage_config, stage_run_dir, stage_run_hash
 
 METHODS = ("dia", "csi", "ddad", "ganomaly", "patchcore")
 NOTEBOOKS = {
@@ -38,9 +39,9 @@ NOTEBOOKS = {
 # What a finished run folder of each stage must hold for the jobs after it: its config (the table
 # reads the profile there) and, of the scoring stages, metrics.csv (the table's AUCs, dia.report)
 # and scores.csv (the evaluation's figures). A run folder marked finished without one (the file
-# deleted, or the folder copied without it) does not make its job done (`missing_result`): run
-# again, the job writes a missing config.yaml anew (`dia.results.open_run`) and stops, naming
-# the file and what to do, at a missing metrics.csv or scores.csv.
+# deleted, or the folder copied without it), or with one damaged or another run's, does not make
+# its job done (`missing_result`): run again, the job writes a missing config.yaml anew
+# (`dia.results.open_run`) and stops, naming the file and what to do, at any other.
 _SCORED = ("config.yaml", "metrics.csv", "scores.csv")
 FINISHED_FILES = {"diffusion": ("config.yaml",), "amplify": ("config.yaml",),
                   "evaluate": _SCORED, "peers": _SCORED, "ddad": _SCORED}
@@ -270,27 +271,42 @@ def only_to_render(job: Job, req: PlanRequest) -> bool:
     return bool(folders) and all((run / DONE).is_file() for _, run in folders)
 
 
+class Unfinished(NamedTuple):
+    """What keeps a run folder marked finished from counting as done (`missing_result`)."""
+
+    detail: str  # the file, what is wrong with it and what to do
+    anew: bool  # the next call mends it by itself (a config.yaml written anew), training nothing
+
+
 def missing_result(job: Job, req: PlanRequest,
-                   folders: list[tuple[str, Path]] | None = None) -> tuple[str, str] | None:
-    """(file name, what to do) of the first file of `FINISHED_FILES` that a run folder of the job
-    marked finished lacks; None where nothing is missing. A missing config.yaml, which the next
-    call writes anew, only where no other file is missing: the others need a rerun that trains or
-    scores. `folders`: `job_run_dirs`, if known."""
+                   folders: list[tuple[str, Path]] | None = None) -> Unfinished | None:
+    """The first file of `FINISHED_FILES` that a run folder of the job marked finished lacks,
+    or holds damaged or another run's (a config.yaml of another config, a metrics.csv or
+    scores.csv that its readers refuse); None where nothing is wrong. A missing config.yaml,
+    which the next call writes anew, only where nothing else is: the others need a rerun that
+    trains or scores, or someone to act. `folders`: `job_run_dirs`, if known."""
+    readers = {"metrics.csv": read_metrics_file, "scores.csv": read_scores_file}
     no_config = None
-    for stage, run in job_run_dirs(job, req) if folders is None else folders:
+    cfg = job_config(job, req)
+    folders = job_run_dirs(job, req) if folders is None else folders
+    for (stage, run), (_, method) in zip(folders, job.runs):
         if not (run / DONE).is_file():
             continue
         for name in FINISHED_FILES[stage]:
-            if name == "config.yaml":
-                if no_config is None and not (run / name).is_file():
-                    no_config = name, (
+            if name == "config.yaml" and not (run / name).is_file():
+                if no_config is None:
+                    no_config = Unfinished(
                         f"{run} is marked finished but has no config.yaml: run the same command "
-                        "again, which writes it anew (nothing is trained again)")
+                        "again, which writes it anew (nothing is trained again)", anew=True)
                 continue
             try:
-                finished_file(run, name)  # its RunError says what to do
-            except RunError as err:
-                return name, str(err)
+                path = finished_file(run, name)  # its RunError says what to do
+                if name == "config.yaml":
+                    require_stage_config(cfg, stage, method, run)
+                else:
+                    readers[name](path)
+            except (RunError, ValueError) as err:  # read_metrics_file's are ValueErrors
+                return Unfinished(str(err), anew=False)
     return no_config
 
 

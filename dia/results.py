@@ -421,23 +421,16 @@ def open_run(
     process_commit()  # the commit this process began at, before its first run goes on
     hash8 = config_hash(cfg, sections)
     path = run_dir(results_root, stage, cfg.dataset, method, cfg.seed, hash8)
-    record = {"stage": stage, "method": method, "hash": hash8, "sections": list(sections)}
-    content = yaml.safe_dump({"run": record, "config": to_dict(cfg)}, sort_keys=True)
     config_file = path / "config.yaml"
     if config_file.is_file():
-        existing = read_run_config(path)
-        if _semantic(existing, sections) != _semantic(yaml.safe_load(content), sections):
-            raise RunError(
-                f"{path} holds a run of another config (its config.yaml differs); "
-                "delete the folder or use another results root."
-            )
+        require_own_config(path, cfg, stage=stage, method=method, sections=sections)
     else:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:  # a file where the results root or a folder of it should be
             raise RunError(f"cannot make the run folder {path} ({err}): is the results root "
                            f"{results_root} a folder?") from None
-        atomic_write_text(config_file, content)
+        atomic_write_text(config_file, _config_text(cfg, stage, method, sections))
     run = Run(path=path, stage=stage, dataset=cfg.dataset, method=method, seed=cfg.seed, hash=hash8)
     if not (path / "env.json").is_file():
         from dia.runtime import capture_env
@@ -451,6 +444,28 @@ def find_runs(results_root: str | Path, stage: str | None = None) -> list[Path]:
     base = Path(results_root) / "runs"
     pattern = f"{stage or '*'}/*/*/s*-*"
     return sorted(p for p in base.glob(pattern) if p.is_dir())
+
+
+def _config_text(cfg: ExperimentConfig, stage: str, method: str,
+                 sections: tuple[str, ...]) -> str:
+    """The config.yaml `open_run` writes into a run folder of `cfg`."""
+    record = {"stage": stage, "method": method, "hash": config_hash(cfg, sections),
+              "sections": list(sections)}
+    return yaml.safe_dump({"run": record, "config": to_dict(cfg)}, sort_keys=True)
+
+
+def require_own_config(path: str | Path, cfg: ExperimentConfig, *, stage: str, method: str,
+                       sections: tuple[str, ...]) -> None:
+    """A RunError saying what to do where the config.yaml in the run folder `path` cannot be
+    read (`read_run_config`) or is not that of (`cfg`, stage, method) in what the run depends on
+    (copied from another run's folder, edited); nothing where it is."""
+    path = Path(path)
+    own = yaml.safe_load(_config_text(cfg, stage, method, sections))
+    if _semantic(read_run_config(path), sections) != _semantic(own, sections):
+        raise RunError(
+            f"{path} holds a run of another config (its config.yaml differs); "
+            "delete the folder or use another results root."
+        )
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:

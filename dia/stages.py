@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dia.config import ExperimentConfig, config_hash, replace
 from dia.lineage import is_current
-from dia.results import Run, open_run, run_dir
+from dia.results import Run, open_run, require_own_config, run_dir
 
 DIA_SECTIONS = ("data", "diffusion", "dissolve", "amplify")
 CSI_SECTIONS = ("data", "amplify")
@@ -69,6 +69,14 @@ def open_stage_run(
     cfg = stage_config(cfg, stage)
     return open_run(cfg, stage=stage, method=method, results_root=results_root,
                     sections=stage_sections(stage, method))
+
+
+def require_stage_config(cfg: ExperimentConfig, stage: str, method: str, path: Path) -> None:
+    """A RunError saying what to do where the run folder `path` of (stage, method) for `cfg`
+    holds a config.yaml that cannot be read or is another config's (`open_stage_run` would
+    refuse it)."""
+    require_own_config(path, stage_config(cfg, stage), stage=stage, method=method,
+                       sections=stage_sections(stage, method))
 
 
 def is_stage_done(

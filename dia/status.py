@@ -10,7 +10,8 @@ Each job of the plan is in one of four states, checked in this order:
    Or the notebook papermill is writing (``notebooks/.partial/``) changed in the last 10
    minutes (this covers the sequential driver, which writes no marker), unless nothing holds
    the results root's driver lock (a driver killed meanwhile).
-3. ``failed``: a run folder of it is marked finished but lacks its metrics.csv or scores.csv
+3. ``failed``: a run folder of it is marked finished but lacks its metrics.csv or scores.csv,
+   or holds one of them or its config.yaml damaged or another run's
    (`dia.plan.missing_result`; its detail says what to do), or the notebook of its last failed
    attempt (``notebooks/.failed/``, removed when the next attempt starts) holds papermill's
    error (``metadata.papermill.exception``), unless that error is the KeyboardInterrupt of a
@@ -147,9 +148,9 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     if partial.is_file() and _fresh(partial, now, fresh_s) and lock_held(root / LOCK) is not False:
         return "running", f"{partial} being rendered"
     folders = job_run_dirs(job, req)
-    name, missing = missing_result(job, req, folders) or ("", "")
-    if name and name != "config.yaml":  # a config.yaml alone: pending, said below
-        return "failed", missing
+    unfinished = missing_result(job, req, folders)
+    if unfinished and not unfinished.anew:  # a config.yaml to write anew: pending, said below
+        return "failed", unfinished.detail
     stale = next(filter(None, (out_of_date(stage, run) for stage, run in folders)), None)
     if stale and stale[0] == "failed":
         return stale
@@ -170,7 +171,7 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
         return "done", ""
     # where config.yaml is missing, the next call writes it anew; an evaluation out of date
     # scores the new encoder
-    return "pending", missing or (stale[1] if stale else "")
+    return "pending", unfinished.detail if unfinished else stale[1] if stale else ""
 
 
 def out_of_date(stage: str, run: Path) -> tuple[str, str] | None:

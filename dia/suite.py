@@ -39,7 +39,7 @@ class LockedError(RuntimeError):
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)}")
-    parser.add_argument("--datasets", default="", help="comma list; default: every dataset found")
+    parser.add_argument("--datasets", default=None, help="comma list; default: every dataset found")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 3 for paper, else 1)")
     parser.add_argument("--seed-list", default=None,
                         help="comma list, e.g. 3,4: these seeds' trainings and evaluations "
@@ -69,7 +69,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _validate(args: argparse.Namespace) -> tuple[list[str], tuple[str, ...]]:
     if args.profile not in PROFILES:
         raise ConfigError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILES)}")
-    datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
+    datasets = list(dict.fromkeys(d.strip() for d in (args.datasets or "").split(",")
+                                  if d.strip()))
+    if args.datasets is not None and not datasets:  # `--datasets "$EMPTY"`: not every dataset
+        raise ConfigError(f"--datasets {args.datasets!r} names no dataset: give a comma list of "
+                          f"{', '.join(DATASETS)}, or leave the option out for every dataset "
+                          "found")
     unknown = [d for d in datasets if d not in DATASETS]
     if unknown:
         raise ConfigError(f"unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASETS)}")

@@ -59,6 +59,8 @@ def test_dotted_and_nested_overrides():
         ({"dissolve.resolution": 33}, "dissolve.resolution = 33; must be a multiple of 8"),
         ({"diffusion.width": 12}, "diffusion.width = 12; must be a multiple of 8 .the U-Net"),
         ({"peers.ganomaly_image_size": 8}, "ganomaly_image_size = 8; must be a multiple of 16"),
+        ({"ddad.image_size": 8}, "ddad.image_size = 8; must be a multiple of 16 .the DDAD"),
+        ({"ddad.num_models": 1}, "ddad.num_models = 1; the intra-discrepancy .* at least 2"),
         ({"peers.patchcore_layers": []}, r"patchcore_layers = \[\]; give one or more"),
         ({"peers.patchcore_layers": [6, 99]}, "block indices from 0 to 18"),
     ],

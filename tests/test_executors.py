@@ -64,7 +64,7 @@ if STAGE == "evaluate":
         "dataset,method,seed,profile,image_size,metric,value,ci_low,ci_high,run_id\\n"
         f"{dataset},{method},{seed},{profile},28,auc,{auc},{auc - 0.05},{auc + 0.05},"
         f"{STAGE}/{dataset}/{method}/{run.name}\\n")
-    (run / "scores.csv").write_text("sample_id,label,anomaly_score\\n")
+    (run / "scores.csv").write_text("sample_id,label,anomaly_score\\na,0,0.2\\nb,1,0.7\\n")
 (run / "DONE").write_text("{}")
 '''
 
@@ -228,16 +228,20 @@ class _FakeExecutor:
 
 
 def _mark_done(job, req):
-    """Make `is_job_done(job, req)` true without running anything, with a placeholder for each
-    file a finished run must hold (`dia.plan.FINISHED_FILES`)."""
-    from dia.plan import FINISHED_FILES, job_run_dirs
+    """Make `is_job_done(job, req)` true without running anything, with each file a finished
+    run must hold (`dia.plan.FINISHED_FILES`) as its readers take it."""
+    from dia.metrics import auc_rows, write_metrics, write_scores
+    from dia.plan import FINISHED_FILES, job_config
+    from dia.stages import open_stage_run
 
     root = Path(req.results_root)
-    for stage, run in job_run_dirs(job, req):
-        run.mkdir(parents=True, exist_ok=True)
-        for name in FINISHED_FILES[stage]:
-            (run / name).write_text("")
-        (run / "DONE").write_text("{}")
+    for stage, method in job.runs:
+        run = open_stage_run(job_config(job, req), stage, method, root)  # its config.yaml
+        if "scores.csv" in FINISHED_FILES[stage]:
+            write_scores(run, ["a", "b"], [0, 1], [0.2, 0.7])
+            write_metrics(run, auc_rows(run, method=method, profile=req.profile, image_size=28,
+                                        labels=[0, 1], anomaly_score=[0.2, 0.7]))
+        (run.path / "DONE").write_text("{}")
     (root / "notebooks").mkdir(parents=True, exist_ok=True)
     (root / "notebooks" / job.output_name).write_text("{}")
     stamp = stamp_path(root, job)
@@ -443,7 +447,7 @@ def _held(lock: Path):
 def test_status_states(tmp_path):
     from dia.config import replace
     from dia.plan import job_config
-    from dia.stages import stage_run_dir
+    from dia.stages import open_stage_run, stage_run_dir
 
     req = _req(tmp_path, methods=("dia", "csi"))
     jobs = build_plan(req)
@@ -522,6 +526,28 @@ def test_status_states(tmp_path):
     (scored_run / "config.yaml").unlink()  # and its config: the rerun must still score again
     state, detail = job_state(scored, req)
     assert state == "failed" and "has no metrics.csv" in detail, detail
+    _mark_done(scored, req)
+    scores = scored_run / "scores.csv"  # cut short (a bad copy): its notebook would stop on it
+    scores.write_text(scores.read_text()[:-4])
+    assert not is_job_done(scored, req)
+    state, detail = job_state(scored, req)
+    assert state == "failed" and f"{scores} holds an anomaly_score that is no" in detail, detail
+    _mark_done(scored, req)
+    (scored_run / "metrics.csv").write_text("dataset,method\nsynthetic,csi\n")  # edited by hand
+    state, detail = job_state(scored, req)
+    assert state == "failed" and "metrics.csv lacks the column(s) seed" in detail, detail
+    _mark_done(scored, req)
+    assert is_job_done(scored, req)
+    config = scored_run / "config.yaml"
+    seed1 = open_stage_run(replace(job_config(scored, req), {"seed": 1}), "evaluate", "csi",
+                           tmp_path).path / "config.yaml"
+    for damaged, says in (("run: [\n", "cannot be read"),
+                          (seed1.read_text(), "holds a run of another")):
+        config.write_text(damaged)  # damaged, or another run's copied in: not written anew
+        assert not is_job_done(scored, req)
+        state, detail = job_state(scored, req)
+        assert state == "failed" and detail.startswith(f"{config if 'read' in says else scored_run}"
+                                                       f" {says}"), detail
     _rendered(failed_path(tmp_path, ddpm), exception=True)  # the last try of the DDPM failed
     state, detail = job_state(ddpm, req)
     assert state == "failed" and "error in " in detail, detail  # not the config's "pending"

@@ -8,7 +8,7 @@ from dia.config import ConfigError, load_config
 from dia.plan import (
     PlanRequest, build_plan, is_job_done, parse_seed_list, rendered_path, stamp_path, stamp_record,
 )
-from dia.stages import stage_run_dir
+from dia.stages import open_stage_run, stage_run_dir
 
 
 def _req(tmp_path, **kw):
@@ -89,7 +89,14 @@ def test_job_done_needs_done_marker_notebook_and_stamp(tmp_path):
     stamp.parent.mkdir(parents=True)
     stamp.write_text(json.dumps({"config_hash": job.config_hash}))
     assert not is_job_done(job, req)  # a finished run folder without its config.yaml
-    (run / "config.yaml").write_text("")
+    cfg = load_config("smoke", dataset="synthetic")
+    other = open_stage_run(load_config("smoke", dataset="synthetic", seed=1), "amplify", "csi",
+                           tmp_path).path
+    for damaged in ("", "run: [\n", (other / "config.yaml").read_text()):  # or another run's
+        (run / "config.yaml").write_text(damaged)
+        assert not is_job_done(job, req)
+    (run / "config.yaml").unlink()
+    assert open_stage_run(cfg, "amplify", "csi", tmp_path).path == run  # writes it anew
     assert is_job_done(job, req)
     stamp.write_text(json.dumps({"config_hash": "00000000"}))  # another config: not done
     assert not is_job_done(job, req)
@@ -106,9 +113,8 @@ def test_a_rendering_put_back_by_git_is_rendered_again(tmp_path):
 
     req = _req(tmp_path, datasets=["synthetic"], seeds=1)
     job = next(j for j in build_plan(req) if j.key == "amplify/synthetic/csi/s0")
-    run = stage_run_dir(load_config("smoke", dataset="synthetic"), "amplify", "csi", tmp_path)
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text("")
+    run = open_stage_run(load_config("smoke", dataset="synthetic"), "amplify", "csi",
+                         tmp_path).path
     (run / "DONE").write_text("{}")
     rendering, stamp = rendered_path(tmp_path, job), stamp_path(tmp_path, job)
     rendering.parent.mkdir(parents=True)

@@ -38,8 +38,11 @@ def fake_notebooks(tmp_path, monkeypatch):
             "from dia.plan import FINISHED_FILES\n"
             "cfg = load_config(profile, dataset=dataset, seed=seed)\n"
             f"run = open_stage_run(cfg, {stage!r}, {method_expr}, results_root)\n"
-            f"for name in FINISHED_FILES[{stage!r}]:  # what the real notebook writes\n"
-            "    (run.path / name).touch()\n"
+            f"if 'scores.csv' in FINISHED_FILES[{stage!r}]:  # what the real notebook writes\n"
+            "    from dia.metrics import auc_rows, write_metrics, write_scores\n"
+            "    write_scores(run, ['a', 'b'], [0, 1], [0.2, 0.7])\n"
+            "    write_metrics(run, auc_rows(run, method=run.method, profile=profile, "
+            "image_size=28, labels=[0, 1], anomaly_score=[0.2, 0.7]))\n"
             "run.mark_done()\n"
             "import pathlib; log = pathlib.Path(results_root) / 'calls.txt'\n"
             f"log.open('a').write({name!r} + '\\n')"))
@@ -58,6 +61,7 @@ def test_bad_arguments_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(suite.shutil, "which", lambda name: None)  # not on a Slurm cluster
     for argv, fragment in ((["--profile", "fast"], "smoke, quick, paper"),
                            (["--datasets", "mnist"], "unknown dataset"),
+                           (["--datasets", " ,"], "--datasets ' ,' names no dataset"),
                            (["--methods", "dia,gan"], "unknown method"),
                            (["--executor", "slurm"], "needs a Slurm cluster (no sbatch on PATH)"),
                            (["--executor", "slurm", "--slurm-time", "-5", "--plan-only"],

@@ -304,18 +304,6 @@ def score_images(images: torch.Tensor, nets_a: list[nn.Module], nets_b: list[nn.
 # -- the public entry ---------------------------------------------------------------------------
 
 
-def _check_config(cfg) -> None:
-    from dia.config import ConfigError
-
-    d = cfg.ddad
-    if d.image_size < 16 or d.image_size % 16:
-        raise ConfigError(f"ddad.image_size = {d.image_size}; the DDAD autoencoder needs a "
-                          "multiple of 16 (reference: 64)")
-    if d.num_models < 2:
-        raise ConfigError(f"ddad.num_models = {d.num_models}; the intra-discrepancy (a std over "
-                          "the NDM members) needs at least 2 (reference: 3)")
-
-
 def open_ddad_run(cfg, *, results_root="results") -> Run:
     from dia.stages import open_stage_run
 
@@ -342,7 +330,6 @@ def train_ddad(cfg, *, results_root="results", data_root=None, device=None) -> R
     from dia.runtime import stage_device
     from dia.stages import is_stage_done
 
-    _check_config(cfg)
     if is_stage_done(cfg, STAGE, method_name(cfg), results_root):
         return open_ddad_run(cfg, results_root=results_root)
     data = prepare_data(cfg, data_root=data_root, results_root=results_root)
