@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from dia.results import (
-    Run, RunError, first_line, parse_run_id, read_whole_csv, rerun_advice, run_id_of,
+    Run, RunError, parse_run_id, read_whole_csv, rerun_advice, run_id_of,
     write_csv,
 )
 
@@ -134,26 +134,26 @@ def auc_rows(
 
 def read_scores_file(path: str | Path) -> pd.DataFrame:
     """A per-image scores file (sample_id, label, anomaly_score) of a finished run; one that
-    cannot be read, or holds a label besides 0 and 1 or a score that is no finite number (a file
-    cut short or edited), is a RunError naming it and what to do."""
+    cannot be read, ends in the middle of a row (`read_whole_csv`: a score cut to fewer digits
+    would read as another number), or holds a label besides 0 and 1 or a score that is no finite
+    number (a file cut short or edited), is a RunError naming it and what to do."""
     import pandas as pd
 
     path, problem = Path(path), ""
     try:
-        frame = pd.read_csv(path, dtype={"sample_id": str})
-    except (OSError, ValueError) as err:  # pandas' EmptyDataError, ParserError; no UTF-8
-        problem = f"cannot be read ({first_line(err)})"
-    else:
-        missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
-        if missing:
-            problem = f"lacks the column(s) {', '.join(missing)}"
-        elif frame.empty:
-            problem = "holds no image"
-        elif not frame["label"].isin((0, 1)).all():
-            problem = "holds a label besides 0 (normal) and 1 (anomalous)"
-        elif not np.isfinite(pd.to_numeric(frame["anomaly_score"], errors="coerce")
-                             .to_numpy(dtype=float)).all():
-            problem = "holds an anomaly_score that is no finite number (a file cut short?)"
+        frame = read_whole_csv(path, rerun_advice(path.parent), dtype={"sample_id": str})
+    except ValueError as err:  # its message names the file and what to do
+        raise RunError(str(err)) from None
+    missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
+    if missing:
+        problem = f"lacks the column(s) {', '.join(missing)}"
+    elif frame.empty:
+        problem = "holds no image"
+    elif not frame["label"].isin((0, 1)).all():
+        problem = "holds a label besides 0 (normal) and 1 (anomalous)"
+    elif not np.isfinite(pd.to_numeric(frame["anomaly_score"], errors="coerce")
+                         .to_numpy(dtype=float)).all():
+        problem = "holds an anomaly_score that is no finite number (edited?)"
     if problem:
         raise RunError(f"{path} {problem}: {rerun_advice(path.parent)}")
     return frame

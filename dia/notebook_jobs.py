@@ -14,10 +14,10 @@ import time
 from dia import interrupt, rendering
 from dia.driver_paths import REPO, paths_as_shown, shown
 from dia.plan import (
-    Job, Outcome, PlanRequest, failed_path, is_job_done, partial_path, rendered_path, stamp_path,
-    stamp_record,
+    Job, Outcome, PlanRequest, failed_path, is_job_done, missing_result, partial_path,
+    rendered_path, stamp_path, stamp_record,
 )
-from dia.results import atomic_write_text
+from dia.results import RunError, atomic_write_text
 
 NOTEBOOK_DIR = REPO / "notebooks"
 KERNEL = "python3"  # the kernelspec that renders every notebook
@@ -50,8 +50,10 @@ def kernel_config() -> "Config":  # noqa: F821 - traitlets, imported when called
 
 
 def run_job(job: Job, req: PlanRequest) -> None:
-    """Render one notebook; raises papermill's PapermillExecutionError on a failing cell, and
-    stops the notebook's kernel on an interrupt of the main thread (`dia.interrupt`)."""
+    """Render one notebook; raises papermill's PapermillExecutionError on a failing cell, a
+    RunError where the notebook ran to its end but a finished run folder of the job still lacks
+    a file, or holds one damaged (`dia.plan.missing_result`), and stops the notebook's kernel on
+    an interrupt of the main thread (`dia.interrupt`)."""
     source = NOTEBOOK_DIR / f"{job.notebook}.ipynb"
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
@@ -71,6 +73,10 @@ def run_job(job: Job, req: PlanRequest) -> None:
     except BaseException:  # keep the last good rendering; the failed one goes beside it
         keep_attempt(job, req)
         raise
+    unfinished = missing_result(job, req)
+    if unfinished:  # a file its notebook never reads (DDAD's scores.csv): it would run each call
+        keep_attempt(job, req)
+        raise RunError(unfinished.detail)
     rendering.publishable(partial, output_path=final, repo=REPO)
     os.replace(partial, final)  # a rendered notebook in notebooks/ ran to its end
     stamp.parent.mkdir(parents=True, exist_ok=True)

@@ -286,10 +286,9 @@ def missing_result(job: Job, req: PlanRequest,
     which the next call writes anew, only where nothing else is: the others need a rerun that
     trains or scores, or someone to act. `folders`: `job_run_dirs`, if known."""
     readers = {"metrics.csv": read_metrics_file, "scores.csv": read_scores_file}
-    no_config = None
-    cfg = job_config(job, req)
+    no_config, cfg = None, None
     folders = job_run_dirs(job, req) if folders is None else folders
-    for (stage, run), (_, method) in zip(folders, job.runs):
+    for (stage, run), (_, method) in zip(folders, job.runs, strict=True):
         if not (run / DONE).is_file():
             continue
         for name in FINISHED_FILES[stage]:
@@ -302,10 +301,14 @@ def missing_result(job: Job, req: PlanRequest,
             try:
                 path = finished_file(run, name)  # its RunError says what to do
                 if name == "config.yaml":
+                    cfg = cfg or job_config(job, req)
                     require_stage_config(cfg, stage, method, run)
                 else:
-                    readers[name](path)
-            except (RunError, ValueError) as err:  # read_metrics_file's are ValueErrors
+                    try:
+                        readers[name](path)
+                    except ValueError as err:  # read_metrics_file's (not RunErrors)
+                        raise RunError(str(err)) from None
+            except RunError as err:
                 return Unfinished(str(err), anew=False)
     return no_config
 

@@ -430,7 +430,8 @@ def open_run(
         except OSError as err:  # a file where the results root or a folder of it should be
             raise RunError(f"cannot make the run folder {path} ({err}): is the results root "
                            f"{results_root} a folder?") from None
-        atomic_write_text(config_file, _config_text(cfg, stage, method, sections))
+        atomic_write_text(config_file, yaml.safe_dump(_config_record(cfg, stage, method, sections),
+                                                      sort_keys=True))
     run = Run(path=path, stage=stage, dataset=cfg.dataset, method=method, seed=cfg.seed, hash=hash8)
     if not (path / "env.json").is_file():
         from dia.runtime import capture_env
@@ -446,12 +447,13 @@ def find_runs(results_root: str | Path, stage: str | None = None) -> list[Path]:
     return sorted(p for p in base.glob(pattern) if p.is_dir())
 
 
-def _config_text(cfg: ExperimentConfig, stage: str, method: str,
-                 sections: tuple[str, ...]) -> str:
-    """The config.yaml `open_run` writes into a run folder of `cfg`."""
-    record = {"stage": stage, "method": method, "hash": config_hash(cfg, sections),
-              "sections": list(sections)}
-    return yaml.safe_dump({"run": record, "config": to_dict(cfg)}, sort_keys=True)
+def _config_record(cfg: ExperimentConfig, stage: str, method: str,
+                   sections: tuple[str, ...]) -> dict[str, Any]:
+    """What `open_run` writes into the config.yaml of a run folder of `cfg` (plain data, as
+    YAML reads it back)."""
+    run = {"stage": stage, "method": method, "hash": config_hash(cfg, sections),
+           "sections": list(sections)}
+    return {"run": run, "config": to_dict(cfg)}
 
 
 def require_own_config(path: str | Path, cfg: ExperimentConfig, *, stage: str, method: str,
@@ -460,7 +462,7 @@ def require_own_config(path: str | Path, cfg: ExperimentConfig, *, stage: str, m
     read (`read_run_config`) or is not that of (`cfg`, stage, method) in what the run depends on
     (copied from another run's folder, edited); nothing where it is."""
     path = Path(path)
-    own = yaml.safe_load(_config_text(cfg, stage, method, sections))
+    own = _config_record(cfg, stage, method, sections)
     if _semantic(read_run_config(path), sections) != _semantic(own, sections):
         raise RunError(
             f"{path} holds a run of another config (its config.yaml differs); "
@@ -473,7 +475,8 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
     of YAML (damaged, or edited by hand) is a RunError naming it and what to do."""
     file = Path(path) / "config.yaml"
     try:
-        record = yaml.safe_load(file.read_text())
+        # libyaml's loader where there is one: the plan reads every finished run's config
+        record = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (yaml.YAMLError, OSError, ValueError) as err:  # ValueError: bytes that are no UTF-8
         raise RunError(f"{file} cannot be read ({' '.join(str(err).split())}): "
                        f"{remake_advice(path)}") from None

@@ -47,8 +47,8 @@ from dia.plan import (
     Job, PlanRequest, failed_path, is_job_done, job_run_dirs, missing_result, partial_path,
     rendered_path, stamp_path,
 )
-from dia.lineage import Damage, recorded_upstream, upstream_change
-from dia.results import DONE, LOCK, atomic_write_text, lock_held, retrain_advice
+from dia.lineage import Damage, record_change, recorded_upstream, upstream_change
+from dia.results import DONE, LOCK, atomic_write_text, lock_held, retrain_advice, run_path
 
 STATES = ("done", "running", "failed", "pending")
 FRESH_S = 600.0  # a log or marker touched within this many seconds means "running"
@@ -169,30 +169,40 @@ def job_state(job: Job, req: PlanRequest, *, now: float | None = None,
     # a rendered notebook and its stamp are written only when the notebook ran to its end
     if job.always and rendered_path(root, job).is_file() and stamp_path(root, job).is_file():
         return "done", ""
-    # where config.yaml is missing, the next call writes it anew; an evaluation out of date
-    # scores the new encoder
-    return "pending", unfinished.detail if unfinished else stale[1] if stale else ""
+    if unfinished:  # a config.yaml missing: the next call writes it anew
+        return "pending", unfinished.detail
+    if stale:  # an evaluation of an encoder trained again: the next call scores the new one
+        return stale
+    if failed.is_file():  # its process killed (out of memory?) before papermill could say
+        return "pending", f"its last attempt ended before its notebook did; so far: {failed}"
+    return "pending", ""
 
 
 def out_of_date(stage: str, run: Path) -> tuple[str, str] | None:
     """(state, detail) of a run folder marked finished but not current (`dia.lineage`), or None.
 
-    An evaluation scores again what has changed (``pending``), as it does where its own DONE is
-    damaged. Anything else stops the job until someone acts (``failed``): a DIA encoder of a DDPM
-    trained again (`dia.train_encoder` refuses to reuse it or to train over it), a damaged file
-    upstream, or a damaged DONE of a DDPM or encoder.
+    An evaluation of an encoder trained again scores the new one (``pending``), as it does where
+    its own DONE is damaged. Anything else stops the job until someone acts (``failed``): a DIA
+    encoder of a DDPM trained again (`dia.train_encoder` refuses to reuse it or to train over
+    it) and the evaluation of such an encoder (refused until the encoder is trained again), a
+    damaged file upstream, or a damaged DONE of a DDPM or encoder.
     """
     if not (run / DONE).is_file():
         return None
     change = upstream_change(run)
     if change is None:
         return None
-    if stage == "evaluate" and (not isinstance(change, Damage)
-                                or isinstance(recorded_upstream(run), Damage)):
-        return "pending", f"{run} is DONE, but {change}: the next call scores it again"
+    record = recorded_upstream(run)
     if isinstance(change, Damage):
+        if stage == "evaluate" and isinstance(record, Damage):  # its own DONE: scored again
+            return "pending", f"{run} cannot be checked: {change}; the next call scores it again"
         return "failed", f"{run} cannot be checked: {change}"
-    return "failed", f"{run} is DONE, but {change}: {retrain_advice(run)}"
+    root = run.parents[4]  # upstream_change found a record: runs/<stage>/<dataset>/<method>/<run>
+    if stage == "evaluate" and record_change(record, root) is not None:  # its encoder's file
+        return "pending", f"{run} is DONE, but {change}: the next call scores it again"
+    # a DIA encoder of a DDPM trained again, or the scores of one: train the encoder again
+    encoder = run_path(root, record["run"]) if stage == "evaluate" else run
+    return "failed", f"{run} is DONE, but {change}: {retrain_advice(encoder)}"
 
 
 def plan_status(jobs: list[Job], req: PlanRequest) -> list[tuple[str, str, str]]:

@@ -527,11 +527,11 @@ def test_status_states(tmp_path):
     state, detail = job_state(scored, req)
     assert state == "failed" and "has no metrics.csv" in detail, detail
     _mark_done(scored, req)
-    scores = scored_run / "scores.csv"  # cut short (a bad copy): its notebook would stop on it
-    scores.write_text(scores.read_text()[:-4])
+    scores = scored_run / "scores.csv"  # cut short (a bad copy) in its last number: 0.7 -> 0.
+    scores.write_text(scores.read_text()[:-2])
     assert not is_job_done(scored, req)
     state, detail = job_state(scored, req)
-    assert state == "failed" and f"{scores} holds an anomaly_score that is no" in detail, detail
+    assert state == "failed" and f"{scores} ends in the middle of a row" in detail, detail
     _mark_done(scored, req)
     (scored_run / "metrics.csv").write_text("dataset,method\nsynthetic,csi\n")  # edited by hand
     state, detail = job_state(scored, req)
@@ -556,6 +556,10 @@ def test_status_states(tmp_path):
     state, detail = job_state(ddpm, req)
     assert state == "pending" and "stopped by a signal" in detail
     assert "the next call resumes it" in detail
+    dia1 = job["amplify/synthetic/dia/s1"]  # its process killed mid-cell (kept by keep_attempt)
+    _rendered(failed_path(tmp_path, dia1), exception=False, end=False)
+    state, detail = job_state(dia1, req)
+    assert state == "pending" and "ended before its notebook did; so far: " in detail, detail
 
 
 def test_local_result_of_a_killed_or_crashed_process(tmp_path):

@@ -309,6 +309,9 @@ def test_status_says_why_a_finished_run_is_out_of_date_and_what_to_do(scored):
         state, detail = job_state(jobs["amplify"], req)
         assert state == "failed" and "trained again since" in detail, detail
         assert detail.endswith(f"delete the run folder {amplify} to train it again")
+        state, detail = job_state(jobs["evaluate"], req)  # refused too until the encoder is
+        assert state == "failed" and "the run it was made from, amplify/" in detail, detail
+        assert detail.endswith(f"delete the run folder {amplify} to train it again")
         ddpm_checkpoint = ddpm / "checkpoints" / "last.pt"
         ddpm_checkpoint.write_bytes(kept[ddpm_checkpoint][:1000])  # damaged: restore it
         state, detail = job_state(jobs["amplify"], req)
@@ -326,6 +329,7 @@ def test_status_says_why_a_finished_run_is_out_of_date_and_what_to_do(scored):
         (evaluate / DONE).write_text("{")  # an evaluation's own: scored again
         state, detail = job_state(jobs["evaluate"], req)
         assert state == "pending" and detail.endswith("the next call scores it again"), detail
+        assert "is not the JSON summary" in detail
         (evaluate / "DONE.kept").replace(evaluate / DONE)
     finally:
         for path, data in kept.items():

@@ -439,3 +439,23 @@ def test_datasets_ddad_does_not_apply_to_are_named_not_dropped_silently(tmp_path
         assert "ddad/synthetic" not in out
     assert suite.main(["--plan-only", *argv, "--methods", "dia"]) == 0
     assert "DDAD-ASR" not in capsys.readouterr().out  # not asked for: not mentioned
+
+
+def test_a_notebook_that_leaves_a_damaged_file_behind_fails_naming_it(fake_notebooks, tmp_path,
+                                                                       capsys):
+    # 40_ddad reads no scores.csv: one damaged would leave its job not done, and each call would
+    # render it again and say "ok"
+    root = tmp_path / "results"
+    argv = ["--profile", "smoke", "--datasets", "synthetic", "--methods", "csi",
+            "--results-root", str(root), "--data-root", str(tmp_path)]
+    assert suite.main(argv) == 0
+    scores = next((root / "runs" / "evaluate" / "synthetic" / "csi").glob("s0-*/scores.csv"))
+    scores.write_text(scores.read_text()[:-2])  # cut short in its last number
+    _notebook(fake_notebooks / "30_evaluate.ipynb", "pass")  # finds the run DONE, reads nothing
+    capsys.readouterr()
+    assert suite.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "RunError: " in out and "scores.csv ends in the middle of a row (cut short?)" in out, out
+    failed = root / "notebooks" / ".failed" / "30_evaluate-synthetic-csi-smoke-s0.ipynb"
+    assert failed.is_file() and not list((root / "notebooks" / ".partial").iterdir())
+    assert not (root / "notebooks" / ".stamps" / "30_evaluate-synthetic-csi-smoke-s0.json").exists()
