@@ -18,8 +18,9 @@ Each job of the plan is in one of four states, checked in this order:
    Ctrl-C or SIGTERM (then ``pending``: stopped, not failed). One that lacks only its
    config.yaml is ``pending`` (the next call writes it anew), unless its last attempt failed.
    One whose finished run folder is out of date or cannot be checked (`out_of_date`): a DIA
-   encoder of a DDPM trained again, a damaged DONE or upstream checkpoint, is ``failed`` with
-   what to do, or ``pending`` for an evaluation, which scores again.
+   encoder of a DDPM trained again and its evaluation, a damaged DONE or upstream checkpoint,
+   is ``failed`` with what to do; the evaluation of an encoder trained again (or with its own
+   DONE damaged) is ``pending``: the next call scores it again.
 4. ``running``: one of its run folders has no DONE and a ``train_log.jsonl`` changed in the last
    10 minutes, unless nothing holds the run folder's lock (`Run.exclusive`: training was
    killed or stopped). Where locks cannot be asked (`dia.results.lock_held`), freshness alone.
